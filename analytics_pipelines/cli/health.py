@@ -1,0 +1,27 @@
+"""`analytics-pipelines health`: is the database and the object store usable?"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from analytics_pipelines.lib.health import check_health, store_from_settings
+from analytics_pipelines.lib.settings import load_settings
+from analytics_pipelines.lib.warehouse import Warehouse
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("health", help="check the database and the object store")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    warehouse = Warehouse(settings.database_url_plain, pool_size=1, connect_timeout=3)
+    try:
+        report = check_health(warehouse, store_from_settings(settings))
+    finally:
+        warehouse.dispose()
+    print(json.dumps(report))
+    return 0 if report["status"] == "ok" else 1

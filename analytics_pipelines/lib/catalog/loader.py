@@ -1,0 +1,173 @@
+"""Load the catalog folder (`sources/*.yaml`, `kpis/*.yaml`) and check it as a whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from analytics_pipelines.lib.catalog.models import KpiFile, KpiSpec, SourceFile, SourceSpec
+
+
+class CatalogError(Exception):
+    """The catalog is invalid; `problems` lists each one as 'file: entry: reason'."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid catalog:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Catalog:
+    root: Path
+    sources: dict[str, SourceSpec] = field(default_factory=dict)
+    kpis: dict[str, KpiSpec] = field(default_factory=dict)
+    origins: dict[str, Path] = field(default_factory=dict)
+
+    def source(self, name: str) -> SourceSpec:
+        return self.sources[name]
+
+    def kpis_of_source(self, source: str) -> list[KpiSpec]:
+        return [k for k in self.kpis.values() if k.source == source]
+
+
+def _entry_label(raw: Any, index: int) -> str:
+    name = raw.get("name") if isinstance(raw, dict) else None
+    return f"entry {index + 1}" + (f" ({name})" if name else "")
+
+
+def _pydantic_problems(
+    path: Path, key: str, raw: dict[str, Any], error: ValidationError
+) -> list[str]:
+    problems = []
+    entries = raw.get(key) if isinstance(raw.get(key), list) else []
+    for item in error.errors():
+        loc = list(item["loc"])
+        where = ""
+        if len(loc) >= 2 and loc[0] == key and isinstance(loc[1], int):
+            where = _entry_label(entries[loc[1]], loc[1]) + ": "
+            loc = loc[2:]
+        elif loc and loc[0] != key:
+            where = ""
+        field_path = ".".join(str(p) for p in loc)
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{path}: {where}{field_path + ': ' if field_path else ''}{message}")
+    return problems
+
+
+def _read(path: Path, key: str, model: type[BaseModel], problems: list[str]) -> list[Any]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        problems.append(f"{path}: not valid YAML: {error}".replace("\n", " "))
+        return []
+    if raw is None:
+        return []
+    if not isinstance(raw, dict) or key not in raw:
+        problems.append(f"{path}: expected a mapping with a top-level '{key}:' list")
+        return []
+    try:
+        return list(getattr(model.model_validate(raw), key))
+    except ValidationError as error:
+        problems.extend(_pydantic_problems(path, key, raw, error))
+        return []
+
+
+def _check_kpis(catalog: Catalog, problems: list[str]) -> None:
+    from analytics_pipelines.lib.kpi.expressions import (
+        ExpressionError,
+        parse_derived,
+        parse_filter,
+        parse_measure,
+    )
+
+    for kpi in catalog.kpis.values():
+        where = f"{catalog.origins[kpi.name]}: kpi {kpi.name}"
+        source = catalog.sources.get(kpi.source)
+        if source is None:
+            problems.append(f"{where}: source: unknown source {kpi.source!r}")
+            continue
+        types = source.column_types
+        for dimension in kpi.dimensions:
+            if dimension not in types:
+                problems.append(
+                    f"{where}: dimensions: {dimension!r} is not a column of source {source.name}"
+                )
+        try:
+            if kpi.measure is not None:
+                parse_measure(kpi.measure, types)
+            if kpi.filter is not None:
+                parse_filter(kpi.filter, types)
+            if kpi.derived is not None:
+                derived = parse_derived(kpi.derived, [n for n in catalog.kpis if n != kpi.name])
+                for ref in sorted(derived.references):
+                    other = catalog.kpis[ref]
+                    if other.source != kpi.source or sorted(other.dimensions) != sorted(
+                        kpi.dimensions
+                    ):
+                        problems.append(
+                            f"{where}: derived: {ref!r} must have the same source and dimensions"
+                        )
+                    if other.derived is not None:
+                        problems.append(
+                            f"{where}: derived: {ref!r} is itself derived; combine measures only"
+                        )
+                    if not set(kpi.grains) <= set(other.grains):
+                        problems.append(
+                            f"{where}: derived: {ref!r} lacks some of the grains {kpi.grains}"
+                        )
+        except ExpressionError as error:
+            field_name = (
+                "measure"
+                if kpi.measure is not None and error.expression == kpi.measure
+                else ("filter" if error.expression == kpi.filter else "derived")
+            )
+            problems.append(f"{where}: {field_name}: {error}")
+
+
+def load_catalog(root: str | Path) -> Catalog:
+    """Read and validate every catalog file; raise CatalogError listing every problem."""
+    root = Path(root)
+    problems: list[str] = []
+    catalog = Catalog(root=root)
+    if not root.is_dir():
+        raise CatalogError([f"{root}: catalog folder does not exist"])
+    for path in sorted((root / "sources").glob("*.y*ml")):
+        for source in _read(path, "sources", SourceFile, problems):
+            if source.name in catalog.sources:
+                problems.append(
+                    f"{path}: source {source.name}: declared twice (also in {catalog.origins[source.name]})"
+                )
+            catalog.sources[source.name] = source
+            catalog.origins.setdefault(source.name, path)
+    for path in sorted((root / "kpis").glob("*.y*ml")):
+        for kpi in _read(path, "kpis", KpiFile, problems):
+            if kpi.name in catalog.kpis:
+                problems.append(
+                    f"{path}: kpi {kpi.name}: declared twice (also in {catalog.origins[kpi.name]})"
+                )
+            catalog.kpis[kpi.name] = kpi
+            catalog.origins.setdefault(kpi.name, path)
+    prefixes: dict[str, str] = {}
+    for source in catalog.sources.values():
+        for other_prefix, other in prefixes.items():
+            if source.landing_prefix.startswith(other_prefix) or other_prefix.startswith(
+                source.landing_prefix
+            ):
+                problems.append(
+                    f"{catalog.origins[source.name]}: source {source.name}: landing_prefix overlaps source {other}"
+                )
+        prefixes[source.landing_prefix] = source.name
+    _check_kpis(catalog, problems)
+    if problems:
+        raise CatalogError(problems)
+    return catalog
+
+
+@lru_cache(maxsize=4)
+def load_catalog_cached(root: str) -> Catalog:
+    return load_catalog(root)

@@ -1,0 +1,182 @@
+"""Catalog models: what a source and a KPI declare (validated by pydantic when definitions load)."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ColumnType = Literal["string", "integer", "decimal", "boolean", "date", "timestamp"]
+FileFormat = Literal["csv", "jsonl", "parquet", "xlsx"]
+Grain = Literal["hour", "day", "week", "month", "quarter", "year"]
+GRAIN_ORDER: tuple[Grain, ...] = ("hour", "day", "week", "month", "quarter", "year")
+
+# Names become PostgreSQL identifiers (quoted anyway) and Dagster asset keys.
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReaderOptions(_Strict):
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    quote: str = Field(default='"', min_length=1, max_length=1)
+    encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252"] = "utf-8"
+    header_row: int = Field(default=1, ge=1, description="1-based row holding the column names")
+    decimal_separator: Literal[".", ","] = "."
+    sheet: str | None = Field(
+        default=None, description="xlsx: sheet name (default: the first sheet)"
+    )
+    compression: Literal["auto", "none", "gzip"] = "auto"
+
+
+class ColumnSpec(_Strict):
+    name: Name
+    type: ColumnType = "string"
+    required: bool = False
+    allowed_values: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+    pattern: str | None = None
+    description: str | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"pattern is not a valid regular expression: {error}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ColumnSpec:
+        if (self.min is not None or self.max is not None) and self.type not in (
+            "integer",
+            "decimal",
+        ):
+            raise ValueError(f"min/max need a numeric column, {self.name!r} is {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
+        ) from None
+    return value
+
+
+class SourceSpec(_Strict):
+    name: Name
+    value_chain: Name
+    description: str = ""
+    landing_prefix: str = Field(min_length=1)
+    format: FileFormat
+    reader: ReaderOptions = ReaderOptions()
+    columns: list[ColumnSpec] = Field(min_length=1)
+    primary_key: list[str] = Field(min_length=1)
+    event_time: str
+    timezone: str = "UTC"
+    max_quarantine_rate: float = Field(default=0.05, ge=0, le=1)
+    freshness_hours: float | None = Field(default=None, gt=0)
+    raw_retention_days: int | None = Field(default=None, ge=1)
+
+    _tz = field_validator("timezone")(_check_timezone)
+
+    @field_validator("landing_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if not value or ".." in value.split("/"):
+            raise ValueError("landing_prefix must be a relative folder such as landing/orders")
+        return value + "/"
+
+    @model_validator(mode="after")
+    def _references(self) -> SourceSpec:
+        names = [c.name for c in self.columns]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"columns declared twice: {', '.join(duplicated)}")
+        unknown = [c for c in self.primary_key if c not in names]
+        if unknown:
+            raise ValueError(f"primary_key names undeclared columns: {', '.join(unknown)}")
+        if self.event_time not in names:
+            raise ValueError(f"event_time {self.event_time!r} is not a declared column")
+        if self.column(self.event_time).type not in ("date", "timestamp"):
+            raise ValueError(f"event_time {self.event_time!r} must be a date or timestamp column")
+        return self
+
+    def column(self, name: str) -> ColumnSpec:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(name)
+
+    @property
+    def column_types(self) -> dict[str, ColumnType]:
+        return {c.name: c.type for c in self.columns}
+
+
+class KpiSpec(_Strict):
+    name: Name
+    value_chain: Name
+    description: str = Field(min_length=1)
+    unit: str = ""
+    source: Name
+    measure: str | None = None
+    derived: str | None = Field(
+        default=None, description="arithmetic over other KPIs of the same source"
+    )
+    filter: str | None = None
+    dimensions: list[Name] = []
+    grains: list[Grain] = Field(default_factory=lambda: ["day"], min_length=1)
+    timezone: str = "UTC"
+    refresh_cron: str = "0 * * * *"
+    freshness_hours: float | None = Field(default=None, gt=0)
+
+    _tz = field_validator("timezone")(_check_timezone)
+
+    @field_validator("refresh_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from dagster import validate_cron_string
+
+        try:
+            valid = validate_cron_string(value)
+        except Exception:
+            valid = False
+        if not valid:
+            raise ValueError(f"refresh_cron {value!r} is not a valid cron expression")
+        return value
+
+    @field_validator("grains")
+    @classmethod
+    def _grains(cls, value: list[Grain]) -> list[Grain]:
+        return sorted(set(value), key=GRAIN_ORDER.index)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> KpiSpec:
+        if (self.measure is None) == (self.derived is None):
+            raise ValueError("declare exactly one of measure or derived")
+        if self.derived is not None and self.filter is not None:
+            raise ValueError(
+                "a derived KPI takes the filters of the KPIs it combines; remove filter"
+            )
+        return self
+
+
+class SourceFile(_Strict):
+    sources: list[SourceSpec]
+
+
+class KpiFile(_Strict):
+    kpis: list[KpiSpec]

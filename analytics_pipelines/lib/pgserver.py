@@ -1,0 +1,159 @@
+"""A project-local PostgreSQL started from the system's server binaries (for `make dev` and tests).
+
+PostgreSQL refuses to run as root; when we are root the server runs as the `postgres` system
+user through `runuser`, and the data folder is handed to that user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+INSTALL_HINT = (
+    "PostgreSQL server binaries (initdb, pg_ctl) were not found. Install them, e.g. "
+    "`apt-get install postgresql` (Debian/Ubuntu) or `brew install postgresql@15` (macOS), "
+    "or set DATABASE_URL to an existing database."
+)
+
+
+class PostgresUnavailable(Exception):
+    """The server binaries are missing or the server would not start."""
+
+
+def find_bindir() -> Path:
+    candidates: list[str] = []
+    if os.environ.get("PG_BINDIR"):
+        candidates.append(os.environ["PG_BINDIR"])
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        result = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=False
+        )
+        candidates.append(result.stdout.strip())
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    candidates += [str(Path(p).parent) for p in filter(None, [shutil.which("initdb")])]
+    for candidate in candidates:
+        if (
+            candidate
+            and (Path(candidate) / "initdb").exists()
+            and (Path(candidate) / "pg_ctl").exists()
+        ):
+            return Path(candidate)
+    raise PostgresUnavailable(INSTALL_HINT)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalPostgres:
+    datadir: Path
+    port: int
+    database: str = "analytics"
+    user: str = "postgres"
+    # Throwaway servers (tests, benchmarks) skip fsync; a developer's data folder keeps it.
+    durable: bool = True
+
+    def __post_init__(self) -> None:
+        self.datadir = Path(self.datadir).resolve()
+        self.bindir = find_bindir()
+        self._as_root = os.geteuid() == 0
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    def _run(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        command = [str(self.bindir / args[0]), *args[1:]]
+        if self._as_root:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(
+            command, capture_output=True, text=True, check=False, cwd="/", input=stdin
+        )
+        if check and result.returncode != 0:
+            raise PostgresUnavailable(
+                f"{args[0]} failed: {(result.stderr or result.stdout).strip()}"
+            )
+        return result
+
+    def _hand_over(self, path: Path) -> None:
+        if self._as_root:
+            owner = pwd.getpwnam("postgres")
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+
+    def is_running(self) -> bool:
+        return self._run("pg_ctl", "status", "-D", str(self.datadir), check=False).returncode == 0
+
+    def start(self) -> str:
+        """Initialise (once), start and create the database; return its URL."""
+        self.datadir.parent.mkdir(parents=True, exist_ok=True)
+        if not (self.datadir / "PG_VERSION").exists():
+            self.datadir.mkdir(parents=True, exist_ok=True)
+            self._hand_over(self.datadir)
+            self._run(
+                "initdb",
+                "-D",
+                str(self.datadir),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            )
+        if not self.is_running():
+            options = f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1"
+            if not self.durable:
+                options += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+            log = self.datadir / "server.log"
+            self._run(
+                "pg_ctl",
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(log),
+                "-o",
+                options,
+            )
+        exists = self._run(
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            self.user,
+            "-d",
+            "postgres",
+            "-tA",
+            "-v",
+            f"db={self.database}",
+            stdin="SELECT 1 FROM pg_database WHERE datname = :'db';\n",
+        ).stdout.strip()
+        if exists != "1":
+            self._run(
+                "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.database
+            )
+        return self.url
+
+    def stop(self) -> None:
+        if self.is_running():
+            self._run("pg_ctl", "stop", "-m", "fast", "-w", "-D", str(self.datadir), check=False)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.datadir, ignore_errors=True)

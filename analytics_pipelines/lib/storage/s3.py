@@ -1,0 +1,143 @@
+"""Object store on S3 or MinIO, spoken to over HTTP with boto3 (path-style, custom endpoint)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, closing
+from typing import IO, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from analytics_pipelines.lib.storage.base import (
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStore,
+    StorageError,
+)
+
+
+def _reason(error: Exception, bucket: str) -> str:
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchBucket", "404"):
+            return f"bucket {bucket!r} does not exist"
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "AccessDenied"):
+            return f"access to bucket {bucket!r} denied (check S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY)"
+        return f"S3 error {code}: {error.response.get('Error', {}).get('Message', '')}".strip()
+    if isinstance(error, EndpointConnectionError):
+        return f"S3 endpoint unreachable ({error.kwargs.get('endpoint_url', '')})"
+    return f"S3 error: {error}"
+
+
+class S3Store(ObjectStore):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        region: str = "us-east-1",
+        client: Any | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.endpoint_url = endpoint_url
+        self.client = client or boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            region_name=region,
+            config=Config(
+                s3={"addressing_style": "path"},
+                connect_timeout=3,
+                read_timeout=30,
+                retries={"max_attempts": 2, "mode": "standard"},
+            ),
+        )
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        return f"s3://{self.bucket}/{self.prefix}{where}"
+
+    def _full(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def _relative(self, key: str) -> str:
+        return key[len(self.prefix) :]
+
+    def check(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as error:
+            raise StorageError(_reason(error, self.bucket)) from error
+
+    def list(
+        self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000
+    ) -> list[ObjectInfo]:
+        request: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": self._full(prefix),
+            "MaxKeys": limit,
+        }
+        if start_after:
+            request["StartAfter"] = self._full(start_after)
+        try:
+            response = self.client.list_objects_v2(**request)
+        except (ClientError, BotoCoreError) as error:
+            raise StorageError(_reason(error, self.bucket)) from error
+        return [
+            ObjectInfo(
+                key=self._relative(item["Key"]),
+                size=int(item["Size"]),
+                etag=str(item["ETag"]).strip('"'),
+                modified=item["LastModified"],
+            )
+            for item in response.get("Contents", [])
+        ]
+
+    def head(self, key: str) -> ObjectInfo:
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+        except ClientError as error:
+            if str(error.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+                raise ObjectNotFound(f"no object {key!r} in {self.describe()}") from error
+            raise StorageError(_reason(error, self.bucket)) from error
+        except BotoCoreError as error:
+            raise StorageError(_reason(error, self.bucket)) from error
+        return ObjectInfo(
+            key=key,
+            size=int(response["ContentLength"]),
+            etag=str(response["ETag"]).strip('"'),
+            modified=response["LastModified"],
+        )
+
+    def open(self, key: str) -> AbstractContextManager[IO[bytes]]:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
+        except ClientError as error:
+            if str(error.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+                raise ObjectNotFound(f"no object {key!r} in {self.describe()}") from error
+            raise StorageError(_reason(error, self.bucket)) from error
+        except BotoCoreError as error:
+            raise StorageError(_reason(error, self.bucket)) from error
+        return closing(response["Body"])
+
+    def write(self, key: str, data: bytes | IO[bytes]) -> ObjectInfo:
+        try:
+            if isinstance(data, bytes | bytearray):
+                self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=bytes(data))
+            else:
+                self.client.upload_fileobj(data, self.bucket, self._full(key))
+        except (ClientError, BotoCoreError) as error:
+            raise StorageError(_reason(error, self.bucket)) from error
+        return self.head(key)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+        except (ClientError, BotoCoreError) as error:
+            raise StorageError(_reason(error, self.bucket)) from error
