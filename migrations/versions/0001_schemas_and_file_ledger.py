@@ -1,4 +1,4 @@
-"""Schemas of the warehouse layers and the file ledger that makes ingestion exactly-once.
+"""Schemas of the warehouse layers and the system tables: file ledger, touched periods, quarantine, KPI values.
 
 Revision ID: 0001
 Revises:
@@ -20,6 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 SCHEMAS = ("ingest", "raw", "clean", "quarantine", "kpi")
 STATUSES = ("loading", "loaded", "duplicate", "failed", "superseded")
+GRAINS = ("hour", "day", "week", "month", "quarter", "year")
 
 
 def upgrade() -> None:
@@ -85,6 +86,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("kpi_values", schema="kpi")
+    op.drop_table("rows", schema="quarantine")
+    op.drop_table("touched_periods", schema="ingest")
     op.drop_table("file_ledger", schema="ingest")
     # Per-source raw/clean tables live in these schemas too; they go with them on a full downgrade.
     for schema in reversed(SCHEMAS):

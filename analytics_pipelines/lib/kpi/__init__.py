@@ -1,0 +1,1 @@
+"""KPI catalog support: the expression language for measures, filters and derived KPIs."""
