@@ -1,0 +1,131 @@
+"""`analytics-pipelines dev`: everything a laptop needs, started together and stopped together.
+
+Starts a project-local PostgreSQL under `.data/` (unless DATABASE_URL is set), migrates, uses
+`.data/storage` as object storage (unless STORAGE_URL is set), and runs `dagster dev` with the
+code location loaded. Ctrl-C stops what it started; a second run reuses the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from analytics_pipelines.lib.pgserver import LocalPostgres, PostgresUnavailable
+from analytics_pipelines.lib.settings import normalise_database_url
+
+DATA_DIR = Path(".data")
+DEV_PG_PORT = 54329
+DAGSTER_DEV_YAML = """\
+# Written by `analytics-pipelines dev`: Dagster's runs, events and schedules in the dev PostgreSQL.
+storage:
+  postgres:
+    postgres_url:
+      env: DAGSTER_PG_URL
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 4
+telemetry:
+  enabled: false
+"""
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("dev", help="run the whole stack locally (PostgreSQL, storage, Dagster UI)")
+    parser.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+    parser.add_argument("--no-ui", action="store_true", help="prepare everything, then exit")
+    parser.set_defaults(func=run)
+
+
+def _default_child_signals() -> None:
+    # A shell that started us in the background may have left SIGINT/SIGTERM ignored; the UI
+    # process must react to them, or Ctrl-C would leave it running.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGINT)
+    try:
+        child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def _ensure_dagster_database(url: str) -> str:
+    """Dagster keeps its own tables in a database of its own beside the warehouse."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = 'dagster'")).scalar()
+        if not exists:
+            conn.execute(sa.text("CREATE DATABASE dagster"))
+    engine.dispose()
+    return sa.make_url(url).set(database="dagster").render_as_string(hide_password=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alembic import command
+    from alembic.config import Config
+
+    server: LocalPostgres | None = None
+    env = dict(os.environ)
+    log = sys.stderr.write
+    if not env.get("DATABASE_URL"):
+        try:
+            server = LocalPostgres(DATA_DIR / "postgres", DEV_PG_PORT)
+            env["DATABASE_URL"] = server.start()
+        except PostgresUnavailable as error:
+            log(f"{error}\n")
+            return 1
+        log(f"PostgreSQL running from {server.datadir} on port {server.port}\n")
+    env["DATABASE_URL"] = normalise_database_url(env["DATABASE_URL"])
+    if not env.get("STORAGE_URL"):
+        storage = (DATA_DIR / "storage").resolve()
+        storage.mkdir(parents=True, exist_ok=True)
+        env["STORAGE_URL"] = f"file://{storage}"
+    dagster_home = (DATA_DIR / "dagster_home").resolve()
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text(DAGSTER_DEV_YAML)
+    env.setdefault("DAGSTER_HOME", str(dagster_home))
+    env["DAGSTER_PG_URL"] = _ensure_dagster_database(env["DATABASE_URL"])
+    os.environ.update(env)
+
+    child: subprocess.Popen[bytes] | None = None
+    try:
+        config = Config("alembic.ini")
+        config.attributes["database_url"] = env["DATABASE_URL"]
+        command.upgrade(config, "head")
+        if args.no_ui:
+            return 0
+        log(f"Dagster UI on http://localhost:{args.port} (Ctrl-C stops it)\n")
+        child = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-m", "analytics_pipelines.definitions", "-p", str(args.port)],
+            env=env,
+            preexec_fn=_default_child_signals,
+        )
+        # Ctrl-C reaches the UI through the terminal's process group; SIGTERM is passed on by us.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
+        return child.wait()
+    except KeyboardInterrupt:
+        if child is not None:
+            _stop(child)
+        return 0
+    finally:
+        if server is not None:
+            server.stop()
+            log("PostgreSQL stopped\n")
