@@ -20,10 +20,10 @@ def _database_url() -> str:
     explicit = config.attributes.get("database_url")
     if explicit:
         return normalise_database_url(str(explicit))
-    from analytics_pipelines.lib.settings import SettingsError, get_settings
+    from analytics_pipelines.lib.settings import SettingsError, load_database_url
 
     try:
-        return get_settings().database_url_plain
+        return load_database_url()
     except SettingsError as error:
         sys.stderr.write(f"{error}\n")
         raise SystemExit(2) from None

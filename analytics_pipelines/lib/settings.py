@@ -140,6 +140,24 @@ def load_settings() -> Settings:
         raise SettingsError(_describe(error)) from None
 
 
+def load_database_url() -> str:
+    """Only DATABASE_URL, for tools that need nothing else (migrations)."""
+    from dotenv import load_dotenv
+
+    load_dotenv(override=False)
+    given = os.environ.get("DATABASE_URL")
+    if not given:
+        raise SettingsError(
+            f"invalid settings:\n  DATABASE_URL is not set: expected {EXPECTATIONS['DATABASE_URL']}"
+        )
+    try:
+        return normalise_database_url(given)
+    except ValueError:
+        raise SettingsError(
+            f"invalid settings:\n  DATABASE_URL is invalid: expected {EXPECTATIONS['DATABASE_URL']}"
+        ) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings (cached: the environment does not change under a run)."""

@@ -84,6 +84,68 @@ def upgrade() -> None:
         "file_ledger_content", "file_ledger", ["source", "content_hash"], schema="ingest"
     )
 
+    # Which 15-minute UTC slots of business time each cleaned file version touched: any KPI time
+    # zone's periods (whole, half and quarter hour offsets) are unions of such slots.
+    op.create_table(
+        "touched_periods",
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column(
+            "file_id", sa.BigInteger, sa.ForeignKey("ingest.file_ledger.file_id"), nullable=False
+        ),
+        sa.Column("slot_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column(
+            "recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        schema="ingest",
+    )
+    op.create_index(
+        "touched_periods_source_id", "touched_periods", ["source", "id"], schema="ingest"
+    )
+
+    op.create_table(
+        "rows",
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column(
+            "file_id", sa.BigInteger, sa.ForeignKey("ingest.file_ledger.file_id"), nullable=False
+        ),
+        sa.Column("line", sa.BigInteger, nullable=False),
+        sa.Column("raw_values", postgresql.JSONB, nullable=False),
+        sa.Column(
+            "failures", postgresql.JSONB, nullable=False, comment="[{column, rule, message}, ...]"
+        ),
+        sa.Column(
+            "quarantined_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            server_default=sa.func.now(),
+        ),
+        sa.UniqueConstraint("source", "file_id", "line", name="quarantine_row_once"),
+        schema="quarantine",
+    )
+
+    op.create_table(
+        "kpi_values",
+        sa.Column("kpi", sa.Text, nullable=False),
+        sa.Column("grain", sa.Text, nullable=False),
+        sa.Column("period_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("period_end", sa.DateTime(timezone=True), nullable=False),
+        sa.Column(
+            "dimensions",
+            postgresql.JSONB,
+            nullable=False,
+            comment="{} is the total across dimensions",
+        ),
+        sa.Column("value", sa.Numeric, nullable=True),
+        sa.Column(
+            "computed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.PrimaryKeyConstraint("kpi", "grain", "period_start", "dimensions", name="kpi_values_pk"),
+        sa.CheckConstraint(sa.column("grain").in_(GRAINS), name="kpi_values_grain_known"),
+        schema="kpi",
+    )
+
 
 def downgrade() -> None:
     op.drop_table("kpi_values", schema="kpi")
