@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,7 +13,7 @@ import structlog
 _SECRET_KEYS = frozenset({"password", "secret", "secret_access_key", "database_url", "dsn"})
 
 
-def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     # Belt and braces: a secret passed by mistake as a log field never reaches the output.
     for key in event.keys() & _SECRET_KEYS:
         event[key] = "***"

@@ -113,9 +113,12 @@ def copy_from(
     )
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
-    with dbapi.cursor() as cursor:
+    cursor: Any = dbapi.cursor()
+    try:
         cursor.copy_expert(statement, stream, size=1 << 20)
         return int(cursor.rowcount)
+    finally:
+        cursor.close()
 
 
 _COPY_OPTIONS = frozenset(

@@ -44,7 +44,8 @@ def _pydantic_problems(
     path: Path, key: str, raw: dict[str, Any], error: ValidationError
 ) -> list[str]:
     problems = []
-    entries = raw.get(key) if isinstance(raw.get(key), list) else []
+    listed = raw.get(key)
+    entries: list[Any] = listed if isinstance(listed, list) else []
     for item in error.errors():
         loc = list(item["loc"])
         where = ""

@@ -138,7 +138,7 @@ class KpiSpec(_Strict):
     )
     filter: str | None = None
     dimensions: list[Name] = []
-    grains: list[Grain] = Field(default_factory=lambda: ["day"], min_length=1)
+    grains: list[Grain] = Field(default_factory=lambda: list[Grain](["day"]), min_length=1)
     timezone: str = "UTC"
     refresh_cron: str = "0 * * * *"
     freshness_hours: float | None = Field(default=None, gt=0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, closing
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import boto3
 from botocore.config import Config
@@ -124,7 +124,8 @@ class S3Store(ObjectStore):
             raise StorageError(_reason(error, self.bucket)) from error
         except BotoCoreError as error:
             raise StorageError(_reason(error, self.bucket)) from error
-        return closing(response["Body"])
+        body = cast(IO[bytes], response["Body"])
+        return closing(body)
 
     def write(self, key: str, data: bytes | IO[bytes]) -> ObjectInfo:
         try:
