@@ -148,13 +148,12 @@ class KpiSpec(_Strict):
     @field_validator("refresh_cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from dagster import validate_cron_string
+        import dagster as dg
 
+        # Dagster is the one who runs the schedule, so its own cron parser is the judge.
         try:
-            valid = validate_cron_string(value)
-        except Exception:
-            valid = False
-        if not valid:
+            dg.ScheduleDefinition(name="cron_check", cron_schedule=value, job_name="cron_check")
+        except dg.DagsterInvalidDefinitionError:
             raise ValueError(f"refresh_cron {value!r} is not a valid cron expression")
         return value
 
