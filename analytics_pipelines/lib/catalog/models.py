@@ -154,7 +154,7 @@ class KpiSpec(_Strict):
         try:
             dg.ScheduleDefinition(name="cron_check", cron_schedule=value, job_name="cron_check")
         except dg.DagsterInvalidDefinitionError:
-            raise ValueError(f"refresh_cron {value!r} is not a valid cron expression")
+            raise ValueError(f"refresh_cron {value!r} is not a valid cron expression") from None
         return value
 
     @field_validator("grains")
