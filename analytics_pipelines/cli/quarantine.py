@@ -1,0 +1,105 @@
+"""`analytics-pipelines quarantine show|replay SOURCE` and `clean rebuild SOURCE`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from analytics_pipelines.lib.catalog import SourceSpec, load_catalog
+from analytics_pipelines.lib.clean.replay import (
+    quarantine_summary,
+    rebuild_clean,
+    replay_quarantine,
+)
+from analytics_pipelines.lib.clean.schema import SchemaDriftError
+from analytics_pipelines.lib.settings import load_settings
+from analytics_pipelines.lib.warehouse import Warehouse
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("quarantine", help="inspect and replay quarantined rows")
+    sub = parser.add_subparsers(dest="quarantine_command", required=True, metavar="ACTION")
+    show = sub.add_parser("show", help="list why rows of a source are quarantined, with counts")
+    show.add_argument("source")
+    show.set_defaults(func=run_show)
+    replay = sub.add_parser(
+        "replay", help="validate quarantined rows again (after fixing the catalog)"
+    )
+    replay.add_argument("source")
+    replay.set_defaults(func=run_replay)
+
+    clean = commands.add_parser("clean", help="operate on clean tables")
+    clean_sub = clean.add_subparsers(dest="clean_command", required=True, metavar="ACTION")
+    rebuild = clean_sub.add_parser(
+        "rebuild", help="drop clean.SOURCE and its quarantine and clean every loaded file again"
+    )
+    rebuild.add_argument("source")
+    rebuild.set_defaults(func=run_rebuild)
+
+
+def _source(name: str) -> SourceSpec | None:
+    catalog = load_catalog(load_settings().catalog_dir)
+    return catalog.sources.get(name)
+
+
+def _warehouse() -> Warehouse:
+    return Warehouse(load_settings().database_url_plain, pool_size=1)
+
+
+def _unknown(name: str) -> int:
+    print(f"unknown source {name!r}: it is not declared in the catalog")
+    return 2
+
+
+def run_show(args: argparse.Namespace) -> int:
+    source = _source(args.source)
+    if source is None:
+        return _unknown(args.source)
+    warehouse = _warehouse()
+    try:
+        summary = quarantine_summary(warehouse, source)
+    finally:
+        warehouse.dispose()
+    print(f"{summary.rows} quarantined rows in {source.name}")
+    if summary.reasons:
+        width = max(len(f"{r.column}.{r.rule}") for r in summary.reasons)
+        for reason in summary.reasons:
+            label = f"{reason.column}.{reason.rule}"
+            print(f"{reason.rows:>10}  {label:<{width}}  {reason.message}")
+    return 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    source = _source(args.source)
+    if source is None:
+        return _unknown(args.source)
+    warehouse = _warehouse()
+    try:
+        report = replay_quarantine(warehouse, source)
+    except SchemaDriftError as error:
+        print(str(error))
+        return 1
+    finally:
+        warehouse.dispose()
+    print(
+        f"{source.name}: {report.examined} quarantined rows re-validated, {report.released} now"
+        f" pass ({report.landed} into clean, {report.replaced} replaced by newer rows),"
+        f" {report.still_quarantined} still quarantined"
+    )
+    return 0
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    source = _source(args.source)
+    if source is None:
+        return _unknown(args.source)
+    warehouse = _warehouse()
+    try:
+        report = rebuild_clean(warehouse, source)
+    finally:
+        warehouse.dispose()
+    print(
+        f"clean.{source.name} rebuilt: {report.files} file versions, {report.clean_rows} clean,"
+        f" {report.quarantined_rows} quarantined, {report.replaced_rows} replaced"
+    )
+    return 0

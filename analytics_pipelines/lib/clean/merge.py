@@ -1,0 +1,234 @@
+"""Set-based writes of a staged batch: quarantine, de-duplicating upsert, touched periods.
+
+De-duplication rule: for one primary key the row of the newest file version wins (file ids grow
+with every version discovered), then the last line within that file. The same rule decides
+inside the batch (DISTINCT ON) and against rows already in clean (ON CONFLICT … WHERE), so the
+result does not depend on the order in which files are cleaned.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
+
+from analytics_pipelines.lib.catalog.models import SourceSpec
+from analytics_pipelines.lib.clean.stage import FAILURES, OK, RAW
+from analytics_pipelines.lib.tables import (
+    CLEANED_AT,
+    FILE_ID,
+    LINE,
+    clean_table,
+    quarantine_rows,
+    touched_periods,
+)
+
+SLOT = "15 minutes"
+SLOT_ORIGIN = "2000-01-01 00:00:00+00"
+
+
+@dataclass(frozen=True)
+class StageCounts:
+    ok: int
+    failed: int
+    first_date: date | None
+    last_date: date | None
+
+
+@dataclass
+class MergeOutcome:
+    landed: dict[int, int] = field(default_factory=dict)
+    displaced: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def displaced_total(self) -> int:
+        return sum(self.displaced.values())
+
+
+def slot_of(value: sa.ColumnElement, source: SourceSpec) -> sa.ColumnElement:
+    """The 15-minute UTC slot holding an event-time value (a date is its local midnight)."""
+    if source.column(source.event_time).type == "date":
+        value = sa.func.timezone(source.timezone, sa.cast(value, sa.DateTime()))
+    return sa.func.date_bin(
+        sa.cast(sa.literal(SLOT), postgresql.INTERVAL),
+        value,
+        sa.cast(sa.literal(SLOT_ORIGIN), sa.DateTime(timezone=True)),
+    )
+
+
+def business_date(value: sa.ColumnElement, source: SourceSpec) -> sa.ColumnElement:
+    if source.column(source.event_time).type == "date":
+        return value
+    return sa.cast(sa.func.timezone(source.timezone, value), sa.Date)
+
+
+def stage_counts(conn: Connection, source: SourceSpec, stage: sa.Table) -> dict[int, StageCounts]:
+    ok = stage.c[OK]
+    day = business_date(stage.c[source.event_time], source)
+    rows = conn.execute(
+        sa.select(
+            stage.c[FILE_ID],
+            sa.func.count().filter(ok),
+            sa.func.count().filter(sa.not_(ok)),
+            sa.func.min(day).filter(ok),
+            sa.func.max(day).filter(ok),
+        ).group_by(stage.c[FILE_ID])
+    )
+    return {int(r[0]): StageCounts(int(r[1]), int(r[2]), r[3], r[4]) for r in rows}
+
+
+def quarantine_failures(conn: Connection, source: SourceSpec, stage: sa.Table) -> int:
+    """Write every failing staged row to quarantine.rows (again, if it was there before)."""
+    statement = postgresql.insert(quarantine_rows).from_select(
+        ["source", "file_id", "line", "raw_values", "failures"],
+        sa.select(
+            sa.literal(source.name, sa.Text),
+            stage.c[FILE_ID],
+            stage.c[LINE],
+            stage.c[RAW],
+            stage.c[FAILURES],
+        ).where(sa.not_(stage.c[OK])),
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=["source", "file_id", "line"],
+        set_={
+            "raw_values": statement.excluded.raw_values,
+            "failures": statement.excluded.failures,
+            "quarantined_at": sa.func.now(),
+        },
+    )
+    return int(conn.execute(statement).rowcount or 0)
+
+
+def merge_stage(conn: Connection, source: SourceSpec, stage: sa.Table) -> MergeOutcome:
+    """Upsert the passing staged rows into clean; record touched slots; count per file.
+
+    One statement: the snapshot that finds the clean rows about to be replaced (to count them
+    against their file and to record their old event time) is the one the upsert works on.
+    """
+    clean = clean_table(source)
+    pk = list(source.primary_key)
+    event = source.event_time
+    data_columns = [c.name for c in source.columns]
+
+    winners = (
+        sa.select(*(stage.c[name] for name in [*data_columns, FILE_ID, LINE]))
+        .where(stage.c[OK])
+        .distinct(*(stage.c[k] for k in pk))
+        .order_by(*(stage.c[k] for k in pk), stage.c[FILE_ID].desc(), stage.c[LINE].desc())
+        .cte("winners")
+    )
+    version = sa.tuple_(clean.c[FILE_ID], clean.c[LINE])
+    incoming = sa.tuple_(winners.c[FILE_ID], winners.c[LINE])
+    older_rows = (
+        sa.select(
+            clean.c[FILE_ID].label("file_id"),
+            winners.c[FILE_ID].label("cause"),
+            clean.c[event].label("event"),
+        )
+        .select_from(clean.join(winners, sa.and_(*(clean.c[k] == winners.c[k] for k in pk))))
+        .where(version < incoming)
+    )
+    insert = postgresql.insert(clean).from_select(
+        [*data_columns, FILE_ID, LINE], sa.select(*winners.c)
+    )
+    # An empty clean table (first load, rebuild) needs no conflict handling: a plain insert in
+    # key order (DISTINCT ON sorted it) is several times cheaper than speculative insertion.
+    empty = conn.execute(sa.select(~sa.exists().select_from(clean))).scalar_one()
+    if empty:
+        older_rows = older_rows.where(sa.false())
+    upsert = (
+        insert
+        if empty
+        else insert.on_conflict_do_update(
+            index_elements=pk,
+            set_={
+                **{name: insert.excluded[name] for name in data_columns if name not in pk},
+                FILE_ID: insert.excluded[FILE_ID],
+                LINE: insert.excluded[LINE],
+                CLEANED_AT: sa.func.now(),
+            },
+            # Equal versions: the same row cleaned again (rebuild, replay) is refreshed in place.
+            where=version <= sa.tuple_(insert.excluded[FILE_ID], insert.excluded[LINE]),
+        )
+    )
+    replaced = older_rows.cte("replaced")
+    landed = upsert.returning(clean.c[FILE_ID].label("file_id"), clean.c[event].label("event"))
+    landed_cte = landed.cte("landed")
+    touched = sa.union_all(
+        sa.select(landed_cte.c.file_id, landed_cte.c.event),
+        sa.select(replaced.c.cause, replaced.c.event),
+    ).subquery("touched")
+    record = sa.insert(touched_periods).from_select(
+        ["source", "file_id", "slot_start"],
+        sa.select(
+            sa.literal(source.name, sa.Text),
+            touched.c.file_id,
+            slot_of(touched.c.event, source).label("slot"),
+        )
+        .where(touched.c.event.is_not(None))
+        .distinct(),
+    )
+    record_cte = record.cte("recorded")
+    summary = sa.union_all(
+        sa.select(sa.literal("landed"), landed_cte.c.file_id, sa.func.count()).group_by(
+            landed_cte.c.file_id
+        ),
+        sa.select(sa.literal("displaced"), replaced.c.file_id, sa.func.count()).group_by(
+            replaced.c.file_id
+        ),
+    )
+    statement = summary.add_cte(record_cte)
+    outcome = MergeOutcome()
+    for kind, file_id, count in conn.execute(statement):
+        target = outcome.landed if kind == "landed" else outcome.displaced
+        target[int(file_id)] = int(count)
+    return outcome
+
+
+def remove_files_from_clean(
+    conn: Connection, source: SourceSpec, attribution: dict[int, int]
+) -> dict[int, int]:
+    """Delete the clean rows of the given files, recording the slots they leave.
+
+    `attribution` maps each file whose rows go to the file the touched slots are recorded for
+    (a superseded version's slots are recorded for its correction). Returns rows removed per file.
+    """
+    if not attribution:
+        return {}
+    clean = clean_table(source)
+    deleted = (
+        sa.delete(clean)
+        .where(clean.c[FILE_ID].in_(list(attribution)))
+        .returning(clean.c[FILE_ID].label("file_id"), clean.c[source.event_time].label("event"))
+        .cte("deleted")
+    )
+    mapping = sa.values(
+        sa.column("file_id", sa.BigInteger), sa.column("cause", sa.BigInteger), name="mapping"
+    ).data(list(attribution.items()))
+    record = (
+        sa.insert(touched_periods)
+        .from_select(
+            ["source", "file_id", "slot_start"],
+            sa.select(
+                sa.literal(source.name, sa.Text),
+                mapping.c.cause,
+                slot_of(deleted.c.event, source).label("slot"),
+            )
+            .select_from(deleted.join(mapping, mapping.c.file_id == deleted.c.file_id))
+            .where(deleted.c.event.is_not(None))
+            .distinct(),
+        )
+        .cte("recorded")
+    )
+    statement = (
+        sa.select(deleted.c.file_id, sa.func.count()).group_by(deleted.c.file_id).add_cte(record)
+    )
+    removed: dict[int, int] = defaultdict(int)
+    for file_id, count in conn.execute(statement):
+        removed[int(file_id)] = int(count)
+    return dict(removed)

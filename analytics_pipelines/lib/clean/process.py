@@ -1,0 +1,143 @@
+"""Clean the file versions of a source that are loaded but not yet cleaned, in one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from analytics_pipelines.lib.catalog.models import SourceSpec
+from analytics_pipelines.lib.clean import ledger as book
+from analytics_pipelines.lib.clean.merge import (
+    merge_stage,
+    quarantine_failures,
+    remove_files_from_clean,
+    stage_counts,
+)
+from analytics_pipelines.lib.clean.schema import ensure_clean_table, raw_columns
+from analytics_pipelines.lib.clean.stage import RawInput, build_stage, raw_input_table
+from analytics_pipelines.lib.logging import get_logger
+from analytics_pipelines.lib.tables import FILE_ID, RAW_SCHEMA
+from analytics_pipelines.lib.warehouse import Warehouse
+
+log = get_logger(__name__)
+
+# Sorting the batch by primary key (DISTINCT ON) stays in memory up to this size per sort.
+WORK_MEM = "256MB"
+
+
+@dataclass(frozen=True)
+class CleanReport:
+    """What one clean run did (rows are counted per raw row of the files it cleaned)."""
+
+    source: str
+    file_ids: tuple[int, ...] = ()
+    raw_rows: int = 0
+    clean_rows: int = 0
+    quarantined_rows: int = 0
+    replaced_rows: int = 0
+    displaced_rows: int = 0
+    removed_rows: int = 0
+    retired_files: tuple[int, ...] = ()
+    schema_changes: tuple[str, ...] = ()
+
+    @property
+    def files(self) -> int:
+        return len(self.file_ids)
+
+
+def set_local(conn: Connection, setting: str, value: str) -> None:
+    conn.execute(sa.select(sa.func.set_config(setting, value, True)))
+
+
+def clean_pending(warehouse: Warehouse, source: SourceSpec) -> CleanReport:
+    """Validate, type and de-duplicate every loaded, not yet cleaned file version of `source`.
+
+    Rows that pass go to `clean.<source>`, failing rows to `quarantine.rows`; superseded
+    versions leave clean; the ledger counters and the touched 15-minute slots are recorded in
+    the same transaction. Raises SchemaDriftError (changing nothing) on an incompatible catalog.
+    """
+    with warehouse.begin() as conn:
+        book.lock_source(conn, source.name)
+        set_local(conn, "work_mem", WORK_MEM)
+        # Naive timestamps are read in the source's zone by the cast itself (see validate).
+        set_local(conn, "TimeZone", source.timezone)
+        changes = ensure_clean_table(conn, source)
+
+        retiring = book.superseded_to_retire(conn, source.name)
+        removed = remove_files_from_clean(
+            conn,
+            source,
+            {fid: (cause or fid) for fid, (cause, in_clean) in retiring.items() if in_clean > 0},
+        )
+        book.retire(conn, list(retiring))
+
+        pending = book.pending_files(conn, source.name)
+        if not pending:
+            return CleanReport(
+                source=source.name,
+                removed_rows=sum(removed.values()),
+                retired_files=tuple(sorted(retiring)),
+                schema_changes=tuple(changes),
+            )
+        ids = [p.file_id for p in pending]
+        live = raw_columns(conn, source)
+        counts = {}
+        landed: dict[int, int] = {}
+        displaced: dict[int, int] = {}
+        if live is not None:
+            raw = raw_input_table(RAW_SCHEMA, source.name, live)
+            stage = build_stage(
+                conn,
+                source,
+                RawInput(raw, [c.name for c in raw.columns][:-2], raw.c[FILE_ID].in_(ids)),
+            )
+            counts = stage_counts(conn, source, stage)
+            quarantine_failures(conn, source, stage)
+            outcome = merge_stage(conn, source, stage)
+            landed, displaced = outcome.landed, outcome.displaced
+
+        totals = {"raw": 0, "clean": 0, "quarantined": 0, "replaced": 0}
+        for file in pending:
+            got = counts.get(file.file_id)
+            ok, failed = (got.ok, got.failed) if got else (0, 0)
+            in_clean = landed.get(file.file_id, 0)
+            book.record_cleaned(
+                conn,
+                file.file_id,
+                clean_rows=in_clean,
+                quarantined_rows=failed,
+                replaced_rows=ok - in_clean,
+                first_date=got.first_date if got else None,
+                last_date=got.last_date if got else None,
+            )
+            totals["raw"] += ok + failed
+            totals["clean"] += in_clean
+            totals["quarantined"] += failed
+            totals["replaced"] += ok - in_clean
+            if ok + failed != file.row_count:
+                log.warning(
+                    "raw rows differ from the ledger",
+                    source=source.name,
+                    file_id=file.file_id,
+                    ledger_rows=file.row_count,
+                    raw_rows=ok + failed,
+                )
+        for file_id, count in displaced.items():
+            book.shift(conn, file_id, clean=-count, replaced=count)
+
+        report = CleanReport(
+            source=source.name,
+            file_ids=tuple(ids),
+            raw_rows=totals["raw"],
+            clean_rows=totals["clean"],
+            quarantined_rows=totals["quarantined"],
+            replaced_rows=totals["replaced"],
+            displaced_rows=sum(displaced.values()),
+            removed_rows=sum(removed.values()),
+            retired_files=tuple(sorted(retiring)),
+            schema_changes=tuple(changes),
+        )
+    log.info("cleaned", **{k: v for k, v in report.__dict__.items() if k != "file_ids"})
+    return report
