@@ -53,7 +53,13 @@ class Warehouse:
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=True,
-            connect_args={"connect_timeout": connect_timeout, "application_name": application_name},
+            connect_args={
+                "connect_timeout": connect_timeout,
+                "application_name": application_name,
+                # The clean stage stages a load's rows in temporary tables; PostgreSQL's 8 MB
+                # default for those makes every pass over a large file spill to disk.
+                "options": "-c temp_buffers=256MB -c work_mem=64MB",
+            },
         )
 
     def dispose(self) -> None:
