@@ -1,12 +1,20 @@
-"""`analytics-pipelines catalog validate`: check the declared sources and KPIs."""
+"""`analytics-pipelines catalog validate | import`: check the catalog, or import a sheet into it.
+
+    analytics-pipelines catalog validate [--dir DIR]
+    analytics-pipelines catalog import FILE.xlsx|FILE.csv [--dir DIR] [--out DIR]
+
+The sheet layout is described in `analytics_pipelines.lib.catalog.importer`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from analytics_pipelines.lib.catalog import load_catalog
+from analytics_pipelines.lib.catalog.importer import CatalogImportError, import_sheet
 from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
 
 
@@ -18,6 +26,17 @@ def register(commands: Any) -> None:
         "--dir", type=Path, default=None, help="catalog folder (default: CATALOG_DIR)"
     )
     validate.set_defaults(func=run_validate)
+    importer = sub.add_parser(
+        "import", help="turn a sheet (.xlsx/.csv) of KPI and source definitions into catalog YAML"
+    )
+    importer.add_argument("file", type=Path, help="the .xlsx or .csv sheet")
+    importer.add_argument(
+        "--dir", type=Path, default=None, help="catalog to check against (default: CATALOG_DIR)"
+    )
+    importer.add_argument(
+        "--out", type=Path, default=None, help="folder to write to (default: the catalog folder)"
+    )
+    importer.set_defaults(func=run_import)
 
 
 def catalog_dir(explicit: Path | None) -> Path:
@@ -33,5 +52,23 @@ def run_validate(args: argparse.Namespace) -> int:
     catalog = load_catalog(catalog_dir(args.dir))
     print(
         f"catalog {catalog.root}: {len(catalog.sources)} sources, {len(catalog.kpis)} KPIs, all valid"
+    )
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        sys.stderr.write(f"{args.file}: no such file\n")
+        return 2
+    try:
+        result = import_sheet(args.file, catalog_dir(args.dir), args.out)
+    except CatalogImportError as error:
+        sys.stderr.write(f"{args.file}: nothing written, {len(error.problems)} problem(s):\n")
+        for problem in error.problems:
+            sys.stderr.write(f"  {problem}\n")
+        return 1
+    print(
+        f"imported {len(result.kpis)} KPIs and {len(result.sources)} sources from {args.file}: "
+        + ", ".join(str(p) for p in result.written)
     )
     return 0

@@ -1,0 +1,185 @@
+"""`analytics-pipelines kpi list | show`: the declared KPIs and their computed values.
+
+analytics-pipelines kpi list [--format table|csv|json]
+analytics-pipelines kpi show NAME [--grain month] [--from 2026-01-01] [--to 2026-06-30]
+                                  [--by region[,channel]] [--format table|csv|json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import json
+import sys
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from analytics_pipelines.cli.catalog import catalog_dir
+from analytics_pipelines.lib.catalog import load_catalog
+from analytics_pipelines.lib.catalog.models import GRAIN_ORDER
+from analytics_pipelines.lib.kpi.periods import local_date
+from analytics_pipelines.lib.kpi.query import KpiQueryError, period_label, read_values
+from analytics_pipelines.lib.settings import get_settings
+from analytics_pipelines.lib.warehouse import Warehouse
+
+FORMATS = ("table", "csv", "json")
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("kpi", help="list KPIs and show their values")
+    sub = parser.add_subparsers(dest="kpi_command", required=True, metavar="ACTION")
+
+    listing = sub.add_parser("list", help="the KPIs declared in the catalog")
+    listing.add_argument("--format", choices=FORMATS, default="table")
+    listing.set_defaults(func=run_list)
+
+    show = sub.add_parser("show", help="computed values of one KPI")
+    show.add_argument("name", help="KPI name (see `kpi list`)")
+    show.add_argument("--grain", choices=GRAIN_ORDER, default=None, help="default: finest")
+    show.add_argument("--from", dest="first", type=_date, default=None, help="YYYY-MM-DD")
+    show.add_argument("--to", dest="last", type=_date, default=None, help="YYYY-MM-DD")
+    show.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        help="dimension(s) to break down by, e.g. --by region or --by region,channel",
+    )
+    show.add_argument("--format", choices=FORMATS, default="table")
+    show.set_defaults(func=run_show)
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def format_number(value: Decimal | None) -> str:
+    if value is None:
+        return ""
+    if value == value.to_integral_value():
+        return str(value.quantize(Decimal(1)))
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def _json_number(value: Decimal | None) -> int | float | None:
+    if value is None:
+        return None
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def render(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, numeric: Sequence[str] = ()
+) -> str:
+    """A table for people, or CSV / JSON (a list of objects) for tools."""
+    if fmt == "json":
+        return json.dumps([dict(zip(headers, row, strict=True)) for row in rows], indent=2) + "\n"
+    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows(cells)
+        return out.getvalue()
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if h in numeric else v.ljust(w)
+            for v, w, h in zip(values, widths, headers, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    text = [line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)]
+    return "\n".join(text) + "\n"
+
+
+def run_list(args: argparse.Namespace) -> int:
+    catalog = load_catalog(catalog_dir(None))
+    headers = [
+        "name",
+        "value_chain",
+        "source",
+        "unit",
+        "dimensions",
+        "grains",
+        "timezone",
+        "refresh_cron",
+        "description",
+    ]
+    rows = [
+        [
+            k.name,
+            k.value_chain,
+            k.source,
+            k.unit,
+            ",".join(k.dimensions),
+            ",".join(k.grains),
+            k.timezone,
+            k.refresh_cron,
+            k.description.strip().splitlines()[0],
+        ]
+        for k in sorted(catalog.kpis.values(), key=lambda k: (k.value_chain, k.name))
+    ]
+    sys.stdout.write(render(headers, rows, args.format))
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    catalog = load_catalog(settings.catalog_dir)
+    kpi = catalog.kpis.get(args.name)
+    if kpi is None:
+        sys.stderr.write(
+            f"unknown KPI {args.name!r}; known: {', '.join(sorted(catalog.kpis)) or 'none'}\n"
+        )
+        return 2
+    grain = args.grain or kpi.grains[0]
+    by = [d.strip() for item in args.by for d in item.split(",") if d.strip()]
+    last = args.last or local_date(dt.datetime.now(dt.UTC), kpi.timezone)
+    first = args.first or last - dt.timedelta(days=30 if grain in ("hour", "day") else 365)
+    warehouse = Warehouse(settings.database_url_plain, pool_size=1)
+    try:
+        with warehouse.connect() as conn:
+            values = read_values(conn, kpi, grain, first, last, by)
+    except KpiQueryError as error:
+        sys.stderr.write(f"{error}\n")
+        return 2
+    finally:
+        warehouse.dispose()
+    dims = sorted(set(by))
+    headers = ["period", *dims, kpi.unit or "value"]
+    if args.format == "table":
+        rows: list[list[Any]] = [
+            [
+                period_label(grain, v.period_start),
+                *(v.dimensions.get(d) for d in dims),
+                format_number(v.value),
+            ]
+            for v in values
+        ]
+    else:
+        headers = ["period", "period_start", *dims, "value"]
+        rows = [
+            [
+                period_label(grain, v.period_start),
+                v.period_start.isoformat(),
+                *(v.dimensions.get(d) for d in dims),
+                _json_number(v.value) if args.format == "json" else format_number(v.value),
+            ]
+            for v in values
+        ]
+    if args.format == "table":
+        sys.stdout.write(
+            f"{kpi.name} ({kpi.description.strip().splitlines()[0]}) per {grain}, "
+            f"{first} .. {last}, {kpi.timezone}\n"
+        )
+        if not values:
+            sys.stdout.write("no values stored for this range (materialise the KPI first)\n")
+            return 0
+    sys.stdout.write(render(headers, rows, args.format, numeric=[headers[-1]]))
+    return 0

@@ -1,0 +1,399 @@
+"""Bulk import of catalog definitions from a sheet (`.xlsx` or `.csv`) into catalog YAML.
+
+Sheet layout -- one header row, then one definition per row (the first worksheet of an .xlsx,
+or a sheet named `catalog` if there is one):
+
+=================  ==========================================================================
+column             meaning
+=================  ==========================================================================
+kind               `kpi` (default when the column is absent or the cell empty) or `source`
+name               KPI or source name (lower case, digits, `_`)
+value_chain        value chain (the Dagster group)
+description        one line; required for KPIs
+unit               KPI unit, e.g. EUR
+source             KPI: the source it is computed from
+measure            KPI: e.g. `sum(quantity * unit_price)`; or use `derived`
+derived            KPI: arithmetic over other KPIs of the same source, e.g. `net / orders`
+filter             KPI: e.g. `status in ('placed', 'shipped')`
+dimensions         list, e.g. `region; channel`
+grains             list of hour day week month quarter year (default: day)
+timezone           IANA name, e.g. Europe/Berlin (default UTC)
+refresh_cron       e.g. `*/15 * * * *` (default hourly)
+freshness_hours    number of hours
+landing_prefix     source: folder of its files, e.g. landing/orders
+format             source: csv, jsonl, parquet or xlsx
+columns            source: `name:type` list, `!` marks required, e.g. `id:string!; at:timestamp!`
+primary_key        source: list of column names
+event_time         source: the date/timestamp column that places a row in time
+=================  ==========================================================================
+
+Lists are separated by `;` or `,`. Cells that do not apply to a row's kind must be empty.
+Source constraints beyond `required` (allowed values, ranges, patterns, reader options) are
+edited in the YAML afterwards.
+
+Every row is validated (pydantic models, then expressions against the sources of the existing
+catalog and of the sheet); all problems are reported with their row numbers and nothing is
+written unless every row is valid. The result is written to `kpis/<sheet stem>.yaml` and
+`sources/<sheet stem>.yaml` of the output folder; importing the same sheet again replaces them.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from analytics_pipelines.lib.catalog.loader import Catalog, CatalogError, load_catalog
+from analytics_pipelines.lib.catalog.models import KpiSpec, SourceSpec
+
+KPI_FIELDS = (
+    "name",
+    "value_chain",
+    "description",
+    "unit",
+    "source",
+    "measure",
+    "derived",
+    "filter",
+    "dimensions",
+    "grains",
+    "timezone",
+    "refresh_cron",
+    "freshness_hours",
+)
+SOURCE_FIELDS = (
+    "name",
+    "value_chain",
+    "description",
+    "landing_prefix",
+    "format",
+    "columns",
+    "primary_key",
+    "event_time",
+    "timezone",
+    "freshness_hours",
+)
+LIST_FIELDS = frozenset({"dimensions", "grains", "primary_key", "columns"})
+KNOWN_COLUMNS = frozenset({"kind", *KPI_FIELDS, *SOURCE_FIELDS})
+
+
+class CatalogImportError(Exception):
+    """The sheet has invalid rows; `problems` holds one line per problem, with its row number."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("catalog import refused:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+@dataclass
+class ImportResult:
+    kpis: list[KpiSpec] = field(default_factory=list)
+    sources: list[SourceSpec] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, list[str]]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        for index, row in enumerate(csv.reader(handle), start=1):
+            yield index, [_cell(v) for v in row]
+
+
+def _read_xlsx(path: Path) -> Iterator[tuple[int, list[str]]]:
+    from openpyxl import load_workbook
+
+    workbook = load_workbook(path, read_only=True, data_only=True)
+    try:
+        sheet = workbook["catalog"] if "catalog" in workbook.sheetnames else workbook.worksheets[0]
+        for index, row in enumerate(sheet.iter_rows(values_only=True), start=1):
+            yield index, [_cell(v) for v in row]
+    finally:
+        workbook.close()
+
+
+def read_sheet(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and non-empty rows (with their 1-based row numbers) of a .csv or .xlsx file."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        rows = _read_csv(path)
+    elif suffix in (".xlsx", ".xlsm"):
+        rows = _read_xlsx(path)
+    else:
+        raise CatalogImportError([f"{path}: expected a .xlsx or .csv file"])
+    try:
+        _, header_cells = next(rows)
+    except StopIteration:
+        raise CatalogImportError([f"{path}: the sheet is empty"]) from None
+    header = [h.strip().lower() for h in header_cells]
+    while header and not header[-1]:
+        header.pop()
+    problems = []
+    unknown = [h for h in header if h and h not in KNOWN_COLUMNS]
+    if unknown:
+        problems.append(
+            f"row 1: unknown column(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(KNOWN_COLUMNS))})"
+        )
+    if "name" not in header:
+        problems.append("row 1: a 'name' column is required")
+    if problems:
+        raise CatalogImportError(problems)
+    records = []
+    for number, cells in rows:
+        if not any(cells):
+            continue
+        extra = [c for c in cells[len(header) :] if c]
+        record = {h: (cells[i] if i < len(cells) else "") for i, h in enumerate(header) if h}
+        if extra:
+            record["__extra__"] = ", ".join(extra)
+        records.append((number, record))
+    return header, records
+
+
+def _row_number(problem: str) -> int:
+    match = re.match(r"row (\d+)", problem)
+    return int(match.group(1)) if match else 0
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in re.split(r"[;,]", text) if part.strip()]
+
+
+def _columns(text: str) -> list[dict[str, Any]]:
+    columns = []
+    for item in re.split(r"[;,]", text):
+        item = item.strip()
+        if not item:
+            continue
+        required = item.endswith("!")
+        name, _, column_type = item.rstrip("!").partition(":")
+        column: dict[str, Any] = {"name": name.strip()}
+        if column_type.strip():
+            column["type"] = column_type.strip()
+        if required:
+            column["required"] = True
+        columns.append(column)
+    return columns
+
+
+def _fields(kind: str, record: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    allowed = KPI_FIELDS if kind == "kpi" else SOURCE_FIELDS
+    stray = [k for k, v in record.items() if v and k not in allowed and k != "kind"]
+    data: dict[str, Any] = {}
+    for key in allowed:
+        value = record.get(key, "")
+        if not value:
+            continue
+        if key == "columns":
+            data[key] = _columns(value)
+        elif key in LIST_FIELDS:
+            data[key] = _split(value)
+        else:
+            data[key] = value
+    return data, [f"{key}: does not apply to kind={kind}; leave it empty" for key in stray]
+
+
+def _pydantic_messages(error: ValidationError) -> list[str]:
+    messages = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        messages.append(f"{where}: {message}" if where else message)
+    return messages
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], label: str, problems: list[str]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems.extend(f"{label}: {m}" for m in _pydantic_messages(error))
+        return None
+
+
+def _check_expressions(
+    kpi: KpiSpec,
+    label: str,
+    sources: dict[str, SourceSpec],
+    kpis: dict[str, KpiSpec],
+    problems: list[str],
+) -> None:
+    from analytics_pipelines.lib.kpi.expressions import (
+        Derived,
+        ExpressionError,
+        parse_derived,
+        parse_filter,
+        parse_measure,
+    )
+
+    source = sources.get(kpi.source)
+    if source is None:
+        problems.append(
+            f"{label}: source: unknown source {kpi.source!r} "
+            f"(known: {', '.join(sorted(sources)) or 'none'})"
+        )
+        return
+    types = source.column_types
+    for dimension in kpi.dimensions:
+        if dimension not in types:
+            problems.append(
+                f"{label}: dimensions: {dimension!r} is not a column of source {source.name}"
+            )
+    for field_name, parse in (
+        ("measure", lambda text: parse_measure(text, types)),
+        ("filter", lambda text: parse_filter(text, types)),
+        ("derived", lambda text: parse_derived(text, [n for n in kpis if n != kpi.name])),
+    ):
+        text = getattr(kpi, field_name)
+        if text is None:
+            continue
+        try:
+            parsed = parse(text)
+        except ExpressionError as error:
+            problems.append(
+                f"{label}: {field_name}: at position {error.position}: {error.reason} (in {text!r})"
+            )
+            continue
+        if isinstance(parsed, Derived):
+            for ref in sorted(parsed.references):
+                other = kpis[ref]
+                if other.source != kpi.source or sorted(other.dimensions) != sorted(kpi.dimensions):
+                    problems.append(
+                        f"{label}: derived: {ref!r} must have the same source and dimensions"
+                    )
+                if other.timezone != kpi.timezone:
+                    problems.append(f"{label}: derived: {ref!r} must have the same time zone")
+                if other.derived is not None:
+                    problems.append(f"{label}: derived: {ref!r} is itself derived")
+                if not set(kpi.grains) <= set(other.grains):
+                    problems.append(f"{label}: derived: {ref!r} lacks some of the grains")
+
+
+def parse_sheet(path: Path, catalog: Catalog | None) -> ImportResult:
+    """Validate every row of the sheet against itself and `catalog`; raise on any problem."""
+    _, records = read_sheet(path)
+    if not records:
+        raise CatalogImportError([f"{path}: no definitions below the header row"])
+    problems: list[str] = []
+    result = ImportResult()
+    seen: dict[tuple[str, str], int] = {}
+    replaced_files = {f"{path.stem}.yaml", f"{path.stem}.yml"}
+    rows: list[tuple[str, KpiSpec]] = []
+    for number, record in records:
+        kind = (record.get("kind") or "kpi").lower()
+        label = f"row {number}" + (f" ({kind} {record['name']})" if record.get("name") else "")
+        if "__extra__" in record:
+            problems.append(f"{label}: values beyond the last titled column: {record['__extra__']}")
+        if kind not in ("kpi", "source"):
+            problems.append(f"{label}: kind: expected 'kpi' or 'source', got {kind!r}")
+            continue
+        data, stray = _fields(kind, record)
+        problems.extend(f"{label}: {s}" for s in stray)
+        name = data.get("name", "")
+        if name and (kind, name) in seen:
+            problems.append(
+                f"{label}: name: {kind} {name!r} already defined in row {seen[(kind, name)]}"
+            )
+        seen.setdefault((kind, name), number)
+        existing = None
+        if catalog is not None:
+            existing = (catalog.kpis if kind == "kpi" else catalog.sources).get(name)
+        if existing is not None and catalog is not None:
+            origin = catalog.origins.get(name)
+            if origin is None or origin.name not in replaced_files:
+                problems.append(f"{label}: name: {kind} {name!r} is already declared in {origin}")
+        model: type[BaseModel] = KpiSpec if kind == "kpi" else SourceSpec
+        spec = _validate(model, data, label, problems)
+        if isinstance(spec, SourceSpec):
+            result.sources.append(spec)
+        elif isinstance(spec, KpiSpec):
+            result.kpis.append(spec)
+            rows.append((label, spec))
+    # The first row of a name counts; later ones were reported as duplicates above.
+    sources = {
+        **({} if catalog is None else catalog.sources),
+        **{s.name: s for s in reversed(result.sources)},
+    }
+    kpis = {
+        **({} if catalog is None else catalog.kpis),
+        **{k.name: k for k in reversed(result.kpis)},
+    }
+    for label, kpi in rows:
+        _check_expressions(kpi, label, sources, kpis, problems)
+    if problems:
+        raise CatalogImportError(sorted(problems, key=_row_number))
+    return result
+
+
+def _dump(key: str, specs: list[Any]) -> str:
+    entries = [spec.model_dump(mode="json", exclude_defaults=True) for spec in specs]
+    for entry, spec in zip(entries, specs, strict=True):
+        entry.setdefault("name", spec.name)
+        if isinstance(spec, KpiSpec):
+            # Spelled out so that a reader of the YAML does not need to know the defaults.
+            entry.setdefault("grains", list(spec.grains))
+            entry.setdefault("timezone", spec.timezone)
+            entry.setdefault("refresh_cron", spec.refresh_cron)
+    return yaml.safe_dump({key: entries}, sort_keys=False, allow_unicode=True, width=100)
+
+
+def import_sheet(path: Path, catalog_dir: Path, out_dir: Path | None = None) -> ImportResult:
+    """Turn the sheet into `kpis/<stem>.yaml` / `sources/<stem>.yaml` under `out_dir`.
+
+    `catalog_dir` is the catalog the rows are checked against (default output folder too).
+    Nothing is written unless every row is valid and the resulting catalog loads cleanly.
+    """
+    out_dir = out_dir or catalog_dir
+    catalog = load_catalog(catalog_dir) if (catalog_dir / "sources").is_dir() else None
+    result = parse_sheet(path, catalog)
+    files: dict[str, str] = {}
+    if result.sources:
+        files[f"sources/{path.stem}.yaml"] = _dump("sources", result.sources)
+    if result.kpis:
+        files[f"kpis/{path.stem}.yaml"] = _dump("kpis", result.kpis)
+    # Check the catalog as it will be: a copy of the target with the new files in place.
+    with tempfile.TemporaryDirectory(prefix="catalog-import-") as scratch:
+        preview = Path(scratch) / "catalog"
+        if out_dir.is_dir():
+            shutil.copytree(out_dir, preview)
+        if catalog is not None and catalog_dir != out_dir:
+            for sub in ("sources", "kpis"):
+                for existing in (catalog_dir / sub).glob("*.y*ml"):
+                    target = preview / sub / existing.name
+                    if not target.exists():
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(existing, target)
+        for relative, text in files.items():
+            target = preview / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        for sub in ("sources", "kpis"):
+            (preview / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            load_catalog(preview)
+        except CatalogError as error:
+            raise CatalogImportError(
+                [p.replace(str(preview), str(out_dir)) for p in error.problems]
+            ) from None
+    for relative, text in files.items():
+        target = out_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".yaml.tmp")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(target)
+        result.written.append(target)
+    return result

@@ -1,0 +1,332 @@
+"""Dagster definitions built from the KPI catalog: `kpi/<name>` assets, refresh jobs, schedules
+and the invalidation sensor. `defs/kpis/*.py` exposes them; tests call the factory with their
+own catalog.
+
+* Assets are daily-partitioned in the KPI's time zone (today's partition exists: `end_offset=1`,
+  so the running day can be refreshed) and backfill a whole range in one run.
+* One job per time zone (assets of one job share one partitions definition).
+* One schedule per (refresh cron, time zone): the cron runs in the KPI's zone and refreshes the
+  partition of the local day of the tick.
+* One sensor maps the business time touched by loads to the partitions to refresh.
+"""
+
+import datetime as dt
+import hashlib
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+import dagster as dg
+
+from analytics_pipelines.lib.catalog import Catalog, CatalogError, load_catalog_cached
+from analytics_pipelines.lib.kpi.engine import RefreshResult, refresh_kpi
+from analytics_pipelines.lib.kpi.invalidation import DEFAULT_BATCH_ROWS, touched_dates
+from analytics_pipelines.lib.kpi.periods import contiguous_ranges, local_date
+from analytics_pipelines.lib.kpi.plan import KpiPlan, plan_catalog
+from analytics_pipelines.lib.logging import bound_context, run_context_fields
+from analytics_pipelines.resources import WarehouseResource
+
+# Partition sets must not move between deployments: a fixed first day, overridable per install.
+DEFAULT_PARTITIONS_START = "2024-01-01"
+PARTITIONS_START_ENV = "KPI_PARTITIONS_START"
+SENSOR_NAME = "kpi_invalidation_sensor"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+TRIGGER_TAG = "analytics_pipelines/kpi_trigger"
+
+# What dg.define_asset_job returns; its class is not part of Dagster's public API.
+AssetJob = Any
+
+
+def partitions_start() -> str:
+    value = os.environ.get(PARTITIONS_START_ENV, DEFAULT_PARTITIONS_START).strip()
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise CatalogError(
+            [f"{PARTITIONS_START_ENV} is invalid ({value!r}): expected a date such as 2024-01-01"]
+        ) from None
+    return value
+
+
+def kpi_asset_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["kpi", name])
+
+
+def clean_asset_key(source: str) -> dg.AssetKey:
+    return dg.AssetKey(["clean", source])
+
+
+def kpi_partitions(timezone: str, start: str) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(start_date=start, timezone=timezone, end_offset=1)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def cron_slug(cron: str) -> str:
+    """A readable name part for common crons, else a short stable hash."""
+    fields = cron.split()
+    if len(fields) == 5 and fields[1:] == ["*", "*", "*", "*"]:
+        minute = fields[0]
+        if minute.startswith("*/") and minute[2:].isdigit():
+            return f"every_{minute[2:]}_minutes"
+        if minute == "0":
+            return "hourly"
+        if minute.isdigit():
+            return f"hourly_at_{int(minute):02d}"
+        if minute == "*":
+            return "every_minute"
+    if len(fields) == 5 and fields[2:] == ["*", "*", "*"] and all(f.isdigit() for f in fields[:2]):
+        return f"daily_at_{int(fields[1]):02d}{int(fields[0]):02d}"
+    return "cron_" + hashlib.sha256(cron.encode()).hexdigest()[:8]
+
+
+def job_name(timezone: str) -> str:
+    return f"kpi_refresh_{slug(timezone)}"
+
+
+def schedule_name(cron: str, timezone: str) -> str:
+    return f"kpi_refresh_{cron_slug(cron)}_{slug(timezone)}"
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value) if value != value.to_integral_value() else int(value)
+    return value
+
+
+def _preview_markdown(result: RefreshResult) -> str:
+    if not result.preview:
+        return "_no values in the refreshed days_"
+    lines = ["| period start | dimensions | value |", "|---|---|---|"]
+    for row in result.preview:
+        dims = ", ".join(f"{k}={v}" for k, v in sorted(row["dimensions"].items())) or "total"
+        lines.append(f"| {row['period_start'].isoformat()} | {dims} | {_number(row['value'])} |")
+    return "\n".join(lines)
+
+
+def _materialization(result: RefreshResult) -> dg.MaterializeResult:
+    metadata: dict[str, Any] = {
+        "first_day": result.first_day.isoformat(),
+        "last_day": result.last_day.isoformat(),
+        "rows_written": result.rows,
+        **{f"rows_{grain}": rows for grain, rows in result.rows_by_grain.items()},
+        "preview": dg.MetadataValue.md(_preview_markdown(result)),
+    }
+    if result.skipped:
+        metadata["skipped"] = result.skipped
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def build_kpi_asset(plan: KpiPlan, start: str) -> dg.AssetsDefinition:
+    kpi = plan.kpi
+    deps = [clean_asset_key(kpi.source), *(kpi_asset_key(ref) for ref in plan.inputs)]
+    freshness = (
+        dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=kpi.freshness_hours))
+        if kpi.freshness_hours
+        else None
+    )
+
+    @dg.asset(
+        key=kpi_asset_key(kpi.name),
+        group_name=kpi.value_chain,
+        description=kpi.description.strip().splitlines()[0],
+        kinds={"postgres"},
+        partitions_def=kpi_partitions(kpi.timezone, start),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=deps,
+        freshness_policy=freshness,
+        metadata={
+            "unit": kpi.unit,
+            "source": kpi.source,
+            "expression": kpi.measure or kpi.derived or "",
+            "filter": kpi.filter or "",
+            "dimensions": ", ".join(kpi.dimensions),
+            "grains": ", ".join(kpi.grains),
+            "timezone": kpi.timezone,
+            "refresh_cron": kpi.refresh_cron,
+            "view": f"kpi.{kpi.name}",
+        },
+        tags={"value_chain": kpi.value_chain},
+    )
+    def _kpi(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        # One run may carry a whole backfill range: it is computed with one statement per grain.
+        key_range = context.partition_key_range
+        first = dt.date.fromisoformat(key_range.start)
+        last = dt.date.fromisoformat(key_range.end)
+        with bound_context(**run_context_fields(context)):
+            result = refresh_kpi(warehouse.get_warehouse(), plan, first, last)
+        if result.skipped:
+            context.log.warning(f"{kpi.name}: {result.skipped}")
+        return _materialization(result)
+
+    return _kpi
+
+
+@dataclass(frozen=True)
+class KpiDefinitions:
+    assets: list[dg.AssetsDefinition]
+    jobs: dict[str, AssetJob]  # by time zone
+    schedules: list[dg.ScheduleDefinition]
+    sensor: dg.SensorDefinition | None
+
+
+def build_kpi_jobs(plans: dict[str, KpiPlan], start: str) -> dict[str, AssetJob]:
+    by_zone: dict[str, list[str]] = defaultdict(list)
+    for plan in plans.values():
+        by_zone[plan.kpi.timezone].append(plan.name)
+    return {
+        zone: dg.define_asset_job(
+            name=job_name(zone),
+            selection=dg.AssetSelection.assets(*(kpi_asset_key(n) for n in sorted(names))),
+            partitions_def=kpi_partitions(zone, start),
+            description=f"Refreshes KPIs computed in {zone} for a day or a range of days.",
+        )
+        for zone, names in sorted(by_zone.items())
+    }
+
+
+def _schedule(cron: str, zone: str, names: list[str], job: AssetJob) -> dg.ScheduleDefinition:
+    keys = [kpi_asset_key(n) for n in names]
+
+    @dg.schedule(
+        name=schedule_name(cron, zone),
+        cron_schedule=cron,
+        execution_timezone=zone,
+        job=job,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Refreshes today's partition ({zone}) of: {', '.join(names)}",
+    )
+    def _refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        moment = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+        day = local_date(moment, zone)
+        return dg.RunRequest(
+            partition_key=day.isoformat(),
+            asset_selection=keys,
+            tags={TRIGGER_TAG: "schedule"},
+        )
+
+    return _refresh
+
+
+def build_kpi_schedules(
+    plans: dict[str, KpiPlan], jobs: dict[str, AssetJob]
+) -> list[dg.ScheduleDefinition]:
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for plan in plans.values():
+        groups[(plan.kpi.refresh_cron, plan.kpi.timezone)].append(plan.name)
+    return [
+        _schedule(cron, zone, sorted(names), jobs[zone])
+        for (cron, zone), names in sorted(groups.items())
+    ]
+
+
+def build_kpi_sensor(
+    plans: dict[str, KpiPlan],
+    jobs: dict[str, AssetJob],
+    start: str,
+    interval_seconds: int,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> dg.SensorDefinition:
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for plan in plans.values():
+        groups[(plan.kpi.source, plan.kpi.timezone)].append(plan.name)
+    zones_by_source: dict[str, set[str]] = defaultdict(set)
+    for source, zone in groups:
+        zones_by_source[source].add(zone)
+    first_day = dt.date.fromisoformat(start)
+
+    @dg.sensor(
+        name=SENSOR_NAME,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        jobs=list(jobs.values()),
+        description=(
+            "Refreshes exactly the KPI partitions whose business dates a load touched "
+            "(late data, corrected files); cursor = last ingest.touched_periods id seen."
+        ),
+    )
+    def _invalidate(
+        context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        after = int(context.cursor) if context.cursor else 0
+        with warehouse.get_warehouse().connect() as conn:
+            touched = touched_dates(conn, dict(zones_by_source), after, batch_rows)
+        if touched.upto_id is None:
+            return dg.SkipReason(f"no business periods touched after id {after}")
+        requests: list[dg.RunRequest] = []
+        for (source, zone), names in sorted(groups.items()):
+            days = touched.dates.get((source, zone), set())
+            today = local_date(dt.datetime.now(dt.UTC), zone)
+            outside = sorted(d for d in days if d < first_day or d > today)
+            if outside:
+                context.log.warning(
+                    f"{source} ({zone}): {len(outside)} touched dates outside the KPI partitions "
+                    f"{first_day}..{today} are not refreshed: {outside[0]}..{outside[-1]}"
+                )
+            keys = [kpi_asset_key(n) for n in sorted(names)]
+            wanted = [d for d in days if first_day <= d <= today]
+            for low, high in contiguous_ranges(wanted):
+                run_key = f"kpi:{source}:{zone}:{low}:{high}:{touched.upto_id}"
+                tags = {TRIGGER_TAG: "invalidation"}
+                if low == high:
+                    request = dg.RunRequest(
+                        run_key=run_key,
+                        job_name=jobs[zone].name,
+                        asset_selection=keys,
+                        partition_key=low.isoformat(),
+                        tags=tags,
+                    )
+                else:
+                    # One run for a contiguous range: the assets' single-run backfill policy
+                    # computes it with one statement per grain.
+                    request = dg.RunRequest(
+                        run_key=run_key,
+                        job_name=jobs[zone].name,
+                        asset_selection=keys,
+                        tags={
+                            **tags,
+                            RANGE_START_TAG: low.isoformat(),
+                            RANGE_END_TAG: high.isoformat(),
+                        },
+                    )
+                requests.append(request)
+        return dg.SensorResult(run_requests=requests, cursor=str(touched.upto_id))
+
+    return _invalidate
+
+
+def build_kpi_definitions(
+    catalog: Catalog,
+    *,
+    start: str | None = None,
+    sensor_interval_seconds: int = 30,
+) -> KpiDefinitions:
+    """Every KPI definition of `catalog` (raises CatalogError if a KPI cannot be computed)."""
+    start = start or partitions_start()
+    plans = plan_catalog(catalog)
+    if not plans:
+        return KpiDefinitions([], {}, [], None)
+    jobs = build_kpi_jobs(plans, start)
+    return KpiDefinitions(
+        assets=[build_kpi_asset(plan, start) for plan in plans.values()],
+        jobs=jobs,
+        schedules=build_kpi_schedules(plans, jobs),
+        sensor=build_kpi_sensor(plans, jobs, start, sensor_interval_seconds),
+    )
+
+
+@lru_cache(maxsize=4)
+def kpi_definitions_for(catalog_dir: str, sensor_interval_seconds: int) -> KpiDefinitions:
+    """Built once per process: the assets, schedules and sensor modules share the same jobs."""
+    return build_kpi_definitions(
+        load_catalog_cached(catalog_dir), sensor_interval_seconds=sensor_interval_seconds
+    )

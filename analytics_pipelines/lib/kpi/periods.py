@@ -1,0 +1,134 @@
+"""Calendar periods of the KPI grains in a KPI's time zone, in Python and as SQL expressions.
+
+Python decides *which* local dates a refresh covers; PostgreSQL decides *where* they start and end
+(`date_trunc(grain, ts, tz)` and `timezone(tz, local_timestamp)`), so daylight-saving rules are
+applied in one place only: the database's time zone data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from analytics_pipelines.lib.catalog.models import GRAIN_ORDER, Grain
+
+__all__ = [
+    "GRAIN_ORDER",
+    "contiguous_ranges",
+    "covering_window",
+    "local_date",
+    "local_midnight_sql",
+    "period_start_sql",
+]
+
+
+def _next_month(day: dt.date, months: int) -> dt.date:
+    index = day.year * 12 + day.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def period_start(grain: Grain, day: dt.date) -> dt.date:
+    """First local date of the period of `grain` containing `day` (hour and day: the day itself)."""
+    if grain in ("hour", "day"):
+        return day
+    if grain == "week":  # ISO weeks start on Monday, like PostgreSQL's date_trunc('week')
+        return day - dt.timedelta(days=day.weekday())
+    if grain == "month":
+        return day.replace(day=1)
+    if grain == "quarter":
+        return dt.date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
+    return dt.date(day.year, 1, 1)
+
+
+def period_after(grain: Grain, day: dt.date) -> dt.date:
+    """First local date after the period of `grain` containing `day`."""
+    start = period_start(grain, day)
+    if grain in ("hour", "day"):
+        return start + dt.timedelta(days=1)
+    if grain == "week":
+        return start + dt.timedelta(days=7)
+    if grain == "month":
+        return _next_month(start, 1)
+    if grain == "quarter":
+        return _next_month(start, 3)
+    return dt.date(start.year + 1, 1, 1)
+
+
+def covering_window(grain: Grain, first_day: dt.date, last_day: dt.date) -> tuple[dt.date, dt.date]:
+    """Local dates [start, end) of every period of `grain` that contains a day of the range.
+
+    Refreshing 2026-03-29 at month grain covers [2026-03-01, 2026-04-01): the whole month is
+    recomputed from clean rows, because distinct counts and averages do not add up from days.
+    """
+    if last_day < first_day:
+        raise ValueError(f"empty date range {first_day}..{last_day}")
+    return period_start(grain, first_day), period_after(grain, last_day)
+
+
+def local_date(moment: dt.datetime, timezone: str) -> dt.date:
+    """The calendar date of an aware moment in `timezone`."""
+    if moment.tzinfo is None:
+        raise ValueError("expected an aware datetime")
+    return moment.astimezone(ZoneInfo(timezone)).date()
+
+
+def contiguous_ranges(days: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Collapse dates into sorted inclusive ranges of consecutive days."""
+    ranges: list[tuple[dt.date, dt.date]] = []
+    for day in sorted(set(days)):
+        if ranges and ranges[-1][1] + dt.timedelta(days=1) == day:
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
+def local_midnight_sql(day: dt.date, timezone: str) -> sa.ColumnElement[Any]:
+    """SQL for the instant the local `day` starts in `timezone` (a timestamptz)."""
+    return sa.func.timezone(
+        sa.literal(timezone, sa.Text()),
+        sa.cast(sa.literal(day, sa.Date()), sa.DateTime(timezone=False)),
+        type_=sa.DateTime(timezone=True),
+    )
+
+
+def period_start_sql(
+    grain: Grain, moment: sa.ColumnElement[Any], timezone: str
+) -> sa.ColumnElement[Any]:
+    """SQL for the start (timestamptz) of the `grain` period containing `moment` in `timezone`.
+
+    The three-argument date_trunc keeps the UTC offset for hours, so the two 02:00 hours of an
+    autumn day stay apart, and re-resolves it for days and coarser grains.
+    """
+    return sa.func.date_trunc(
+        sa.literal(grain, sa.Text()),
+        moment,
+        sa.literal(timezone, sa.Text()),
+        type_=sa.DateTime(timezone=True),
+    )
+
+
+def period_end_sql(
+    grain: Grain, start: sa.ColumnElement[Any], timezone: str
+) -> sa.ColumnElement[Any]:
+    """SQL for the end of the period starting at `start`: calendar arithmetic in local time."""
+    if grain == "hour":
+        return start + sa.literal(dt.timedelta(hours=1), sa.Interval())
+    step = {"day": "1 day", "week": "7 days", "month": "1 month", "quarter": "3 months"}.get(
+        grain, "1 year"
+    )
+    tz = sa.literal(timezone, sa.Text())
+    local = sa.func.timezone(tz, start, type_=sa.DateTime(timezone=False))
+    return sa.func.timezone(
+        tz,
+        local + sa.cast(sa.literal(step, sa.Text()), sa.Interval()),
+        type_=sa.DateTime(timezone=True),
+    )
+
+
+def grains_in_order(grains: Iterable[Grain]) -> list[Grain]:
+    return sorted(set(grains), key=GRAIN_ORDER.index)

@@ -1,0 +1,303 @@
+"""The set-based SQL of a KPI refresh: a DELETE per grain and at most one INSERT ... SELECT per
+grain (grains whose windows nearly coincide share one).
+
+Each statement covers a whole window of local dates (a day, or a 365-day backfill alike), so the
+cost of a refresh follows the periods it touches, not the history in the clean table: the event
+time is compared with a sargable range `event_time >= start AND event_time < end`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from analytics_pipelines.lib.catalog.models import Grain
+from analytics_pipelines.lib.kpi.expressions import compile_derived, compile_filter, compile_measure
+from analytics_pipelines.lib.kpi.periods import (
+    local_midnight_sql,
+    period_end_sql,
+    period_start_sql,
+)
+from analytics_pipelines.lib.kpi.plan import KpiPlan
+from analytics_pipelines.lib.tables import clean_table, kpi_values
+
+# Helper columns start with "_": catalog names start with a letter, so they never clash.
+
+
+def _empty_object() -> sa.ColumnElement[Any]:
+    return sa.cast(sa.literal("{}", sa.Text()), JSONB)
+
+
+def _window(
+    plan: KpiPlan, start: dt.date, end: dt.date
+) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]:
+    tz = plan.kpi.timezone
+    return local_midnight_sql(start, tz), local_midnight_sql(end, tz)
+
+
+def delete_window(plan: KpiPlan, grain: Grain, start: dt.date, end: dt.date) -> sa.Delete:
+    """Remove the stored values of the periods starting in the local dates [start, end)."""
+    low, high = _window(plan, start, end)
+    return kpi_values.delete().where(
+        kpi_values.c.kpi == plan.name,
+        kpi_values.c.grain == grain,
+        kpi_values.c.period_start >= low,
+        kpi_values.c.period_start < high,
+    )
+
+
+def _grouping_sets(
+    period: sa.ColumnElement[Any], dimensions: Sequence[sa.ColumnElement[Any]]
+) -> list[tuple[sa.ColumnElement[Any], ...]]:
+    """Every subset of the dimensions (the empty one is the total), each with the period."""
+    sets = []
+    for size in range(len(dimensions), -1, -1):
+        for subset in itertools.combinations(dimensions, size):
+            sets.append((period, *subset))
+    return sets
+
+
+def _dimensions_object(names: list[str], columns: Sequence[sa.ColumnElement[Any]]) -> Any:
+    """JSON object of the dimensions grouped in this row: `{}` for the total.
+
+    GROUPING() tells a rolled-up dimension apart from a real NULL value, which stays `null`.
+    """
+    if not names:
+        return _empty_object()
+    parts: list[sa.ColumnElement[Any]] = [
+        sa.case(
+            (
+                sa.func.grouping(column) == 0,
+                sa.func.jsonb_build_object(sa.cast(sa.literal(name), sa.Text()), column),
+            ),
+            else_=_empty_object(),
+        )
+        for name, column in zip(names, columns, strict=True)
+    ]
+    return functools.reduce(lambda left, right: left.op("||")(right), parts)
+
+
+def _numeric_value(plan: KpiPlan, expression: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    assert plan.measure is not None
+    if plan.measure.value_type in ("date", "timestamp"):
+        # min/max of a date or time: stored as seconds since 1970-01-01 in the numeric column.
+        return sa.func.extract("epoch", expression)
+    return sa.cast(expression, sa.Numeric())
+
+
+Windows = dict[Grain, tuple[dt.date, dt.date]]
+
+# Grains are computed by one statement (one scan of the clean rows) when their windows nearly
+# coincide, e.g. the days, weeks and months of a long backfill; a one-day refresh keeps one
+# statement per grain, so the hours of one day are not computed over the rows of a whole year.
+SHARED_SCAN_SLACK = 2.0
+
+
+def grain_groups(windows: Windows) -> list[list[Grain]]:
+    """Split grains (finest first) into groups that share one scan of the clean rows."""
+    groups: list[list[Grain]] = []
+    finest_days = 0
+    low = high = dt.date.min
+    for grain, (start, end) in windows.items():
+        if groups:
+            union = (max(high, end) - min(low, start)).days
+            if union <= SHARED_SCAN_SLACK * finest_days:
+                groups[-1].append(grain)
+                low, high = min(low, start), max(high, end)
+                continue
+        groups.append([grain])
+        finest_days, low, high = (end - start).days, start, end
+    return groups
+
+
+def insert_measure(plan: KpiPlan, windows: Windows) -> sa.Insert:
+    """Aggregate the clean rows into the periods of every grain of `windows`, in one statement.
+
+    `windows` maps each grain to the local dates [start, end) whose periods it replaces. The
+    rows of the union of the windows are read once; the local time of each row is computed once
+    and truncated per grain; values of periods outside their grain's window are not written.
+    """
+    assert plan.measure is not None
+    kpi, source = plan.kpi, plan.source
+    tz = sa.literal(kpi.timezone, sa.Text())
+    clean = clean_table(source)
+    event = clean.c[source.event_time]
+    first = min(start for start, _ in windows.values())
+    last = max(end for _, end in windows.values())
+    moment: sa.ColumnElement[Any]
+    local: sa.ColumnElement[Any]
+    if source.column(source.event_time).type == "date":
+        # A date has no time of day: it stands for the local midnight in the KPI's zone.
+        local = sa.cast(event, sa.DateTime(timezone=False))
+        moment = sa.func.timezone(tz, local, type_=sa.DateTime(timezone=True))
+        in_window = sa.and_(event >= first, event < last)
+    else:
+        moment = event
+        local = sa.func.timezone(tz, event, type_=sa.DateTime(timezone=False))
+        low, high = _window(plan, first, last)
+        in_window = sa.and_(event >= low, event < high)
+
+    needed = sorted(
+        set(kpi.dimensions) | plan.measure.columns | (plan.filter.columns if plan.filter else set())
+    )
+    conditions = [in_window]
+    if plan.filter is not None:
+        conditions.append(compile_filter(plan.filter, clean.c))
+    extra = (
+        [period_start_sql("hour", moment, kpi.timezone).label("_hour")] if "hour" in windows else []
+    )
+    # OFFSET 0 keeps PostgreSQL from inlining the subquery, which would repeat the (costly)
+    # time zone conversion once per grain instead of once per row.
+    rows = (
+        sa.select(local.label("_local"), *extra, *(clean.c[name] for name in needed))
+        .where(*conditions)
+        .offset(0)
+        .subquery("rows")
+    )
+    periods = sa.select(
+        *(
+            (
+                rows.c._hour
+                if grain == "hour"
+                else sa.func.date_trunc(
+                    sa.literal(grain, sa.Text()), rows.c._local, type_=sa.DateTime()
+                )
+            ).label(f"_p_{grain}")
+            for grain in windows
+        ),
+        *(rows.c[name] for name in needed),
+    ).subquery("periods")
+    dimensions = [periods.c[name] for name in kpi.dimensions]
+    sets = [
+        sa.tuple_(*grouping)
+        for grain in windows
+        for grouping in _grouping_sets(periods.c[f"_p_{grain}"], dimensions)
+    ]
+
+    def when(grain: Grain) -> sa.ColumnElement[bool]:
+        return sa.func.grouping(periods.c[f"_p_{grain}"]) == 0
+
+    def start_of(grain: Grain) -> sa.ColumnElement[Any]:
+        column = periods.c[f"_p_{grain}"]
+        if grain == "hour":
+            return column
+        return sa.func.timezone(tz, column, type_=sa.DateTime(timezone=True))
+
+    def end_of(grain: Grain) -> sa.ColumnElement[Any]:
+        if grain == "hour":
+            return period_end_sql("hour", periods.c._p_hour, kpi.timezone)
+        step = sa.cast(sa.literal(_STEPS[grain], sa.Text()), sa.Interval())
+        return sa.func.timezone(
+            tz, periods.c[f"_p_{grain}"] + step, type_=sa.DateTime(timezone=True)
+        )
+
+    grains = list(windows)
+    grouped = (
+        sa.select(
+            sa.case(*((when(g), sa.literal(g, sa.Text())) for g in grains)).label("grain"),
+            sa.case(*((when(g), start_of(g)) for g in grains)).label("period_start"),
+            sa.case(*((when(g), end_of(g)) for g in grains)).label("period_end"),
+            _dimensions_object(list(kpi.dimensions), dimensions).label("dimensions"),
+            _numeric_value(plan, compile_measure(plan.measure, periods.c)).label("value"),
+        )
+        .group_by(sa.func.grouping_sets(*sets))
+        .subquery("grouped")
+    )
+    in_own_window = []
+    for grain, (start, end) in windows.items():
+        low, high = _window(plan, start, end)
+        in_own_window.append(
+            sa.and_(
+                grouped.c.grain == grain,
+                grouped.c.period_start >= low,
+                grouped.c.period_start < high,
+            )
+        )
+    select = sa.select(
+        sa.literal(kpi.name, sa.Text()),
+        grouped.c.grain,
+        grouped.c.period_start,
+        grouped.c.period_end,
+        grouped.c.dimensions,
+        grouped.c.value,
+        sa.func.now(),
+    ).where(sa.or_(*in_own_window))
+    return kpi_values.insert().from_select(_COLUMNS, select)
+
+
+_STEPS: dict[str, str] = {
+    "day": "1 day",
+    "week": "7 days",
+    "month": "1 month",
+    "quarter": "3 months",
+    "year": "1 year",
+}
+
+
+def insert_derived(plan: KpiPlan, grain: Grain, start: dt.date, end: dt.date) -> sa.Insert:
+    """Combine the stored values of the input KPIs, period by period and dimension by dimension."""
+    assert plan.derived is not None
+    low, high = _window(plan, start, end)
+    values = kpi_values.c
+    labels = {ref: f"_in{index}" for index, ref in enumerate(plan.inputs)}
+    dimensions = sa.cast(values.dimensions, JSONB)
+    pivot = (
+        sa.select(
+            values.period_start,
+            values.period_end,
+            dimensions.label("dimensions"),
+            *(
+                sa.func.max(values.value).filter(values.kpi == ref).label(label)
+                for ref, label in labels.items()
+            ),
+        )
+        .where(
+            values.kpi.in_(plan.inputs),
+            values.grain == grain,
+            values.period_start >= low,
+            values.period_start < high,
+        )
+        .group_by(values.period_start, values.period_end, dimensions)
+        .subquery("inputs")
+    )
+    value = compile_derived(plan.derived, {ref: pivot.c[label] for ref, label in labels.items()})
+    select = sa.select(
+        sa.literal(plan.name, sa.Text()),
+        sa.literal(grain, sa.Text()),
+        pivot.c.period_start,
+        pivot.c.period_end,
+        pivot.c.dimensions,
+        sa.cast(value, sa.Numeric()),
+        sa.func.now(),
+    )
+    return kpi_values.insert().from_select(_COLUMNS, select)
+
+
+def insert_values(plan: KpiPlan, windows: Windows) -> list[sa.Insert]:
+    """The INSERT statements that recompute `windows` (grain -> local dates [start, end))."""
+    if plan.derived is not None:
+        return [insert_derived(plan, grain, *window) for grain, window in windows.items()]
+    return [
+        insert_measure(plan, {grain: windows[grain] for grain in group})
+        for group in grain_groups(windows)
+    ]
+
+
+_COLUMNS = [
+    "kpi",
+    "grain",
+    "period_start",
+    "period_end",
+    "dimensions",
+    "value",
+    "computed_at",
+]
+
+# Used by tests and the benchmark to recognise the statements of a refresh.
+INSERT_MARKER = "INSERT INTO kpi.kpi_values"

@@ -1,0 +1,109 @@
+"""One view per KPI (`kpi.<name>`) for BI tools: local period start, dimension columns, value.
+
+DDL takes no bind parameters, so the KPI name and time zone are quoted as SQL literals and the
+names as identifiers by psycopg2.sql; both were validated by the catalog (name pattern, IANA zone).
+A comment on the view records a hash of its definition: the view is only replaced when the
+definition changes, which keeps refreshes from taking the view's exclusive lock every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import psycopg2
+import sqlalchemy as sa
+from psycopg2 import sql
+from sqlalchemy.engine import Connection
+
+from analytics_pipelines.lib.catalog import KpiSpec
+
+SCHEMA = "kpi"
+_FIXED_COLUMNS = (
+    "grain",
+    "period_start_local",
+    "period_end_local",
+    "period_start",
+    "period_end",
+    "breakdown",
+    "value",
+    "computed_at",
+)
+
+
+def dimension_column(name: str) -> str:
+    """View column of a dimension; a dimension named like a fixed column gets a `_dim` suffix."""
+    return f"{name}_dim" if name in _FIXED_COLUMNS else name
+
+
+def view_definition(kpi: KpiSpec) -> sql.Composed:
+    tz = sql.Literal(kpi.timezone)
+    dimensions = [
+        sql.SQL("v.dimensions ->> {} AS {}").format(
+            sql.Literal(name), sql.Identifier(dimension_column(name))
+        )
+        for name in kpi.dimensions
+    ]
+    columns = [
+        sql.SQL("v.grain"),
+        sql.SQL("v.period_start AT TIME ZONE {} AS period_start_local").format(tz),
+        sql.SQL("v.period_end AT TIME ZONE {} AS period_end_local").format(tz),
+        sql.SQL("v.period_start"),
+        sql.SQL("v.period_end"),
+        *dimensions,
+        # Which dimensions a row is broken down by: '{}' is the total over all of them.
+        sql.SQL(
+            "ARRAY(SELECT k FROM jsonb_object_keys(v.dimensions) AS k ORDER BY k) AS breakdown"
+        ),
+        sql.SQL("v.value"),
+        sql.SQL("v.computed_at"),
+    ]
+    return sql.SQL(
+        "CREATE OR REPLACE VIEW {schema}.{view} AS SELECT {columns} "
+        "FROM {schema}.kpi_values AS v WHERE v.kpi = {name}"
+    ).format(
+        schema=sql.Identifier(SCHEMA),
+        view=sql.Identifier(kpi.name),
+        columns=sql.SQL(", ").join(columns),
+        name=sql.Literal(kpi.name),
+    )
+
+
+def _fingerprint(kpi: KpiSpec) -> str:
+    shape = "|".join([kpi.name, kpi.timezone, *kpi.dimensions, "v1"])
+    return "analytics_pipelines kpi view " + hashlib.sha256(shape.encode()).hexdigest()[:16]
+
+
+def ensure_view(conn: Connection, kpi: KpiSpec) -> bool:
+    """Create or update `kpi.<name>` when its definition changed; True when it was (re)created."""
+    fingerprint = _fingerprint(kpi)
+    qualified = f'"{SCHEMA}"."{kpi.name}"'  # a value for to_regclass, not SQL text
+    current = conn.execute(
+        sa.text("SELECT obj_description(to_regclass(:view), 'pg_class')"), {"view": qualified}
+    ).scalar()
+    if current == fingerprint:
+        return False
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": qualified})
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute("SAVEPOINT kpi_view")
+        try:
+            cursor.execute(view_definition(kpi))
+        except psycopg2.Error:
+            # CREATE OR REPLACE cannot drop or rename columns (a dimension was removed).
+            cursor.execute("ROLLBACK TO SAVEPOINT kpi_view")
+            cursor.execute(
+                sql.SQL("DROP VIEW IF EXISTS {}.{}").format(
+                    sql.Identifier(SCHEMA), sql.Identifier(kpi.name)
+                )
+            )
+            cursor.execute(view_definition(kpi))
+        cursor.execute(
+            sql.SQL("COMMENT ON VIEW {}.{} IS {}").format(
+                sql.Identifier(SCHEMA), sql.Identifier(kpi.name), sql.Literal(fingerprint)
+            )
+        )
+    finally:
+        cursor.close()
+    return True

@@ -1,0 +1,243 @@
+"""KPI refresh benchmark: does refresh cost follow the touched periods, not the history?
+
+1. Refresh one day of every demo KPI with 1 year of history in the clean tables, then with
+   5 years (same rows per day). Goal: 5-year time <= 1.5 x the 1-year time.
+2. Backfill 365 days of every demo KPI in one run versus one plain full-table GROUP BY per day of
+   the same (measure) KPIs. Goal: backfill <= 3 x the GROUP BY.
+
+Starts a throwaway PostgreSQL (lib.pgserver.LocalPostgres) unless DATABASE_URL is set; with
+DATABASE_URL the demo sources' clean tables in that database are REPLACED.
+
+    python -m bench.kpi_bench [--quick] [--rows-per-day N] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from analytics_pipelines.lib.catalog import Catalog, load_catalog
+from analytics_pipelines.lib.kpi.engine import ensure_event_time_index, refresh_kpi
+from analytics_pipelines.lib.kpi.expressions import compile_filter, compile_measure
+from analytics_pipelines.lib.kpi.periods import period_start_sql
+from analytics_pipelines.lib.kpi.plan import KpiPlan, plan_catalog
+from analytics_pipelines.lib.pgserver import LocalPostgres, free_port
+from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR, normalise_database_url
+from analytics_pipelines.lib.tables import clean_table
+from analytics_pipelines.lib.warehouse import Warehouse
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TARGET_DAY = dt.date(2026, 6, 15)  # the day refreshed; history ends with it
+
+# Synthetic clean rows, generated inside PostgreSQL: `g` numbers the row, `at` is its time.
+# Row g lies g steps before the end of TARGET_DAY, so every day gets the same number of rows.
+_GENERATORS: dict[str, str] = {
+    "orders": """
+        INSERT INTO clean.orders (order_id, line_no, ordered_at, customer_id, region, channel,
+            product_sku, quantity, unit_price, discount, status, _file_id, _line)
+        SELECT 'ORD-' || lpad(g::text, 8, '0'), 1, at, 'C' || (g % 20000),
+            (ARRAY['north','south','east','west'])[1 + g % 4],
+            (ARRAY['web','store','partner'])[1 + g % 3], 'SKU' || (g % 500), 1 + g % 7,
+            (g % 100) + 0.99, CASE WHEN g % 5 = 0 THEN 1.5 END,
+            (ARRAY['placed','shipped','returned','cancelled'])[1 + (g / 7) % 4], 1, g
+        FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g,
+             LATERAL (SELECT CAST(:end AS timestamptz) - g * CAST(:step AS interval) AS at) t
+    """,
+    "inventory_movements": """
+        INSERT INTO clean.inventory_movements (movement_id, moved_at, warehouse, product_sku,
+            movement_type, quantity, unit_cost, _file_id, _line)
+        SELECT 'M' || g, at, (ARRAY['HAM','MUC','BER','FRA'])[1 + g % 4], 'SKU' || (g % 500),
+            (ARRAY['receipt','pick','adjustment'])[1 + g % 3],
+            CASE WHEN g % 3 = 1 THEN -(1 + g % 9) ELSE 1 + g % 50 END,
+            CASE WHEN g % 11 = 0 THEN NULL ELSE (g % 40) + 0.5 END, 1, g
+        FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g,
+             LATERAL (SELECT CAST(:end AS timestamptz) - g * CAST(:step AS interval) AS at) t
+    """,
+    "support_tickets": """
+        INSERT INTO clean.support_tickets (ticket_id, opened_at, opened_on, customer_id, channel,
+            priority, resolved, resolution_minutes, satisfaction, _file_id, _line)
+        SELECT 'T' || g, at, CAST(at AS date), 'C' || (g % 20000),
+            (ARRAY['email','phone','chat'])[1 + g % 3],
+            (ARRAY['low','normal','high','urgent'])[1 + g % 4], g % 4 <> 0,
+            CASE WHEN g % 4 <> 0 THEN g % 600 END, CASE WHEN g % 3 = 0 THEN 1 + g % 5 END, 1, g
+        FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g,
+             LATERAL (SELECT CAST(:end AS timestamptz) - g * CAST(:step AS interval) AS at) t
+    """,
+}
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    given = os.environ.get("DATABASE_URL")
+    if given:
+        yield normalise_database_url(given)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="ap-kpi-bench-"))
+    folder.chmod(0o755)  # the server runs as `postgres` when we are root
+    server = LocalPostgres(folder / "data", free_port(), durable=False)
+    try:
+        yield normalise_database_url(server.start())
+    finally:
+        server.destroy()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def migrate(url: str) -> None:
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logging"] = False
+    command.upgrade(config, "head")
+
+
+def load_history(
+    warehouse: Warehouse, catalog: Catalog, rows_per_day: int, from_year: int, to_year: int
+) -> None:
+    """Add the rows of history years [from_year, to_year) counted back from TARGET_DAY."""
+    end = dt.datetime.combine(TARGET_DAY + dt.timedelta(days=1), dt.time(), dt.UTC)
+    step = dt.timedelta(seconds=86400 / rows_per_day)
+    with warehouse.begin() as conn:
+        for statement in _GENERATORS.values():
+            conn.execute(
+                sa.text(statement),
+                {
+                    "first": from_year * 365 * rows_per_day + 1,
+                    "last": to_year * 365 * rows_per_day,
+                    "end": end,
+                    "step": step,
+                },
+            )
+    with warehouse.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for name in _GENERATORS:
+            conn.execute(sa.text(f'VACUUM ANALYZE clean."{name}"'))  # fixed demo source names
+
+
+def reset_tables(warehouse: Warehouse, catalog: Catalog) -> None:
+    with warehouse.begin() as conn:
+        for name in _GENERATORS:
+            table = clean_table(catalog.sources[name])
+            table.drop(conn, checkfirst=True)
+            table.create(conn)
+        conn.execute(sa.text("DELETE FROM kpi.kpi_values"))
+
+
+def ordered(plans: dict[str, KpiPlan]) -> list[KpiPlan]:
+    """Measures before the derived KPIs that read them."""
+    return sorted(plans.values(), key=lambda p: (p.derived is not None, p.name))
+
+
+def refresh_all(warehouse: Warehouse, plans: list[KpiPlan], first: dt.date, last: dt.date) -> int:
+    return sum(refresh_kpi(warehouse, plan, first, last).rows for plan in plans)
+
+
+def full_table_group_by(warehouse: Warehouse, plans: list[KpiPlan]) -> int:
+    """The reference: one plain GROUP BY (day, dimensions) per measure KPI over whole tables."""
+    groups = 0
+    with warehouse.connect() as conn:
+        for plan in plans:
+            if plan.measure is None:
+                continue
+            table = clean_table(plan.source)
+            day = period_start_sql("day", table.c[plan.source.event_time], plan.kpi.timezone)
+            dimensions = [table.c[d] for d in plan.kpi.dimensions]
+            query = sa.select(
+                day.label("day"), *dimensions, compile_measure(plan.measure, table.c)
+            ).group_by(day, *dimensions)
+            if plan.filter is not None:
+                query = query.where(compile_filter(plan.filter, table.c))
+            groups += conn.execute(
+                sa.select(sa.func.count()).select_from(query.subquery())
+            ).scalar_one()
+    return groups
+
+
+def timed(repeats: int, action: Callable[[], Any]) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def run(rows_per_day: int, repeats: int) -> list[tuple[str, float, str, str, bool]]:
+    catalog = load_catalog(DEMO_CATALOG_DIR)
+    plans = ordered(plan_catalog(catalog))
+    results: list[tuple[str, float, str, str, bool]] = []
+    with database() as url:
+        migrate(url)
+        warehouse = Warehouse(url)
+        try:
+            reset_tables(warehouse, catalog)
+            load_history(warehouse, catalog, rows_per_day, 0, 1)
+            for source in catalog.sources.values():
+                ensure_event_time_index(warehouse, source)
+            refresh_all(warehouse, plans, TARGET_DAY, TARGET_DAY)  # warm-up: views, caches
+            one_year = timed(repeats, lambda: refresh_all(warehouse, plans, TARGET_DAY, TARGET_DAY))
+            group_by = timed(repeats, lambda: full_table_group_by(warehouse, plans))
+            first = TARGET_DAY - dt.timedelta(days=364)
+            backfill = timed(repeats, lambda: refresh_all(warehouse, plans, first, TARGET_DAY))
+
+            load_history(warehouse, catalog, rows_per_day, 1, 5)
+            refresh_all(warehouse, plans, TARGET_DAY, TARGET_DAY)
+            five_years = timed(
+                repeats, lambda: refresh_all(warehouse, plans, TARGET_DAY, TARGET_DAY)
+            )
+        finally:
+            warehouse.dispose()
+    n = len(plans)
+    results.append((f"refresh 1 day, {n} KPIs, 1 year history", one_year, "", "", True))
+    ratio = five_years / one_year
+    results.append(
+        (f"refresh 1 day, {n} KPIs, 5 years history", five_years, f"{ratio:.2f}x", "<= 1.5x",
+         ratio <= 1.5)
+    )  # fmt: skip
+    results.append(("full-table GROUP BY per day (measure KPIs, 1 year)", group_by, "", "", True))
+    ratio = backfill / group_by
+    results.append(
+        (f"backfill 365 days in one run, {n} KPIs, all grains", backfill, f"{ratio:.2f}x",
+         "<= 3x GROUP BY", ratio <= 3)
+    )  # fmt: skip
+    return results
+
+
+def markdown(rows: Sequence[tuple[str, float, str, str, bool]], rows_per_day: int) -> str:
+    lines = [
+        f"KPI benchmark: {rows_per_day} rows per day per source (3 demo sources)",
+        "",
+        "| scenario | seconds | ratio | goal | met |",
+        "|---|---:|---:|---|---|",
+    ]
+    for name, seconds, ratio, goal, met in rows:
+        lines.append(f"| {name} | {seconds:.3f} | {ratio} | {goal} | {'yes' if met else 'NO'} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="small data, one repeat")
+    parser.add_argument("--rows-per-day", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args(argv)
+    rows_per_day = args.rows_per_day or (200 if args.quick else 2000)
+    repeats = args.repeats or (1 if args.quick else 3)
+    results = run(rows_per_day, repeats)
+    sys.stdout.write(markdown(results, rows_per_day) + "\n")
+    return 0 if all(met for *_, met in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
