@@ -1,0 +1,143 @@
+"""`raw/<source>` assets: load new file versions from the landing prefix into `raw.<source>`."""
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from analytics_pipelines.lib.catalog.models import SourceSpec
+from analytics_pipelines.lib.ingest import FileOutcome, LoadReport, load_pending, preview_rows
+from analytics_pipelines.lib.ingest.config import definitions_catalog
+from analytics_pipelines.lib.logging import bound_context, run_context_fields
+from analytics_pipelines.resources import ObjectStoreResource, WarehouseResource
+
+FILES_READABLE = "files_readable"
+PREVIEW_ROWS = 5
+
+
+class RawLoadConfig(dg.Config):
+    keys: list[str] = Field(
+        default_factory=list,
+        description="Object keys to load (set by the landing sensor); empty = everything pending.",
+    )
+
+
+def raw_asset_key(source: str) -> dg.AssetKey:
+    return dg.AssetKey(["raw", source])
+
+
+def _markdown_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no rows loaded)"
+    names = list(rows[0])
+
+    def cell(value: Any) -> str:
+        return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")[:60]
+
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(cell(r[n]) for n in names) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _failures_table(failures: list[FileOutcome]) -> str:
+    lines = ["| file | ledger id | reason |", "|---|---|---|"]
+    lines += [f"| {f.key} | {f.file_id} | {(f.error or '').replace('|', '/')} |" for f in failures]
+    return "\n".join(lines)
+
+
+def report_metadata(report: LoadReport, preview: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "files_loaded": len(report.with_status("loaded")),
+        "files_duplicate": len(report.with_status("duplicate")),
+        "files_failed": len(report.failures),
+        "files_superseded": len(report.superseded_file_ids),
+        "rows_loaded": dg.MetadataValue.int(report.rows),
+        "dagster/row_count": dg.MetadataValue.int(report.rows),
+        "loaded_file_ids": dg.MetadataValue.json(report.loaded_file_ids),
+        "superseded_file_ids": dg.MetadataValue.json(report.superseded_file_ids),
+        "extra_columns": dg.MetadataValue.json(report.extra_columns),
+        "failures": dg.MetadataValue.md(
+            _failures_table(report.failures) if report.failures else "none"
+        ),
+        "preview": dg.MetadataValue.md(_markdown_table(preview)),
+    }
+
+
+def build_raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
+    key = raw_asset_key(source.name)
+    description = (source.description or f"Raw deliveries of {source.name}.") + (
+        f" Every received column as text, with file id and line, from `{source.landing_prefix}`."
+    )
+
+    @dg.asset(
+        key=key,
+        group_name=source.value_chain,
+        kinds={"postgres", "s3"},
+        description=description,
+        # Pool: bounds concurrent loads across sources; one source's loads are serialised by
+        # an advisory lock in the loader itself.
+        pool="ingest",
+        metadata={
+            "dagster/table_name": f"raw.{source.name}",
+            "landing_prefix": source.landing_prefix,
+            "format": source.format,
+        },
+        check_specs=[
+            dg.AssetCheckSpec(
+                FILES_READABLE,
+                asset=key,
+                description="Every file this run picked up could be read; failed files are listed with their reason.",
+            )
+        ],
+    )
+    def raw_asset(
+        context: dg.AssetExecutionContext,
+        config: RawLoadConfig,
+        warehouse: WarehouseResource,
+        object_store: ObjectStoreResource,
+    ) -> dg.MaterializeResult:
+        with bound_context(**run_context_fields(context), source=source.name):
+            report = load_pending(
+                source,
+                object_store.get_store(),
+                warehouse.get_warehouse(),
+                keys=config.keys or None,
+                run_id=context.run_id,
+            )
+            preview = preview_rows(
+                warehouse.get_warehouse(), source, report.loaded_file_ids, PREVIEW_ROWS
+            )
+        for failure in report.failures:
+            context.log.error(f"file {failure.key} failed: {failure.error}")
+        context.log.info(
+            f"{source.name}: {len(report.loaded_file_ids)} file(s) loaded, {report.rows} row(s), "
+            f"{len(report.with_status('duplicate'))} duplicate(s), {len(report.failures)} failed"
+        )
+        return dg.MaterializeResult(
+            metadata=report_metadata(report, preview),
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=FILES_READABLE,
+                    passed=not report.failures,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    description=(
+                        f"{len(report.failures)} file(s) could not be read"
+                        if report.failures
+                        else "every file could be read"
+                    ),
+                    metadata={
+                        "failed_files": dg.MetadataValue.md(_failures_table(report.failures))
+                        if report.failures
+                        else dg.MetadataValue.text("none"),
+                    },
+                )
+            ],
+        )
+
+    return raw_asset
+
+
+@dg.definitions
+def raw_assets() -> dg.Definitions:
+    catalog = definitions_catalog()
+    return dg.Definitions(assets=[build_raw_asset(s) for s in catalog.sources.values()])

@@ -1,0 +1,414 @@
+"""Load object versions into `raw.<source>`: one transaction per file, exactly once per content.
+
+Per file: take the source's advisory lock, skip versions the ledger already knows, short-cut
+content already loaded (duplicate), COPY the bytes with lineage filled by column defaults,
+replace the rows of the key's earlier version (superseded), and record the outcome. A file
+that cannot be read leaves no rows: its transaction rolls back and a `failed` ledger row with
+the reason is written on its own.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import IO, Any, cast
+
+import psycopg2
+import sqlalchemy as sa
+from psycopg2 import sql
+from sqlalchemy.engine import Connection
+
+from analytics_pipelines.lib.catalog.models import SourceSpec
+from analytics_pipelines.lib.ingest import ledger
+from analytics_pipelines.lib.ingest.errors import FileRejected
+from analytics_pipelines.lib.ingest.event_range import event_date_range
+from analytics_pipelines.lib.ingest.jsonl import stage_and_insert_jsonl
+from analytics_pipelines.lib.ingest.raw_tables import (
+    FILE_ID_SETTING,
+    add_extra_columns,
+    ensure_raw_table,
+    line_sequence_regclass,
+    lock_source,
+    map_columns,
+    run_sql,
+    table_ident,
+)
+from analytics_pipelines.lib.ingest.readers import plan_copy
+from analytics_pipelines.lib.ingest.streams import HashingReader
+from analytics_pipelines.lib.ingest.translate import describe_copy_error
+from analytics_pipelines.lib.logging import get_logger
+from analytics_pipelines.lib.storage import ObjectInfo, ObjectNotFound, ObjectStore
+from analytics_pipelines.lib.tables import FILE_ID, LINE, RAW_SCHEMA
+from analytics_pipelines.lib.warehouse import Warehouse, copy_from
+
+log = get_logger("analytics_pipelines.ingest")
+
+SKIPPED = "skipped"
+LEDGER_PAGE = 1000
+
+
+@dataclass
+class FileOutcome:
+    key: str
+    etag: str
+    status: str
+    file_id: int | None = None
+    rows: int = 0
+    error: str | None = None
+    duplicate_of: int | None = None
+    superseded: list[int] = field(default_factory=list)
+    extra_columns: list[str] = field(default_factory=list)
+    business_date_min: date | None = None
+    business_date_max: date | None = None
+
+
+@dataclass
+class LoadReport:
+    """What one call of `load_pending` did, file by file."""
+
+    source: str
+    outcomes: list[FileOutcome] = field(default_factory=list)
+
+    def with_status(self, status: str) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def rows(self) -> int:
+        return sum(o.rows for o in self.outcomes if o.status == ledger.LOADED)
+
+    @property
+    def failures(self) -> list[FileOutcome]:
+        return self.with_status(ledger.FAILED)
+
+    @property
+    def loaded_file_ids(self) -> list[int]:
+        return [o.file_id for o in self.with_status(ledger.LOADED) if o.file_id is not None]
+
+    @property
+    def superseded_file_ids(self) -> list[int]:
+        return [f for o in self.outcomes for f in o.superseded]
+
+    @property
+    def extra_columns(self) -> list[str]:
+        return sorted({c for o in self.outcomes for c in o.extra_columns})
+
+
+def is_candidate(key: str) -> bool:
+    """Hidden files (`.DS_Store`, editor swap files) are not deliveries."""
+    return not posixpath.basename(key).startswith(".")
+
+
+def _database_error(error: BaseException) -> psycopg2.Error | None:
+    """The driver error behind a data problem (SQLSTATE class 22), else None."""
+    original = getattr(error, "orig", error)
+    if isinstance(original, psycopg2.DataError):
+        return original
+    return None
+
+
+@dataclass
+class _Copied:
+    rows: int
+    content_hash: str
+    size: int
+    extra_columns: list[str]
+    present_columns: list[str]
+
+
+def _copy_file(
+    conn: Connection,
+    warehouse: Warehouse,
+    source: SourceSpec,
+    store: ObjectStore,
+    info: ObjectInfo,
+) -> _Copied:
+    with store.open(info.key) as raw:
+        hashing = HashingReader(raw)
+        plan = plan_copy(cast(IO[bytes], hashing), source, info.key)
+        try:
+            if plan.kind == "jsonl":
+                staged = stage_and_insert_jsonl(conn, warehouse, source, plan)
+                rows, targets, extra = staged.rows, staged.targets, staged.extra
+            else:
+                mapping = map_columns(source, plan.columns)
+                if mapping.extra:
+                    add_extra_columns(warehouse, source.name, mapping.extra)
+                run_sql(
+                    conn,
+                    sql.SQL("SELECT setval(%s::regclass, %s, false)"),
+                    [line_sequence_regclass(source.name), plan.first_line],
+                )
+                columns = ([LINE] if plan.line_in_body else []) + mapping.targets
+                try:
+                    rows = copy_from(
+                        conn, (RAW_SCHEMA, source.name), columns, plan.body, options=plan.options
+                    )
+                except psycopg2.DataError as error:
+                    raise FileRejected(
+                        describe_copy_error(error, source, plan.first_line, len(columns))
+                    ) from None
+                targets, extra = mapping.targets, mapping.extra
+            hashing.drain()
+        finally:
+            plan.close()
+    return _Copied(rows, hashing.hexdigest, hashing.size, extra, targets)
+
+
+def _retire_earlier(conn: Connection, source: SourceSpec, key: str, file_id: int) -> list[int]:
+    """Supersede the key's earlier versions; their raw rows go in this transaction.
+
+    If another key still delivers the same content as a superseded version (it was recorded
+    as its duplicate), its rows stay and are handed over to that duplicate instead.
+    """
+    earlier = ledger.earlier_versions(conn, source.name, key, file_id)
+    table = table_ident(source.name)
+    for version in earlier:
+        if version.status != ledger.LOADED:
+            continue
+        heirs = ledger.live_duplicates_of(conn, version.file_id, key)
+        if heirs:
+            heir = heirs[0].file_id
+            run_sql(
+                conn,
+                sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s").format(
+                    table, sql.Identifier(FILE_ID), sql.Identifier(FILE_ID)
+                ),
+                [heir, version.file_id],
+            )
+            old = ledger.version(conn, version.file_id)
+            ledger.update_version(
+                conn,
+                heir,
+                status=ledger.LOADED,
+                duplicate_of=None,
+                row_count=old.row_count,
+                extra_columns=old.extra_columns,
+                business_date_min=old.business_date_min,
+                business_date_max=old.business_date_max,
+                loaded_at=sa.func.now(),
+                cleaned_at=None,
+            )
+            for other in heirs[1:]:
+                ledger.update_version(conn, other.file_id, duplicate_of=heir)
+        else:
+            run_sql(
+                conn,
+                sql.SQL("DELETE FROM {} WHERE {} = %s").format(table, sql.Identifier(FILE_ID)),
+                [version.file_id],
+            )
+    for version in earlier:
+        ledger.update_version(
+            conn, version.file_id, status=ledger.SUPERSEDED, superseded_by=file_id
+        )
+    return [v.file_id for v in earlier if v.status == ledger.LOADED]
+
+
+def _mark_duplicate(
+    conn: Connection, source: SourceSpec, info: ObjectInfo, file_id: int, original: int
+) -> FileOutcome:
+    ledger.update_version(
+        conn, file_id, status=ledger.DUPLICATE, duplicate_of=original, row_count=0
+    )
+    same_key_original = ledger.version(conn, original).object_key == info.key
+    superseded = [] if same_key_original else _retire_earlier(conn, source, info.key, file_id)
+    return FileOutcome(
+        info.key, info.etag, ledger.DUPLICATE, file_id, duplicate_of=original, superseded=superseded
+    )
+
+
+def _load_in_transaction(
+    conn: Connection,
+    warehouse: Warehouse,
+    source: SourceSpec,
+    store: ObjectStore,
+    info: ObjectInfo,
+    run_id: str | None,
+) -> FileOutcome:
+    lock_source(conn, source.name)
+    if (info.key, info.etag) in ledger.known_versions(conn, source.name, [info.key]):
+        return FileOutcome(info.key, info.etag, SKIPPED)
+    original = (
+        ledger.loaded_with_content(conn, source.name, info.etag)
+        if ledger.etag_is_md5(info.etag)
+        else None
+    )
+    file_id = ledger.insert_version(
+        conn,
+        source.name,
+        info,
+        status=ledger.LOADING,
+        run_id=run_id,
+        content_hash=info.etag if original else None,
+    )
+    if original is not None:
+        return _mark_duplicate(conn, source, info, file_id, original)
+    # Naive event times are read in the source's zone when the business dates are computed.
+    run_sql(
+        conn,
+        sql.SQL("SELECT set_config(%s, %s, true), set_config('TimeZone', %s, true)"),
+        [FILE_ID_SETTING, str(file_id), source.timezone],
+    )
+    copied = _copy_file(conn, warehouse, source, store, info)
+    ledger.update_version(conn, file_id, content_hash=copied.content_hash, size_bytes=copied.size)
+    original = ledger.loaded_with_content(conn, source.name, copied.content_hash)
+    if original is not None:
+        run_sql(
+            conn,
+            sql.SQL("DELETE FROM {} WHERE {} = %s").format(
+                table_ident(source.name), sql.Identifier(FILE_ID)
+            ),
+            [file_id],
+        )
+        return _mark_duplicate(conn, source, info, file_id, original)
+    if copied.rows == 0:
+        raise FileRejected("the file has no data rows")
+    low, high = event_date_range(conn, source, file_id, copied.present_columns)
+    superseded = _retire_earlier(conn, source, info.key, file_id)
+    ledger.update_version(
+        conn,
+        file_id,
+        status=ledger.LOADED,
+        row_count=copied.rows,
+        extra_columns=copied.extra_columns or None,
+        business_date_min=low,
+        business_date_max=high,
+        loaded_at=sa.func.now(),
+    )
+    return FileOutcome(
+        info.key,
+        info.etag,
+        ledger.LOADED,
+        file_id,
+        rows=copied.rows,
+        superseded=superseded,
+        extra_columns=copied.extra_columns,
+        business_date_min=low,
+        business_date_max=high,
+    )
+
+
+def _record_failure(
+    warehouse: Warehouse, source: SourceSpec, info: ObjectInfo, reason: str, run_id: str | None
+) -> FileOutcome:
+    with warehouse.begin() as conn:
+        lock_source(conn, source.name)
+        if (info.key, info.etag) in ledger.known_versions(conn, source.name, [info.key]):
+            return FileOutcome(info.key, info.etag, SKIPPED)
+        file_id = ledger.insert_version(
+            conn, source.name, info, status=ledger.FAILED, run_id=run_id, error=reason
+        )
+        # An earlier failure of the same key is settled by this newer attempt; loaded data stays.
+        for version in ledger.earlier_versions(conn, source.name, info.key, file_id):
+            if version.status == ledger.FAILED:
+                ledger.update_version(
+                    conn, version.file_id, status=ledger.SUPERSEDED, superseded_by=file_id
+                )
+    return FileOutcome(info.key, info.etag, ledger.FAILED, file_id, error=reason)
+
+
+def load_object(
+    source: SourceSpec,
+    store: ObjectStore,
+    warehouse: Warehouse,
+    info: ObjectInfo,
+    *,
+    run_id: str | None = None,
+) -> FileOutcome:
+    """Load one object version; bad files end `failed` (returned, not raised).
+
+    Infrastructure errors (database or store unreachable) propagate: the file stays pending.
+    """
+    try:
+        with warehouse.begin() as conn:
+            outcome = _load_in_transaction(conn, warehouse, source, store, info, run_id)
+    except FileRejected as rejected:
+        outcome = _record_failure(warehouse, source, info, str(rejected), run_id)
+    except (psycopg2.Error, sa.exc.DBAPIError) as error:
+        data_error = _database_error(error)
+        if data_error is None:
+            raise
+        reason = describe_copy_error(data_error, source, 1, 0)
+        outcome = _record_failure(warehouse, source, info, reason, run_id)
+    log.info(
+        "ingest file",
+        source=source.name,
+        key=info.key,
+        status=outcome.status,
+        rows=outcome.rows,
+        file_id=outcome.file_id,
+        error=outcome.error,
+    )
+    return outcome
+
+
+def _candidates(
+    source: SourceSpec, store: ObjectStore, keys: Sequence[str] | None
+) -> Iterator[ObjectInfo]:
+    if keys is None:
+        yield from (i for i in store.iter_all(source.landing_prefix) if is_candidate(i.key))
+        return
+    for key in keys:
+        try:
+            yield store.head(key)
+        except ObjectNotFound:
+            log.warning("object vanished before loading", source=source.name, key=key)
+
+
+def _pages(items: Iterator[ObjectInfo], size: int) -> Iterator[list[ObjectInfo]]:
+    page: list[ObjectInfo] = []
+    for item in items:
+        page.append(item)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def load_pending(
+    source: SourceSpec,
+    store: ObjectStore,
+    warehouse: Warehouse,
+    *,
+    keys: Sequence[str] | None = None,
+    run_id: str | None = None,
+) -> LoadReport:
+    """Load every object version under the source's landing prefix (or `keys`) not yet in the ledger."""
+    ensure_raw_table(warehouse, source)
+    report = LoadReport(source.name)
+    for page in _pages(_candidates(source, store, keys), LEDGER_PAGE):
+        with warehouse.connect() as conn:
+            known = ledger.known_versions(conn, source.name, [i.key for i in page])
+        for info in page:
+            if (info.key, info.etag) in known:
+                continue
+            outcome = load_object(source, store, warehouse, info, run_id=run_id)
+            if outcome.status != SKIPPED:
+                report.outcomes.append(outcome)
+    return report
+
+
+def preview_rows(
+    warehouse: Warehouse, source: SourceSpec, file_ids: Sequence[int], limit: int = 5
+) -> list[dict[str, Any]]:
+    """The first rows loaded from these files, for the materialisation's preview."""
+    if not file_ids:
+        return []
+    statement = sql.SQL("SELECT * FROM {} WHERE {} = ANY(%s) ORDER BY {}, {} LIMIT %s").format(
+        table_ident(source.name),
+        sql.Identifier(FILE_ID),
+        sql.Identifier(FILE_ID),
+        sql.Identifier(LINE),
+    )
+    with warehouse.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(statement, [list(file_ids), limit])
+            names = [d[0] for d in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        finally:
+            cursor.close()

@@ -1,0 +1,223 @@
+"""`raw.<source>` tables: creation, lineage defaults, column evolution, header-to-column mapping."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg2 import sql
+from sqlalchemy.engine import Connection
+
+from analytics_pipelines.lib.catalog.models import SourceSpec
+from analytics_pipelines.lib.ingest.errors import FileRejected
+from analytics_pipelines.lib.tables import FILE_ID, LINE, RAW_SCHEMA, raw_table
+from analytics_pipelines.lib.warehouse import Warehouse
+
+# The load transaction sets this; the `_file_id` default reads it, so COPY never touches rows.
+FILE_ID_SETTING = "analytics.file_id"
+# Declared IMMUTABLE on purpose: the planner folds it to a constant once per COPY/INSERT
+# statement instead of reading the setting for every row (a measurable share of load time).
+# Only the loader writes raw tables, always planning a fresh statement after setting it.
+FILE_ID_FUNCTION = "_current_file_id"
+_FILE_ID_FUNCTION_DDL = (
+    "CREATE OR REPLACE FUNCTION {}.{}() RETURNS bigint LANGUAGE sql IMMUTABLE "
+    "AS $fn$ SELECT current_setting('analytics.file_id')::bigint $fn$"
+)
+_IDENTIFIER_MAX = 63
+
+
+def run_sql(
+    conn: Connection, statement: sql.Composable, params: Sequence[Any] | None = None
+) -> list[tuple[Any, ...]]:
+    """Execute a psycopg2 Composable on the connection's current transaction; rows if any."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(statement, params)
+        return list(cursor.fetchall()) if cursor.description else []
+    finally:
+        cursor.close()
+
+
+def line_sequence(source: str) -> str:
+    return f"{source}__line"[:_IDENTIFIER_MAX]
+
+
+def line_sequence_regclass(source: str) -> str:
+    """The sequence as `'raw."name"'`, suitable as a bound regclass parameter."""
+    return f'{RAW_SCHEMA}."{line_sequence(source)}"'
+
+
+def table_ident(source: str) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(RAW_SCHEMA), sql.Identifier(source))
+
+
+def raw_column_name(name: str) -> str:
+    """A received column name as a raw column: lower case letters, digits and underscores."""
+    cleaned = re.sub(r"[^a-z0-9_]+", "_", name.strip().lower()).strip("_")
+    cleaned = re.sub(r"_+", "_", cleaned)
+    if not cleaned or not cleaned[0].isalpha():
+        cleaned = f"c_{cleaned}".rstrip("_")
+    return cleaned[:_IDENTIFIER_MAX]
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Raw column for each received column (file order), and which of them the catalog lacks."""
+
+    targets: list[str]
+    extra: list[str]
+    missing: list[str]
+
+
+def map_columns(source: SourceSpec, received: Sequence[str]) -> ColumnMapping:
+    """Match received names to declared columns; FileRejected if a required one is absent."""
+    declared = {c.name for c in source.columns}
+    targets: list[str] = []
+    extra: list[str] = []
+    seen: dict[str, int] = {}
+    for position, name in enumerate(received, start=1):
+        if name in declared:
+            target = name
+        elif not name.strip():
+            target = f"column_{position}"
+        else:
+            target = raw_column_name(name)
+        if target in seen:
+            raise FileRejected(
+                f"column {name!r} appears twice in the header (columns {seen[target]} and {position})"
+            )
+        seen[target] = position
+        targets.append(target)
+        if target not in declared:
+            extra.append(target)
+    missing = [c.name for c in source.columns if c.name not in seen]
+    required_missing = [c.name for c in source.columns if c.required and c.name not in seen]
+    if required_missing:
+        shown = ", ".join(received[:20]) + (" …" if len(received) > 20 else "")
+        raise FileRejected(
+            f"missing required column(s) {', '.join(required_missing)} "
+            f"(the header has: {shown or 'nothing'})"
+        )
+    return ColumnMapping(targets=targets, extra=extra, missing=missing)
+
+
+def existing_columns(conn: Connection, source: str) -> list[str]:
+    rows = run_sql(
+        conn,
+        sql.SQL(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position"
+        ),
+        [RAW_SCHEMA, source],
+    )
+    return [r[0] for r in rows]
+
+
+def _lineage_ready(conn: Connection, source: str) -> bool:
+    rows = run_sql(
+        conn,
+        sql.SQL(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s AND ("
+            "(column_name = %s AND column_default LIKE %s) "
+            "OR (column_name = %s AND column_default LIKE 'nextval%%'))"
+        ),
+        [RAW_SCHEMA, source, FILE_ID, f"%{FILE_ID_FUNCTION}%", LINE],
+    )
+    return bool(rows[0][0] == 2)
+
+
+def _ensure_file_id_function(conn: Connection) -> None:
+    # One lock for all sources: concurrent CREATE OR REPLACE of one function can collide.
+    run_sql(conn, sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended('ingest:ddl', 0))"))
+    run_sql(
+        conn,
+        sql.SQL(_FILE_ID_FUNCTION_DDL).format(
+            sql.Identifier(RAW_SCHEMA), sql.Identifier(FILE_ID_FUNCTION)
+        ),
+    )
+
+
+def ensure_raw_table(warehouse: Warehouse, source: SourceSpec) -> None:
+    """Create `raw.<source>` with its lineage defaults and index if missing (idempotent, cheap)."""
+    with warehouse.begin() as conn:
+        lock_source(conn, source.name)
+        current = existing_columns(conn, source.name)
+        if not current:
+            raw_table(source).create(conn, checkfirst=True)
+        else:
+            missing = [c.name for c in source.columns if c not in current]
+            if missing:
+                _add_columns(conn, source.name, missing)
+        if _lineage_ready(conn, source.name):
+            return
+        _ensure_file_id_function(conn)
+        table = table_ident(source.name)
+        sequence = sql.SQL("{}.{}").format(
+            sql.Identifier(RAW_SCHEMA), sql.Identifier(line_sequence(source.name))
+        )
+        # CACHE: nextval per COPY row stays in session memory; every load starts with setval
+        # in its own session, which discards that session's cache, so numbering stays exact.
+        run_sql(conn, sql.SQL("CREATE SEQUENCE IF NOT EXISTS {} CACHE 1000").format(sequence))
+        run_sql(
+            conn,
+            sql.SQL(
+                "ALTER TABLE {table} ALTER COLUMN {file_id} SET DEFAULT {function}(), "
+                "ALTER COLUMN {line} SET DEFAULT nextval({seq})"
+            ).format(
+                table=table,
+                file_id=sql.Identifier(FILE_ID),
+                function=sql.SQL("{}.{}").format(
+                    sql.Identifier(RAW_SCHEMA), sql.Identifier(FILE_ID_FUNCTION)
+                ),
+                line=sql.Identifier(LINE),
+                seq=sql.Literal(line_sequence_regclass(source.name)),
+            ),
+        )
+        # BRIN: file ids grow with load order, so a tiny index finds one file's rows for
+        # supersede / clean without slowing COPY the way a B-tree would.
+        run_sql(
+            conn,
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING brin ({})").format(
+                sql.Identifier(f"{source.name}__file_id"[:_IDENTIFIER_MAX]),
+                table,
+                sql.Identifier(FILE_ID),
+            ),
+        )
+
+
+def _add_columns(conn: Connection, source: str, columns: Iterable[str]) -> None:
+    run_sql(
+        conn,
+        sql.SQL("ALTER TABLE {} {}").format(
+            table_ident(source),
+            sql.SQL(", ").join(
+                sql.SQL("ADD COLUMN IF NOT EXISTS {} text").format(sql.Identifier(c))
+                for c in columns
+            ),
+        ),
+    )
+
+
+def add_extra_columns(warehouse: Warehouse, source: str, columns: Sequence[str]) -> list[str]:
+    """Add text columns for received columns the table lacks; returns those actually added.
+
+    Runs in its own short transaction so the ACCESS EXCLUSIVE lock is not held for a whole load.
+    """
+    with warehouse.begin() as conn:
+        current = set(existing_columns(conn, source))
+        new = [c for c in columns if c not in current]
+        if new:
+            _add_columns(conn, source, new)
+    return new
+
+
+def lock_source(conn: Connection, source: str) -> None:
+    """Serialise loads of one source until the transaction ends (all runs, all processes)."""
+    run_sql(
+        conn, sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), [f"ingest:{source}"]
+    )

@@ -1,0 +1,151 @@
+"""Byte streams for loading: hash while reading, put bytes back, decompress, and pipe generators."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import IO, cast
+
+from analytics_pipelines.lib.ingest.errors import FileRejected
+
+GZIP_MAGIC = b"\x1f\x8b"
+CHUNK = 1 << 20
+
+
+class HashingReader(io.RawIOBase):
+    """Pass-through reader that computes the MD5 and size of every byte the store delivered."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._raw.read(-1 if size is None else size)
+        self._md5.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        """Read what is left (e.g. a Parquet reader stopped early) so the hash covers the object."""
+        while self.read(CHUNK):
+            pass
+
+    @property
+    def hexdigest(self) -> str:
+        return self._md5.hexdigest()
+
+
+class PrefixedReader(io.RawIOBase):
+    """A reader that first returns `prefix`, then the rest of `raw` (used after peeking a header)."""
+
+    def __init__(self, prefix: bytes, raw: IO[bytes]) -> None:
+        self._prefix = prefix
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._prefix:
+            if size is None or size < 0 or size >= len(self._prefix):
+                head, self._prefix = self._prefix, b""
+                if size is None or size < 0:
+                    return head + self._raw.read()
+                return head
+            head, self._prefix = self._prefix[:size], self._prefix[size:]
+            return head
+        return self._raw.read(-1 if size is None else size)
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class GeneratorReader(io.RawIOBase):
+    """A file-like view of an iterator of byte chunks, so converted batches can feed COPY."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks: Iterator[bytes] = iter(chunks)
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = CHUNK if size is None or size < 0 else size
+        while len(self._buffer) < want:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        out, self._buffer = self._buffer[:want], self._buffer[want:]
+        return out
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class SafeGzipReader(io.RawIOBase):
+    """Streaming gunzip that turns corrupt or truncated input into a FileRejected with a reason."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._gzip = gzip.GzipFile(fileobj=raw, mode="rb")
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            return self._gzip.read(-1 if size is None else size)
+        except EOFError:
+            raise FileRejected(
+                "the gzip data is truncated (the file ends before the end of the compressed "
+                "stream; was the upload interrupted?)"
+            ) from None
+        except (gzip.BadGzipFile, zlib.error, OSError) as error:
+            raise FileRejected(f"the gzip data is corrupt ({error})") from None
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def peek(raw: IO[bytes], size: int) -> tuple[bytes, IO[bytes]]:
+    """The first `size` bytes and a reader that still yields them."""
+    head = b""
+    while len(head) < size:
+        chunk = raw.read(size - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head, cast(IO[bytes], PrefixedReader(head, raw))
+
+
+def maybe_decompress(raw: IO[bytes], compression: str, key: str) -> IO[bytes]:
+    """Gunzip when the catalog says gzip, or (auto) when the name or the magic bytes say so."""
+    if compression == "none":
+        return raw
+    head, stream = peek(raw, 2)
+    if compression == "gzip" or head == GZIP_MAGIC or key.endswith(".gz"):
+        if head != GZIP_MAGIC:
+            raise FileRejected(
+                "the file is not gzip-compressed although its name or the catalog says so"
+            )
+        return cast(IO[bytes], SafeGzipReader(stream))
+    return stream
