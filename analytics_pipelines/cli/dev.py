@@ -20,6 +20,8 @@ from analytics_pipelines.lib.settings import normalise_database_url
 
 DATA_DIR = Path(".data")
 DEV_PG_PORT = 54329
+DEMO_ROWS = 20_000
+DEMO_DAYS = 14
 DAGSTER_DEV_YAML = """\
 # Written by `analytics-pipelines dev`: Dagster's runs, events and schedules in the dev PostgreSQL.
 storage:
@@ -37,7 +39,9 @@ telemetry:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser("dev", help="run the whole stack locally (PostgreSQL, storage, Dagster UI)")
+    parser = commands.add_parser(
+        "dev", help="run the whole stack locally (PostgreSQL, storage, Dagster UI)"
+    )
     parser.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     parser.add_argument("--no-ui", action="store_true", help="prepare everything, then exit")
     parser.set_defaults(func=run)
@@ -48,6 +52,31 @@ def _default_child_signals() -> None:
     # process must react to them, or Ctrl-C would leave it running.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _seed_demo_data(log: Any) -> None:
+    """On a first start, drop the demo files into the landing folders; the sensors take it from there."""
+    from analytics_pipelines.lib.catalog import load_catalog
+    from analytics_pipelines.lib.demo import DemoError, generate_demo
+    from analytics_pipelines.lib.health import store_from_settings
+    from analytics_pipelines.lib.settings import get_settings
+
+    settings = get_settings()
+    catalog = load_catalog(settings.catalog_dir)
+    store = store_from_settings(settings)
+    if any(store.list(source.landing_prefix, limit=1) for source in catalog.sources.values()):
+        return
+    try:
+        summaries = generate_demo(
+            store, catalog.sources.values(), rows=DEMO_ROWS, days=DEMO_DAYS, seed=42
+        )
+    except DemoError as error:
+        log(f"no demo data generated: {error}\n")
+        return
+    for summary in summaries:
+        log(
+            f"demo data: {summary.source}: {len(summary.files)} files, {summary.rows} rows -> {summary.prefix}\n"
+        )
 
 
 def _interrupt(*_: object) -> None:
@@ -70,7 +99,9 @@ def _ensure_dagster_database(url: str) -> str:
 
     engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = 'dagster'")).scalar()
+        exists = conn.execute(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = 'dagster'")
+        ).scalar()
         if not exists:
             conn.execute(sa.text("CREATE DATABASE dagster"))
     engine.dispose()
@@ -97,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         storage = (DATA_DIR / "storage").resolve()
         storage.mkdir(parents=True, exist_ok=True)
         env["STORAGE_URL"] = f"file://{storage}"
+    # Short ticks in development: a dropped file should show in the KPIs well within a minute.
+    env.setdefault("SENSOR_INTERVAL_SECONDS", "5")
     dagster_home = (DATA_DIR / "dagster_home").resolve()
     dagster_home.mkdir(parents=True, exist_ok=True)
     (dagster_home / "dagster.yaml").write_text(DAGSTER_DEV_YAML)
@@ -109,11 +142,21 @@ def run(args: argparse.Namespace) -> int:
         config = Config("alembic.ini")
         config.attributes["database_url"] = env["DATABASE_URL"]
         command.upgrade(config, "head")
+        _seed_demo_data(log)
         if args.no_ui:
             return 0
         log(f"Dagster UI on http://localhost:{args.port} (Ctrl-C stops it)\n")
         child = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-m", "analytics_pipelines.definitions", "-p", str(args.port)],
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-m",
+                "analytics_pipelines.definitions",
+                "-p",
+                str(args.port),
+            ],
             env=env,
             preexec_fn=_default_child_signals,
         )
