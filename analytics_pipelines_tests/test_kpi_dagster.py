@@ -20,10 +20,11 @@ from analytics_pipelines.lib.kpi.dagster_factory import (
     kpi_asset_key,
 )
 from analytics_pipelines.lib.kpi.engine import refresh_kpi
+from analytics_pipelines.lib.kpi.invalidation import CursorError, SensorCursor
 from analytics_pipelines.lib.kpi.plan import plan_kpi
 from analytics_pipelines.lib.kpi.statements import INSERT_MARKER
 from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
-from analytics_pipelines.lib.tables import clean_table, kpi_values
+from analytics_pipelines.lib.tables import clean_table, kpi_values, ledger, touched_periods
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
 from analytics_pipelines_tests.test_kpi_support import (
@@ -182,7 +183,7 @@ def test_backfill_of_a_range_is_one_run_with_one_statement_per_grain(
     assert stored[("month", dt.datetime(2026, 1, 31, 23, tzinfo=UTC), frozenset())] == 4 * 28
 
 
-def _sensor_context(database_url: str, cursor: int) -> dg.SensorEvaluationContext:
+def _sensor_context(database_url: str, cursor: int | str) -> dg.SensorEvaluationContext:
     return dg.build_sensor_context(
         cursor=str(cursor),
         resources={"warehouse": WarehouseResource(database_url=database_url)},
@@ -190,9 +191,12 @@ def _sensor_context(database_url: str, cursor: int) -> dg.SensorEvaluationContex
     )
 
 
-def _evaluate(setup: Setup, database_url: str, cursor: int) -> dg.SensorResult | dg.SkipReason:
-    assert setup.built.sensor is not None and setup.built.sensor.name == SENSOR_NAME
-    result = setup.built.sensor(_sensor_context(database_url, cursor))
+def _evaluate(
+    setup: Setup | KpiDefinitions, database_url: str, cursor: int | str | None
+) -> dg.SensorResult | dg.SkipReason:
+    built = setup.built if isinstance(setup, Setup) else setup
+    assert built.sensor is not None and built.sensor.name == SENSOR_NAME
+    result = built.sensor(_sensor_context(database_url, "" if cursor is None else cursor))
     assert isinstance(result, dg.SensorResult | dg.SkipReason)
     return result
 
@@ -248,7 +252,8 @@ def test_late_data_refreshes_only_the_touched_partitions(
         kpi_asset_key(n) for n in (setup.units.name, setup.lines.name, setup.per_line.name)
     }
     assert isinstance(result, dg.SensorResult)
-    assert result.cursor == str(last_touched_id(warehouse))
+    # An old integer cursor is read as "every source at that id"; the new one is per source.
+    assert SensorCursor.parse(result.cursor).after(setup.source.name) == last_touched_id(warehouse)
 
     run = dg.materialize(
         setup.assets(setup.units.name),
@@ -266,7 +271,7 @@ def test_late_data_refreshes_only_the_touched_partitions(
     assert stored[(*february, frozenset())] == 4 * 28 + 2
 
     # Nothing new: the next tick does nothing.
-    assert isinstance(_evaluate(setup, database_url, int(result.cursor or 0)), dg.SkipReason)
+    assert isinstance(_evaluate(setup, database_url, result.cursor), dg.SkipReason)
 
 
 def test_corrected_file_refreshes_the_days_of_both_versions(
@@ -310,15 +315,71 @@ def test_corrected_file_refreshes_the_days_of_both_versions(
     }
 
 
-def test_sensor_ignores_other_sources_but_moves_its_cursor(
+def test_sensor_ignores_other_sources(
     warehouse: Warehouse, database_url: str, setup: Setup
 ) -> None:
     cursor = last_touched_id(warehouse)
     record_touched(warehouse, unique("other_source"), [dt.datetime(2026, 3, 1, tzinfo=UTC)])
     result = _evaluate(setup, database_url, cursor)
-    assert isinstance(result, dg.SensorResult)
-    assert not result.run_requests
-    assert int(result.cursor or 0) > cursor
+    assert isinstance(result, dg.SkipReason)
+
+
+def test_a_load_committing_after_a_later_load_of_another_source_is_not_skipped(
+    warehouse: Warehouse, database_url: str
+) -> None:
+    """Two loads of different sources in flight: the one with the lower id commits last."""
+    slow, fast = make_source(unique("kpi_slow")), make_source(unique("kpi_fast"))
+    slow_kpi = make_kpi(unique("slow_units"), slow.name, measure="count(*)", timezone="UTC")
+    fast_kpi = make_kpi(unique("fast_units"), fast.name, measure="count(*)", timezone="UTC")
+    built = build_kpi_definitions(
+        make_catalog([slow, fast], [slow_kpi, fast_kpi]), start="2024-01-01"
+    )
+    first = _evaluate(built, database_url, last_touched_id(warehouse))
+    assert isinstance(first, dg.SkipReason)
+    cursor = str(last_touched_id(warehouse))
+
+    with warehouse.engine.connect() as slow_load:
+        pending = slow_load.begin()
+        file_id = slow_load.execute(
+            ledger.insert()
+            .values(source=slow.name, object_key=f"landing/{slow.name}/late.csv", etag="e1",
+                    size_bytes=1, status="loaded")
+            .returning(ledger.c.file_id)
+        ).scalar_one()  # fmt: skip
+        slow_id = slow_load.execute(
+            touched_periods.insert()
+            .values(source=slow.name, file_id=file_id,
+                    slot_start=dt.datetime(2026, 4, 2, 9, tzinfo=UTC))
+            .returning(touched_periods.c.id)
+        ).scalar_one()  # fmt: skip
+        # The other source's load starts later (higher id) and commits first.
+        record_touched(warehouse, fast.name, [dt.datetime(2026, 4, 3, 9, tzinfo=UTC)])
+        assert last_touched_id(warehouse) > slow_id
+
+        tick = _evaluate(built, database_url, cursor)
+        assert set(_requests(tick)) == {("kpi_refresh_utc", "2026-04-03")}
+        assert isinstance(tick, dg.SensorResult) and tick.cursor
+        cursor = tick.cursor
+
+        pending.commit()
+
+    tick = _evaluate(built, database_url, cursor)
+    assert set(_requests(tick)) == {("kpi_refresh_utc", "2026-04-02")}
+    request = next(iter(_requests(tick).values()))
+    assert set(request.asset_selection or []) == {kpi_asset_key(slow_kpi.name)}
+    assert isinstance(tick, dg.SensorResult)
+    assert isinstance(_evaluate(built, database_url, tick.cursor), dg.SkipReason)
+
+
+def test_sensor_cursor_formats() -> None:
+    old = SensorCursor.parse("41")
+    assert (old.after("orders"), old.after("anything")) == (41, 41)
+    moved = old.advanced({"orders": 50})
+    again = SensorCursor.parse(moved.serialise())
+    assert (again.after("orders"), again.after("tickets")) == (50, 41)
+    assert SensorCursor.parse(None).after("orders") == 0
+    with pytest.raises(CursorError, match="KPI sensor cursor 'abc' is invalid"):
+        SensorCursor.parse("abc")
 
 
 def test_schedules_target_the_current_local_day(setup: Setup) -> None:

@@ -2,8 +2,12 @@
 
 1. Refresh one day of every demo KPI with 1 year of history in the clean tables, then with
    5 years (same rows per day). Goal: 5-year time <= 1.5 x the 1-year time.
-2. Backfill 365 days of every demo KPI in one run versus one plain full-table GROUP BY per day of
-   the same (measure) KPIs. Goal: backfill <= 3 x the GROUP BY.
+2. Backfill 365 days of every demo KPI in one run (every grain, every dimension subset, written
+   to kpi.kpi_values) versus the baseline: for each measure KPI one plain full-table GROUP BY
+   (local day x all its dimensions, with its filter and measure) over the clean table, which
+   holds exactly that year. Goal: backfill <= 3 x the baseline.
+
+Times are medians of --repeats runs (the machine may be shared).
 
 Starts a throwaway PostgreSQL (lib.pgserver.LocalPostgres) unless DATABASE_URL is set; with
 DATABASE_URL the demo sources' clean tables in that database are REPLACED.
@@ -144,7 +148,14 @@ def refresh_all(warehouse: Warehouse, plans: list[KpiPlan], first: dt.date, last
 
 
 def full_table_group_by(warehouse: Warehouse, plans: list[KpiPlan]) -> int:
-    """The reference: one plain GROUP BY (day, dimensions) per measure KPI over whole tables."""
+    """The reference: for each measure KPI, one plain GROUP BY over its whole clean table (which
+    holds exactly the year that is backfilled) by local day and all of the KPI's dimensions,
+    with its filter and its measure; derived KPIs are left out (they read stored values).
+
+    The groups are consumed inside PostgreSQL by `count(*), count(measure)`: nothing is
+    transferred, and referencing the measure keeps the planner from dropping the aggregate
+    (an unused aggregate of a subquery is not computed at all, count_distinct included).
+    """
     groups = 0
     with warehouse.connect() as conn:
         for plan in plans:
@@ -154,13 +165,14 @@ def full_table_group_by(warehouse: Warehouse, plans: list[KpiPlan]) -> int:
             day = period_start_sql("day", table.c[plan.source.event_time], plan.kpi.timezone)
             dimensions = [table.c[d] for d in plan.kpi.dimensions]
             query = sa.select(
-                day.label("day"), *dimensions, compile_measure(plan.measure, table.c)
+                day.label("day"), *dimensions, compile_measure(plan.measure, table.c).label("m")
             ).group_by(day, *dimensions)
             if plan.filter is not None:
                 query = query.where(compile_filter(plan.filter, table.c))
+            grouped = query.subquery()
             groups += conn.execute(
-                sa.select(sa.func.count()).select_from(query.subquery())
-            ).scalar_one()
+                sa.select(sa.func.count(), sa.func.count(grouped.c.m)).select_from(grouped)
+            ).one()[0]
     return groups
 
 
@@ -199,13 +211,17 @@ def run(rows_per_day: int, repeats: int) -> list[tuple[str, float, str, str, boo
         finally:
             warehouse.dispose()
     n = len(plans)
+    n_derived = sum(1 for p in plans if p.derived is not None)
     results.append((f"refresh 1 day, {n} KPIs, 1 year history", one_year, "", "", True))
     ratio = five_years / one_year
     results.append(
         (f"refresh 1 day, {n} KPIs, 5 years history", five_years, f"{ratio:.2f}x", "<= 1.5x",
          ratio <= 1.5)
     )  # fmt: skip
-    results.append(("full-table GROUP BY per day (measure KPIs, 1 year)", group_by, "", "", True))
+    results.append(
+        ("baseline: 1 full-table GROUP BY (local day x all dimensions, filter, measure) "
+         f"per measure KPI, {n - n_derived} KPIs, 1 year", group_by, "", "", True)
+    )  # fmt: skip
     ratio = backfill / group_by
     results.append(
         (f"backfill 365 days in one run, {n} KPIs, all grains", backfill, f"{ratio:.2f}x",

@@ -24,7 +24,11 @@ import dagster as dg
 
 from analytics_pipelines.lib.catalog import Catalog, CatalogError, load_catalog_cached
 from analytics_pipelines.lib.kpi.engine import RefreshResult, refresh_kpi
-from analytics_pipelines.lib.kpi.invalidation import DEFAULT_BATCH_ROWS, touched_dates
+from analytics_pipelines.lib.kpi.invalidation import (
+    DEFAULT_BATCH_ROWS,
+    SensorCursor,
+    touched_dates,
+)
 from analytics_pipelines.lib.kpi.periods import contiguous_ranges, local_date
 from analytics_pipelines.lib.kpi.plan import KpiPlan, plan_catalog
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
@@ -239,9 +243,10 @@ def build_kpi_sensor(
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for plan in plans.values():
         groups[(plan.kpi.source, plan.kpi.timezone)].append(plan.name)
-    zones_by_source: dict[str, set[str]] = defaultdict(set)
+    zones: dict[str, set[str]] = defaultdict(set)
     for source, zone in groups:
-        zones_by_source[source].add(zone)
+        zones[source].add(zone)
+    zones_by_source = dict(zones)
     first_day = dt.date.fromisoformat(start)
 
     @dg.sensor(
@@ -251,17 +256,18 @@ def build_kpi_sensor(
         jobs=list(jobs.values()),
         description=(
             "Refreshes exactly the KPI partitions whose business dates a load touched "
-            "(late data, corrected files); cursor = last ingest.touched_periods id seen."
+            "(late data, corrected files); cursor = last ingest.touched_periods id seen per "
+            "source."
         ),
     )
     def _invalidate(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource
     ) -> dg.SensorResult | dg.SkipReason:
-        after = int(context.cursor) if context.cursor else 0
+        cursor = SensorCursor.parse(context.cursor)
         with warehouse.get_warehouse().connect() as conn:
-            touched = touched_dates(conn, dict(zones_by_source), after, batch_rows)
-        if touched.upto_id is None:
-            return dg.SkipReason(f"no business periods touched after id {after}")
+            touched = touched_dates(conn, zones_by_source, cursor, batch_rows)
+        if not touched.upto:
+            return dg.SkipReason("no business periods touched since the last tick")
         requests: list[dg.RunRequest] = []
         for (source, zone), names in sorted(groups.items()):
             days = touched.dates.get((source, zone), set())
@@ -275,7 +281,7 @@ def build_kpi_sensor(
             keys = [kpi_asset_key(n) for n in sorted(names)]
             wanted = [d for d in days if first_day <= d <= today]
             for low, high in contiguous_ranges(wanted):
-                run_key = f"kpi:{source}:{zone}:{low}:{high}:{touched.upto_id}"
+                run_key = f"kpi:{source}:{zone}:{low}:{high}:{touched.upto[source]}"
                 tags = {TRIGGER_TAG: "invalidation"}
                 if low == high:
                     request = dg.RunRequest(
@@ -299,7 +305,9 @@ def build_kpi_sensor(
                         },
                     )
                 requests.append(request)
-        return dg.SensorResult(run_requests=requests, cursor=str(touched.upto_id))
+        return dg.SensorResult(
+            run_requests=requests, cursor=cursor.advanced(touched.upto).serialise()
+        )
 
     return _invalidate
 

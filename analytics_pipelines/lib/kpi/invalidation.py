@@ -3,59 +3,138 @@
 The clean layer records every 15-minute UTC slot of business time a file version touched (both
 versions of a corrected file). Each slot is mapped, in SQL, to the local date of its first and
 last instant in each KPI time zone, so a zone with a 45-minute offset is handled too.
+
+Progress is kept per source (`SensorCursor`), never as one id across sources: two loads of
+different sources commit in any order, so a row with a lower id can become visible after a row
+with a higher one, and a single "last id seen" would skip it forever. Within one source that
+cannot happen: every writer of `ingest.touched_periods` (`clean.merge.merge_stage` and
+`clean.merge.remove_files_from_clean`, called from `clean.process.clean_pending`,
+`clean.replay.replay_quarantine` and `clean.replay.rebuild_clean`) first takes
+`clean.ledger.lock_source`, a transaction-level advisory lock on `clean:<source>` held until
+commit, and the identity column draws ids one at a time (no sequence cache, migration 0001).
+So a writer of a source gets its ids only after the previous writer of that source committed:
+within a source, ids become visible in increasing order.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-# Bounds the work of one sensor tick; a bigger backlog is worked off over the following ticks.
+# Bounds the work of one sensor tick per source; a bigger backlog is worked off over later ticks.
 DEFAULT_BATCH_ROWS = 100_000
+
+
+class CursorError(ValueError):
+    """A stored sensor cursor that is neither an id nor a per-source cursor."""
+
+
+@dataclass(frozen=True)
+class SensorCursor:
+    """The last `touched_periods.id` consumed, per source.
+
+    `floor` stands for every source not listed: a cursor written before cursors were per source
+    (a bare integer) means "all sources up to that id".
+    """
+
+    floor: int = 0
+    sources: Mapping[str, int] = field(default_factory=dict)
+
+    def after(self, source: str) -> int:
+        return self.sources.get(source, self.floor)
+
+    def advanced(self, upto: Mapping[str, int]) -> SensorCursor:
+        merged = dict(self.sources)
+        for source, last in upto.items():
+            merged[source] = max(last, self.after(source))
+        return SensorCursor(self.floor, merged)
+
+    def serialise(self) -> str:
+        return json.dumps({"floor": self.floor, "sources": dict(self.sources)}, sort_keys=True)
+
+    @classmethod
+    def parse(cls, text: str | None) -> SensorCursor:
+        if not text or not text.strip():
+            return cls()
+        text = text.strip()
+        if text.lstrip("-").isdigit():
+            return cls(floor=int(text))
+        try:
+            data = json.loads(text)
+            floor = data.get("floor", 0)
+            sources = data.get("sources", {})
+            valid = (
+                isinstance(floor, int)
+                and isinstance(sources, dict)
+                and all(isinstance(k, str) and isinstance(v, int) for k, v in sources.items())
+            )
+        except (ValueError, AttributeError):
+            valid = False
+        if not valid:
+            raise CursorError(
+                f"KPI sensor cursor {text[:200]!r} is invalid: expected an integer id or "
+                '{"floor": <id>, "sources": {"<source>": <id>, ...}}'
+            )
+        return cls(floor=floor, sources=dict(sources))
 
 
 @dataclass(frozen=True)
 class TouchedDates:
-    upto_id: int | None  # highest touched_periods.id read (the next cursor); None: nothing new
+    upto: dict[str, int] = field(default_factory=dict)  # highest id read, per source with news
     dates: dict[tuple[str, str], set[dt.date]] = field(default_factory=dict)  # (source, tz)
 
 
-_LAST_ID = sa.text(
-    "SELECT max(id) FROM (SELECT id FROM ingest.touched_periods "
-    "WHERE id > :after ORDER BY id LIMIT :limit) AS batch"
+_LAST_IDS = sa.text(
+    """
+    SELECT c.source, max(b.id)
+    FROM unnest(CAST(:sources AS text[]), CAST(:afters AS bigint[])) AS c(source, after)
+    CROSS JOIN LATERAL (
+        SELECT t.id FROM ingest.touched_periods AS t
+        WHERE t.source = c.source AND t.id > c.after
+        ORDER BY t.id LIMIT :limit
+    ) AS b
+    GROUP BY c.source
+    """
 )
 
 _LOCAL_DATES = sa.text(
     """
     SELECT DISTINCT z.source, z.tz, d.day
-    FROM ingest.touched_periods AS t
-    JOIN unnest(CAST(:sources AS text[]), CAST(:zones AS text[])) AS z(source, tz)
-      ON z.source = t.source
+    FROM unnest(CAST(:sources AS text[]), CAST(:zones AS text[]),
+                CAST(:afters AS bigint[]), CAST(:uptos AS bigint[])) AS z(source, tz, after, upto)
+    JOIN ingest.touched_periods AS t
+      ON t.source = z.source AND t.id > z.after AND t.id <= z.upto
     CROSS JOIN LATERAL (VALUES
         (CAST(timezone(z.tz, t.slot_start) AS date)),
         (CAST(timezone(z.tz, t.slot_start + interval '15 minutes' - interval '1 microsecond')
               AS date))
     ) AS d(day)
-    WHERE t.id > :after AND t.id <= :upto
     """
 )
 
 
 def touched_dates(
     conn: Connection,
-    zones_by_source: dict[str, set[str]],
-    after_id: int,
+    zones_by_source: Mapping[str, set[str]],
+    cursor: SensorCursor,
     limit: int = DEFAULT_BATCH_ROWS,
 ) -> TouchedDates:
-    """Local dates touched after `after_id`, per (source, time zone) of interest."""
-    upto = conn.execute(_LAST_ID, {"after": after_id, "limit": limit}).scalar()
-    if upto is None:
-        return TouchedDates(None)
-    pairs = sorted((s, z) for s, zones in zones_by_source.items() for z in zones)
+    """Local dates touched after the cursor, per (source, time zone) of interest."""
+    sources = sorted(zones_by_source)
+    if not sources:
+        return TouchedDates()
+    found = conn.execute(
+        _LAST_IDS,
+        {"sources": sources, "afters": [cursor.after(s) for s in sources], "limit": limit},
+    ).all()
+    upto = {str(source): int(last) for source, last in found if last is not None}
+    pairs = sorted((s, z) for s in upto for z in zones_by_source[s])
     dates: dict[tuple[str, str], set[dt.date]] = defaultdict(set)
     if pairs:
         rows = conn.execute(
@@ -63,10 +142,10 @@ def touched_dates(
             {
                 "sources": [s for s, _ in pairs],
                 "zones": [z for _, z in pairs],
-                "after": after_id,
-                "upto": upto,
+                "afters": [cursor.after(s) for s, _ in pairs],
+                "uptos": [upto[s] for s, _ in pairs],
             },
         )
         for source, zone, day in rows:
             dates[(source, zone)].add(day)
-    return TouchedDates(int(upto), dict(dates))
+    return TouchedDates(upto, dict(dates))
