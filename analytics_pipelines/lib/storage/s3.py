@@ -99,15 +99,22 @@ class S3Store(ObjectStore):
             for item in response.get("Contents", [])
         ]
 
-    def head(self, key: str) -> ObjectInfo:
+    def _fetch(self, operation: str, key: str) -> dict[str, Any]:
+        """Call a per-object operation, naming a missing object apart from other failures."""
         try:
-            response = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+            response: dict[str, Any] = getattr(self.client, operation)(
+                Bucket=self.bucket, Key=self._full(key)
+            )
         except ClientError as error:
             if str(error.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
                 raise ObjectNotFound(f"no object {key!r} in {self.describe()}") from error
             raise StorageError(_reason(error, self.bucket)) from error
         except BotoCoreError as error:
             raise StorageError(_reason(error, self.bucket)) from error
+        return response
+
+    def head(self, key: str) -> ObjectInfo:
+        response = self._fetch("head_object", key)
         return ObjectInfo(
             key=key,
             size=int(response["ContentLength"]),
@@ -116,15 +123,7 @@ class S3Store(ObjectStore):
         )
 
     def open(self, key: str) -> AbstractContextManager[IO[bytes]]:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
-        except ClientError as error:
-            if str(error.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
-                raise ObjectNotFound(f"no object {key!r} in {self.describe()}") from error
-            raise StorageError(_reason(error, self.bucket)) from error
-        except BotoCoreError as error:
-            raise StorageError(_reason(error, self.bucket)) from error
-        body = cast(IO[bytes], response["Body"])
+        body = cast(IO[bytes], self._fetch("get_object", key)["Body"])
         return closing(body)
 
     def write(self, key: str, data: bytes | IO[bytes]) -> ObjectInfo:
