@@ -34,13 +34,17 @@ def run_health(env_overrides: dict[str, str], cwd: Path) -> tuple[int, dict[str,
 
 
 def test_healthy(database_url: str, tmp_path: Path) -> None:
-    code, report, _ = run_health({"DATABASE_URL": database_url, "STORAGE_URL": f"file://{tmp_path}"}, tmp_path)
+    code, report, _ = run_health(
+        {"DATABASE_URL": database_url, "STORAGE_URL": f"file://{tmp_path}"}, tmp_path
+    )
     assert (code, report) == (0, {"status": "ok", "db": "ok", "storage": "ok"})
 
 
 def test_unreachable_database_is_reported_quickly(tmp_path: Path) -> None:
     url = f"postgresql://nobody:pw@127.0.0.1:{free_port()}/x"
-    code, report, seconds = run_health({"DATABASE_URL": url, "STORAGE_URL": f"file://{tmp_path}"}, tmp_path)
+    code, report, seconds = run_health(
+        {"DATABASE_URL": url, "STORAGE_URL": f"file://{tmp_path}"}, tmp_path
+    )
     assert code == 1
     assert report["status"] == "degraded"
     assert report["db"].startswith("database unreachable")
@@ -49,8 +53,12 @@ def test_unreachable_database_is_reported_quickly(tmp_path: Path) -> None:
     assert seconds < 20
 
 
-def test_missing_database_and_missing_bucket(database_url: str, s3_endpoint: str, tmp_path: Path) -> None:
-    wrong_db = sa.make_url(database_url).set(database="no_such_db").render_as_string(hide_password=False)
+def test_missing_database_and_missing_bucket(
+    database_url: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    wrong_db = (
+        sa.make_url(database_url).set(database="no_such_db").render_as_string(hide_password=False)
+    )
     code, report, _ = run_health(
         {
             "DATABASE_URL": wrong_db,

@@ -1,6 +1,5 @@
 """Logs are readable in development, JSON in production, and carry run id, asset and partition in runs."""
 
-
 import json
 
 import dagster as dg
@@ -37,16 +36,22 @@ def test_console_format_is_readable(capsys: pytest.CaptureFixture[str]) -> None:
         json.loads(line)
 
 
-def test_run_id_asset_and_partition_are_bound_inside_a_run(capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_id_asset_and_partition_are_bound_inside_a_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     configure_logging("json", "INFO")
 
-    @dg.asset(partitions_def=dg.DailyPartitionsDefinition(start_date="2026-01-01"), key=["kpi", "demo"])
+    @dg.asset(
+        partitions_def=dg.DailyPartitionsDefinition(start_date="2026-01-01"), key=["kpi", "demo"]
+    )
     def demo(context: dg.AssetExecutionContext) -> None:
         with bound_context(**run_context_fields(context)):
             get_logger().info("computing")
 
     result = dg.materialize([demo], partition_key="2026-01-02")
-    events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    events = [
+        json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")
+    ]
     computing = [e for e in events if e["event"] == "computing"]
     assert computing == [
         {

@@ -12,7 +12,14 @@ import pytest
 from analytics_pipelines.lib.settings import SettingsError, load_settings, mask_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SETTING_NAMES = ("DATABASE_URL", "STORAGE_URL", "S3_ENDPOINT_URL", "LOG_FORMAT", "LOG_LEVEL", "CATALOG_DIR")
+SETTING_NAMES = (
+    "DATABASE_URL",
+    "STORAGE_URL",
+    "S3_ENDPOINT_URL",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+    "CATALOG_DIR",
+)
 
 
 @pytest.fixture
@@ -67,7 +74,9 @@ def test_mask_url_leaves_passwordless_urls_alone() -> None:
 
 
 def test_values_come_from_dotenv(bare_env: dict[str, str], tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("DATABASE_URL=postgres://u@h/d\nSTORAGE_URL=file:///srv/data\nLOG_LEVEL=debug\n")
+    (tmp_path / ".env").write_text(
+        "DATABASE_URL=postgres://u@h/d\nSTORAGE_URL=file:///srv/data\nLOG_LEVEL=debug\n"
+    )
     settings = load_settings()
     assert settings.storage_url == "file:///srv/data"
     assert settings.log_level == "DEBUG"
@@ -81,7 +90,9 @@ def test_values_come_from_dotenv(bare_env: dict[str, str], tmp_path: Path) -> No
     ],
     ids=["cli", "definitions"],
 )
-def test_entry_points_exit_2_with_one_message_and_no_traceback(bare_env: dict[str, str], command) -> None:
+def test_entry_points_exit_2_with_one_message_and_no_traceback(
+    bare_env: dict[str, str], command
+) -> None:
     bare_env["STORAGE_URL"] = "gopher://x"
     result = subprocess.run(command, env=bare_env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr

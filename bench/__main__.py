@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in one go, each printing its Markdown table.
 
-    python -m bench            # full sizes (2,000,000-row load, 2 GB memory probe, 1y/5y KPI history)
-    python -m bench --quick    # small sizes, for a smoke run
+python -m bench            # full sizes (2,000,000-row load, 2 GB memory probe, 1y/5y KPI history)
+python -m bench --quick    # small sizes, for a smoke run
 """
 
 from __future__ import annotations
