@@ -9,7 +9,7 @@ from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.clean import SchemaDriftError, clean_pending
 from analytics_pipelines.lib.ingest.config import definitions_catalog
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
-from analytics_pipelines.lib.tables import clean_table
+from analytics_pipelines.lib.tables import clean_table, ledger
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
 
@@ -26,6 +26,26 @@ def _preview(warehouse: Warehouse, source: SourceSpec) -> dg.MetadataValue:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join("" if v is None else str(v) for v in r) + " |" for r in rows]
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def _cleaned_while_loading(warehouse: Warehouse, source: SourceSpec, run_id: str) -> list[int]:
+    """[files, raw, clean, quarantined, replaced] of this run's files cleaned by raw/<source>."""
+    with warehouse.connect() as conn:
+        row = conn.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(ledger.c.row_count), 0),
+                sa.func.coalesce(sa.func.sum(ledger.c.clean_rows), 0),
+                sa.func.coalesce(sa.func.sum(ledger.c.quarantined_rows), 0),
+                sa.func.coalesce(sa.func.sum(ledger.c.replaced_rows), 0),
+            ).where(
+                ledger.c.source == source.name,
+                ledger.c.run_id == run_id,
+                ledger.c.status == "loaded",
+                ledger.c.cleaned_at.is_not(None),
+            )
+        ).one()
+    return [int(v) for v in row]
 
 
 def build_clean_asset(source: SourceSpec) -> dg.AssetsDefinition:
@@ -53,6 +73,7 @@ def build_clean_asset(source: SourceSpec) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         with bound_context(**run_context_fields(context)):
             db = warehouse.get_warehouse()
+            fused = _cleaned_while_loading(db, source, context.run_id)
             try:
                 report = clean_pending(db, source)
             except SchemaDriftError as error:
@@ -61,14 +82,15 @@ def build_clean_asset(source: SourceSpec) -> dg.AssetsDefinition:
                 context.log.info(f"clean.{source.name}: {change}")
             return dg.MaterializeResult(
                 metadata={
-                    "files": report.files,
-                    "raw_rows": report.raw_rows,
-                    "clean_rows": report.clean_rows,
-                    "quarantined_rows": report.quarantined_rows,
-                    "replaced_rows": report.replaced_rows,
+                    "files": report.files + fused[0],
+                    "files_cleaned_while_loading": fused[0],
+                    "raw_rows": report.raw_rows + fused[1],
+                    "clean_rows": report.clean_rows + fused[2],
+                    "quarantined_rows": report.quarantined_rows + fused[3],
+                    "replaced_rows": report.replaced_rows + fused[4],
                     "replaced_in_clean": report.displaced_rows,
                     "removed_superseded_rows": report.removed_rows,
-                    "dagster/row_count": report.clean_rows,
+                    "dagster/row_count": report.clean_rows + fused[2],
                     "preview": _preview(db, source),
                 }
             )

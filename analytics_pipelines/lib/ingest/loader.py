@@ -21,6 +21,7 @@ from psycopg2 import sql
 from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
+from analytics_pipelines.lib.clean import fused as fused_clean
 from analytics_pipelines.lib.ingest import ledger
 from analytics_pipelines.lib.ingest.errors import FileRejected
 from analytics_pipelines.lib.ingest.event_range import event_date_range
@@ -29,6 +30,7 @@ from analytics_pipelines.lib.ingest.raw_tables import (
     FILE_ID_SETTING,
     add_extra_columns,
     ensure_raw_table,
+    existing_columns,
     line_sequence_regclass,
     lock_source,
     map_columns,
@@ -40,7 +42,7 @@ from analytics_pipelines.lib.ingest.streams import HashingReader
 from analytics_pipelines.lib.ingest.translate import describe_copy_error
 from analytics_pipelines.lib.logging import get_logger
 from analytics_pipelines.lib.storage import ObjectInfo, ObjectNotFound, ObjectStore
-from analytics_pipelines.lib.tables import FILE_ID, LINE, RAW_SCHEMA
+from analytics_pipelines.lib.tables import FILE_ID, LINE, LOADED_AT, RAW_SCHEMA
 from analytics_pipelines.lib.warehouse import Warehouse, copy_from
 
 log = get_logger("analytics_pipelines.ingest")
@@ -62,6 +64,8 @@ class FileOutcome:
     extra_columns: list[str] = field(default_factory=list)
     business_date_min: date | None = None
     business_date_max: date | None = None
+    # True when the file was also cleaned while loading (see lib/clean/fused).
+    cleaned: bool = False
 
 
 @dataclass
@@ -85,6 +89,10 @@ class LoadReport:
     @property
     def loaded_file_ids(self) -> list[int]:
         return [o.file_id for o in self.with_status(ledger.LOADED) if o.file_id is not None]
+
+    @property
+    def cleaned_file_ids(self) -> list[int]:
+        return [o.file_id for o in self.outcomes if o.cleaned and o.file_id is not None]
 
     @property
     def superseded_file_ids(self) -> list[int]:
@@ -123,6 +131,8 @@ def _copy_file(
     source: SourceSpec,
     store: ObjectStore,
     info: ObjectInfo,
+    file_id: int,
+    fused: fused_clean.FusedClean | None,
 ) -> _Copied:
     with store.open(info.key) as raw:
         hashing = HashingReader(raw)
@@ -141,14 +151,26 @@ def _copy_file(
                     [line_sequence_regclass(source.name), plan.first_line],
                 )
                 columns = ([LINE] if plan.line_in_body else []) + mapping.targets
+                body = plan.body
+                if fused is not None and not plan.line_in_body:
+                    live = existing_columns(conn, source.name)
+                    fused.start(
+                        file_id=file_id,
+                        received=mapping.targets,
+                        raw_columns=[c for c in live if c not in (FILE_ID, LINE, LOADED_AT)],
+                        first_line=plan.first_line,
+                    )
+                    body = fused.wrap(body)
                 try:
                     rows = copy_from(
-                        conn, (RAW_SCHEMA, source.name), columns, plan.body, options=plan.options
+                        conn, (RAW_SCHEMA, source.name), columns, body, options=plan.options
                     )
                 except psycopg2.DataError as error:
                     raise FileRejected(
                         describe_copy_error(error, source, plan.first_line, len(columns))
                     ) from None
+                if fused is not None:
+                    fused.finish(rows)
                 targets, extra = mapping.targets, mapping.extra
             hashing.drain()
         finally:
@@ -225,6 +247,7 @@ def _load_in_transaction(
     store: ObjectStore,
     info: ObjectInfo,
     run_id: str | None,
+    fused: fused_clean.FusedClean | None = None,
 ) -> FileOutcome:
     lock_source(conn, source.name)
     if (info.key, info.etag) in ledger.known_versions(conn, source.name, [info.key]):
@@ -250,7 +273,7 @@ def _load_in_transaction(
         sql.SQL("SELECT set_config(%s, %s, true), set_config('TimeZone', %s, true)"),
         [FILE_ID_SETTING, str(file_id), source.timezone],
     )
-    copied = _copy_file(conn, warehouse, source, store, info)
+    copied = _copy_file(conn, warehouse, source, store, info, file_id, fused)
     ledger.update_version(conn, file_id, content_hash=copied.content_hash, size_bytes=copied.size)
     original = ledger.loaded_with_content(conn, source.name, copied.content_hash)
     if original is not None:
@@ -315,14 +338,27 @@ def load_object(
     info: ObjectInfo,
     *,
     run_id: str | None = None,
+    clean_while_loading: bool = False,
 ) -> FileOutcome:
     """Load one object version; bad files end `failed` (returned, not raised).
 
+    With `clean_while_loading`, a new CSV file is also cleaned from the same bytes (see
+    lib/clean/fused); corrections and anything that fast path declines stay for the clean stage.
     Infrastructure errors (database or store unreachable) propagate: the file stays pending.
     """
+    fused = (
+        fused_clean.FusedClean(warehouse, source)
+        if clean_while_loading and source.format == "csv"
+        else None
+    )
     try:
         with warehouse.begin() as conn:
-            outcome = _load_in_transaction(conn, warehouse, source, store, info, run_id)
+            outcome = _load_in_transaction(conn, warehouse, source, store, info, run_id, fused)
+        if fused is not None:
+            # Raw is committed: the clean rows follow (a correction goes the SQL path's way).
+            if outcome.status == ledger.LOADED and not outcome.superseded and outcome.file_id:
+                outcome.cleaned = fused.commit(outcome.file_id) is not None
+            fused.abort()
     except FileRejected as rejected:
         outcome = _record_failure(warehouse, source, info, str(rejected), run_id)
     except (psycopg2.Error, sa.exc.DBAPIError) as error:
@@ -331,6 +367,9 @@ def load_object(
             raise
         reason = describe_copy_error(data_error, source, 1, 0)
         outcome = _record_failure(warehouse, source, info, reason, run_id)
+    finally:
+        if fused is not None:
+            fused.abort()
     log.info(
         "ingest file",
         source=source.name,
@@ -374,6 +413,7 @@ def load_pending(
     *,
     keys: Sequence[str] | None = None,
     run_id: str | None = None,
+    clean_while_loading: bool = False,
 ) -> LoadReport:
     """Load every object version under the source's landing prefix (or `keys`) not yet in the ledger."""
     ensure_raw_table(warehouse, source)
@@ -384,7 +424,14 @@ def load_pending(
         for info in page:
             if (info.key, info.etag) in known:
                 continue
-            outcome = load_object(source, store, warehouse, info, run_id=run_id)
+            outcome = load_object(
+                source,
+                store,
+                warehouse,
+                info,
+                run_id=run_id,
+                clean_while_loading=clean_while_loading,
+            )
             if outcome.status != SKIPPED:
                 report.outcomes.append(outcome)
     return report

@@ -1,0 +1,415 @@
+"""Clean a CSV file while it is being loaded: the raw COPY's bytes, validated in polars, COPYed
+into `clean.<source>` over a second connection at the same time.
+
+Protocol with the loader (one file version, all on the loader's side of the run):
+  `start()` once the raw columns are known; `feed()` every chunk the raw COPY reads; `finish()`
+  after the raw COPY; `commit()` after the raw transaction committed (raw first: a crash in
+  between leaves the file loaded and not cleaned, which the SQL path picks up); `abort()`
+  otherwise. Anything the fast path cannot do exactly (see `fast.Declined`), a key already in
+  clean, or a key repeated across batches, leaves the file to the SQL path (`clean_pending`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import queue
+import re
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import IO, Any, cast
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
+
+from analytics_pipelines.lib.catalog.models import SourceSpec
+from analytics_pipelines.lib.clean import ledger as book
+from analytics_pipelines.lib.clean.fast import Declined, FastValidator
+from analytics_pipelines.lib.clean.schema import ensure_clean_table
+from analytics_pipelines.lib.ingest.streams import GeneratorReader
+from analytics_pipelines.lib.logging import get_logger
+from analytics_pipelines.lib.tables import CLEAN_SCHEMA, touched_periods
+from analytics_pipelines.lib.warehouse import Warehouse, copy_from
+
+log = get_logger(__name__)
+
+# Bytes parsed per polars batch: large enough for polars' parallel parser, small enough to
+# keep memory flat and the two COPYs overlapping.
+BATCH_BYTES = 8 << 20
+QUEUE_CHUNKS = 32
+MAX_RECORD_BYTES = 8 * BATCH_BYTES
+_END = b""
+QUARANTINE_COLUMNS = ["source", "file_id", "line", "raw_values", "failures"]
+
+
+@dataclass
+class FusedResult:
+    rows: int = 0
+    ok_rows: int = 0
+    failed_rows: int = 0
+    landed_rows: int = 0
+    slots: set[datetime] = field(default_factory=set)
+    first_date: date | None = None
+    last_date: date | None = None
+
+    @property
+    def replaced_rows(self) -> int:
+        return self.ok_rows - self.landed_rows
+
+
+def _record_end(buffer: bytes, quote: bytes) -> int:
+    """Index just past the last line end outside quotes (COPY's rule: any quote toggles).
+
+    `buffer` starts at a record boundary, so a line end is outside quotes when the quotes
+    before it are even in number.
+    """
+    end = buffer.rfind(b"\n")
+    quotes = buffer.count(quote, 0, end) if end >= 0 else 0
+    while end >= 0:
+        if quotes % 2 == 0:
+            return end + 1
+        earlier = buffer.rfind(b"\n", 0, end)
+        quotes -= buffer.count(quote, max(earlier, 0), end)
+        end = earlier
+    return 0
+
+
+class FusedClean:
+    """The clean half of one fused load (see the module docstring)."""
+
+    def __init__(self, warehouse: Warehouse, source: SourceSpec) -> None:
+        self.warehouse = warehouse
+        self.source = source
+        self.declined: str | None = None
+        self.result = FusedResult()
+        self._chunks: queue.Queue[bytes] = queue.Queue(QUEUE_CHUNKS)
+        self._thread: threading.Thread | None = None
+        self._conn: Connection | None = None
+        self._transaction: Any = None
+        self._quarantine: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        self._validator: FastValidator | None = None
+        self._stopped = threading.Event()
+        self._ended = False
+
+    # -- loader side -------------------------------------------------------------------------
+
+    def start(
+        self, *, file_id: int, received: list[str], raw_columns: list[str], first_line: int
+    ) -> None:
+        try:
+            self._validator = FastValidator(
+                self.source,
+                file_id=file_id,
+                received=received,
+                raw_columns=raw_columns,
+                first_line=first_line,
+            )
+        except Declined as declined:
+            self._decline(str(declined))
+            return
+        self._thread = threading.Thread(target=self._run, name=f"clean-{self.source.name}")
+        self._thread.start()
+
+    def feed(self, chunk: bytes) -> None:
+        while chunk and not self._stopped.is_set():
+            try:
+                self._chunks.put(chunk, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def wrap(self, body: IO[bytes]) -> IO[bytes]:
+        """The raw COPY's input, handing every chunk to this cleaner as well."""
+        return cast(IO[bytes], _TeeReader(body, self))
+
+    def finish(self, raw_rows: int) -> None:
+        """The raw COPY is done: wait for the clean COPY and compare what both read."""
+        self._close_input()
+        if self._thread is not None:
+            self._thread.join()
+        if self.declined is None and self.result.rows != raw_rows:
+            self._decline(f"parsed {self.result.rows} rows, COPY read {raw_rows}")
+
+    def commit(self, file_id: int) -> FusedResult | None:
+        """After the raw commit: quarantine, touched slots, ledger, then commit clean."""
+        if self.declined is not None or self._conn is None:
+            self.abort()
+            return None
+        conn = self._conn
+        try:
+            self._quarantine.seek(0)
+            copy_from(conn, ("quarantine", "rows"), QUARANTINE_COLUMNS, self._quarantine)
+            result = self.result
+            if result.slots:
+                slots = sa.bindparam(
+                    "slots",
+                    sorted(result.slots),
+                    type_=postgresql.ARRAY(sa.DateTime(timezone=True)),
+                )
+                conn.execute(
+                    sa.insert(touched_periods).from_select(
+                        ["source", "file_id", "slot_start"],
+                        sa.select(
+                            sa.literal(self.source.name, sa.Text),
+                            sa.literal(file_id, sa.BigInteger),
+                            sa.func.unnest(slots),
+                        ),
+                    )
+                )
+            book.record_cleaned(
+                conn,
+                file_id,
+                clean_rows=result.landed_rows,
+                quarantined_rows=result.failed_rows,
+                replaced_rows=result.replaced_rows,
+                first_date=result.first_date,
+                last_date=result.last_date,
+            )
+            self._transaction.commit()
+        except Exception as error:  # raw is committed; the SQL path cleans it
+            log.warning(
+                "clean while loading failed at commit; the clean stage will clean the file",
+                source=self.source.name,
+                file_id=file_id,
+                error=str(error).splitlines()[0] if str(error) else type(error).__name__,
+            )
+            self.abort()
+            return None
+        finally:
+            self._close_connection()
+        log.info(
+            "cleaned while loading",
+            source=self.source.name,
+            file_id=file_id,
+            clean_rows=result.landed_rows,
+            quarantined_rows=result.failed_rows,
+            replaced_rows=result.replaced_rows,
+        )
+        return result
+
+    def abort(self) -> None:
+        self._stopped.set()
+        self._close_input()
+        if self._thread is not None:
+            self._thread.join()
+        if self._transaction is not None and self._transaction.is_active:
+            self._transaction.rollback()
+        self._close_connection()
+
+    # -- clean side (thread) -----------------------------------------------------------------
+
+    def _decline(self, reason: str) -> None:
+        if self.declined is None:
+            self.declined = reason
+            log.info("clean while loading declined", source=self.source.name, reason=reason)
+        self._stopped.set()
+
+    def _close_input(self) -> None:
+        while self._thread is not None and self._thread.is_alive():
+            try:
+                self._chunks.put(_END, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _next_chunk(self) -> bytes:
+        """The next raw chunk; the end once stopped and nothing is left."""
+        while True:
+            try:
+                return self._chunks.get(timeout=0.2)
+            except queue.Empty:
+                if self._stopped.is_set():
+                    return _END
+
+    def _close_connection(self) -> None:
+        self._quarantine.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _run(self) -> None:
+        try:
+            conn = self.warehouse.engine.connect()
+            self._conn = conn
+            self._transaction = conn.begin()
+            got = conn.execute(
+                sa.select(
+                    sa.func.pg_try_advisory_xact_lock(
+                        sa.func.hashtext(sa.literal(f"clean:{self.source.name}"))
+                    )
+                )
+            ).scalar_one()
+            if not got:
+                raise Declined("another clean of the source is running")
+            conn.execute(sa.select(sa.func.set_config("TimeZone", self.source.timezone, True)))
+            ensure_clean_table(conn, self.source)
+            if book.pending_files(conn, self.source.name) or book.superseded_to_retire(
+                conn, self.source.name
+            ):
+                raise Declined("earlier file versions wait for the SQL path")
+            columns = self._validator.output_columns if self._validator else []
+            copy_from(
+                conn,
+                (CLEAN_SCHEMA, self.source.name),
+                columns,
+                cast(IO[bytes], GeneratorReader(_ahead(self._clean_csv(), self._stopped))),
+            )
+        except Declined as declined:
+            self._decline(str(declined))
+        except (sa.exc.DBAPIError, Exception) as error:  # the SQL path decides
+            self._decline(f"{type(error).__name__}: {error}".splitlines()[0])
+        finally:
+            if self.declined is not None:
+                self._drain()
+
+    def _drain(self) -> None:
+        while not self._ended:
+            self._ended = self._next_chunk() == _END
+
+    def _batches(self) -> Iterator[bytes]:
+        """Whole CSV records from the chunk queue, about BATCH_BYTES at a time."""
+        quote = self.source.reader.quote.encode()
+        pending: list[bytes] = []
+        size = 0
+        while True:
+            chunk = self._next_chunk()
+            if chunk == _END:
+                self._ended = True
+                break
+            pending.append(chunk)
+            size += len(chunk)
+            if size < BATCH_BYTES:
+                continue
+            buffer = b"".join(pending)
+            cut = _record_end(buffer, quote)
+            if cut == 0:
+                if size > MAX_RECORD_BYTES:
+                    raise Declined("no record end in a long stretch (an unclosed quote?)")
+                pending, size = [buffer], len(buffer)
+                continue
+            yield buffer[:cut]
+            rest = buffer[cut:]
+            pending, size = [rest], len(rest)
+        tail = b"".join(pending)
+        if tail.strip():
+            yield tail
+
+    def _clean_csv(self) -> Iterator[bytes]:
+        validator = self._validator
+        assert validator is not None
+        reader = self.source.reader
+        result = self.result
+        stray = _stray_quote(reader.delimiter, reader.quote)
+        quote = reader.quote.encode()
+        for batch in self._batches():
+            if quote in batch and stray.search(batch):
+                # A quote inside an unquoted value: COPY and polars read it differently.
+                raise Declined("a quote character inside an unquoted value")
+            frame = pl.read_csv(
+                io.BytesIO(batch),
+                has_header=False,
+                new_columns=validator.received,
+                infer_schema=False,
+                separator=reader.delimiter,
+                quote_char=reader.quote,
+                truncate_ragged_lines=False,
+            )
+            outcome = validator.validate(frame)
+            result.rows += outcome.rows
+            result.ok_rows += outcome.ok_rows
+            result.failed_rows += outcome.failed_rows
+            result.landed_rows += outcome.landed_rows
+            result.slots |= outcome.slots
+            result.first_date = _earliest(result.first_date, outcome.first_date)
+            result.last_date = _latest(result.last_date, outcome.last_date)
+            if outcome.quarantine.height:
+                outcome.quarantine.write_csv(self._quarantine, include_header=False)
+            yield outcome.good.write_csv(include_header=False).encode()
+
+
+def _ahead(chunks: Iterator[bytes], stop: threading.Event, depth: int = 2) -> Iterator[bytes]:
+    """Run `chunks` in its own thread, `depth` items ahead: polars validates the next batch
+    while PostgreSQL ingests this one. `stop` is set when the consumer gives up early."""
+    out: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue(depth)
+    finished = False
+
+    def put(item: tuple[bytes | None, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not put((chunk, None)):
+                    return
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            put((None, error))
+            return
+        put((None, None))
+
+    worker = threading.Thread(target=produce, name="clean-validate", daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                chunk, error = out.get(timeout=0.2)
+            except queue.Empty:
+                if worker.is_alive() or not out.empty():
+                    continue
+                raise Declined("stopped before the end of the file") from None
+            if error is not None:
+                raise error
+            if chunk is None:
+                finished = True
+                return
+            yield chunk
+    finally:
+        # The consumer may stop early (COPY failed): unblock the producer and let it end.
+        if not finished:
+            stop.set()
+        while worker.is_alive():
+            with contextlib.suppress(queue.Empty):
+                out.get(timeout=0.1)
+
+
+def _stray_quote(delimiter: str, quote: str) -> re.Pattern[bytes]:
+    """A quote with ordinary characters on both sides: neither opens, closes nor is doubled."""
+    d, q = re.escape(delimiter.encode()), re.escape(quote.encode())
+    return re.compile(b"[^" + d + b"\n" + q + b"]" + q + b"[^" + d + b"\r\n" + q + b"]")
+
+
+def _earliest(a: date | None, b: date | None) -> date | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _latest(a: date | None, b: date | None) -> date | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+class _TeeReader(io.RawIOBase):
+    def __init__(self, body: IO[bytes], cleaner: FusedClean) -> None:
+        self._body = body
+        self._cleaner = cleaner
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._body.read(-1 if size is None else size)
+        self._cleaner.feed(data)
+        return data
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)

@@ -1,0 +1,214 @@
+"""Cleaning while loading (polars, fused with the raw COPY) gives what the SQL path gives."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from analytics_pipelines.lib.catalog import ColumnSpec, SourceSpec
+from analytics_pipelines.lib.clean import clean_pending
+from analytics_pipelines.lib.clean import fused as fused_module
+from analytics_pipelines.lib.clean.quality import reconciliation_problems
+from analytics_pipelines.lib.ingest import load_pending
+from analytics_pipelines.lib.storage import LocalFolderStore
+from analytics_pipelines.lib.tables import clean_table, ledger, quarantine_rows, touched_periods
+from analytics_pipelines.lib.warehouse import Warehouse
+
+HEADER = "order_id;line_no;ordered_at;region;quantity;unit_price;paid;ship_date;flag;note\n"
+# Every value class the rules know, spelled the awkward ways real files spell them.
+TRICKY_LINES = [
+    "ORD-0001;1;2024-05-01 10:00:00;north;2;9,50;true;2024-05-02;0;plain",
+    "ORD-0001;2;2024-05-01T10:07;south; 3 ;1.234,5;YES;2024-02-29;1;",
+    "ORD-0002;+01;2024-10-27 02:30:00;north;100;0;no;;;  spaced  ",
+    "ORD-0003;1;2024-03-31 02:30:00;north;1;1e-3;0;2023-02-29;;gap",
+    "ORD-0004;1;2024-05-01 10:00:00+05:30;south;0;-1;maybe;2024-13-01;;bad",
+    "ORD-0005;1;2024-05-01 10:00:00Z;west;101;abc;;2024-05-01;;bad region",
+    ";1;2024-05-01 10:00:00;north;1;1;true;;;empty key",
+    "ORD-0006;;2024-05-01;north;1;1;true;;;no line",
+    "ORD-0007;1;2024-02-30 10:00:00;north;1;1;true;;;bad timestamp",
+    "ORD-0008;1;2024-05-01 24:00:00;north;1;1;true;;;bad hour",
+    "ORD-0009;99999999999999999999;2024-05-01 10:00;north;1;1;true;;;overflow",
+    "ORD-0010;0000000000000000000001;2024-05-01 10:00:00.123456;north;1;1;true;;;zeros",
+    "ORD-0011;1;2024-05-01 10:00:00-0800;north;1;1;TRUE;;;offset",
+    "ORD-0012;1;2024-05-01 10:00:00+16;north;1;1;true;;;offset hour",
+    "ORD-0013;1; 2024-05-01 10:00 ;north;1;1;true;;;trimmed",
+    'ORD-0014;1;2024-05-01 10:00;north;1;2;true;;;"semi;colon ""quoted"""',
+    'ORD-0017;1;2024-05-01 12:00;south;1;2;true;;;"two\nlines; one value"',
+    "ORD-0001;1;2024-05-01 11:00:00;north;5;7;false;;;last line wins",
+    "ORD-15;1;2024-05-01 11:00:00;east;5;7;false;;;pattern and region",
+    "ORD-0016;1;now;north;5;NaN;false;;;special words",
+]
+
+
+def tricky_source(name: str) -> SourceSpec:
+    return SourceSpec.model_validate(
+        {
+            "name": name,
+            "value_chain": "testing",
+            "landing_prefix": f"landing/{name}",
+            "format": "csv",
+            "reader": {"delimiter": ";", "decimal_separator": ","},
+            "columns": [
+                ColumnSpec(name="order_id", required=True, pattern="^ORD-[0-9]{4}$"),
+                ColumnSpec(name="line_no", type="integer", required=True, min=1),
+                ColumnSpec(name="ordered_at", type="timestamp", required=True),
+                ColumnSpec(name="region", required=True, allowed_values=["north", "south"]),
+                ColumnSpec(name="quantity", type="integer", min=1, max=100),
+                ColumnSpec(name="unit_price", type="decimal", min=0),
+                ColumnSpec(name="paid", type="boolean"),
+                ColumnSpec(name="ship_date", type="date"),
+                ColumnSpec(name="flag", type="boolean"),
+                ColumnSpec(name="note"),
+            ],
+            "primary_key": ["order_id", "line_no"],
+            "event_time": "ordered_at",
+            "timezone": "Europe/Berlin",
+        }
+    )
+
+
+def _land(store: LocalFolderStore, source: SourceSpec, text: str) -> None:
+    store.write(f"{source.landing_prefix}/orders.csv", text.encode())
+
+
+def _clean(warehouse: Warehouse, source: SourceSpec) -> list[tuple[Any, ...]]:
+    table = clean_table(source)
+    data = [table.c[c.name] for c in source.columns]
+    with warehouse.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(*data, table.c._line).order_by(*data))]
+
+
+def _quarantine(warehouse: Warehouse, source: SourceSpec) -> list[tuple[Any, ...]]:
+    q = quarantine_rows
+    with warehouse.connect() as conn:
+        rows = conn.execute(
+            sa.select(q.c.line, q.c.raw_values, q.c.failures)
+            .where(q.c.source == source.name)
+            .order_by(q.c.line)
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _ledger(warehouse: Warehouse, source: SourceSpec) -> list[tuple[Any, ...]]:
+    with warehouse.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                ledger.c.row_count,
+                ledger.c.clean_rows,
+                ledger.c.quarantined_rows,
+                ledger.c.replaced_rows,
+                ledger.c.business_date_min,
+                ledger.c.business_date_max,
+                ledger.c.cleaned_at.is_not(None),
+            ).where(ledger.c.source == source.name)
+        )
+        return [tuple(r) for r in rows]
+
+
+def _slots(warehouse: Warehouse, source: SourceSpec) -> list[Any]:
+    with warehouse.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(touched_periods.c.slot_start)
+                .where(touched_periods.c.source == source.name)
+                .order_by(touched_periods.c.slot_start)
+            ).scalars()
+        )
+
+
+def _both_paths(
+    warehouse: Warehouse, store: LocalFolderStore, text: str
+) -> tuple[SourceSpec, SourceSpec, bool]:
+    fused = tricky_source(f"t_fused_{uuid.uuid4().hex[:8]}")
+    plain = tricky_source(f"t_sql_{uuid.uuid4().hex[:8]}")
+    _land(store, fused, text)
+    _land(store, plain, text)
+    report = load_pending(fused, store, warehouse, clean_while_loading=True)
+    was_fused = bool(report.cleaned_file_ids)
+    clean_pending(warehouse, fused)  # whatever the fast path declined
+    load_pending(plain, store, warehouse)
+    clean_pending(warehouse, plain)
+    return fused, plain, was_fused
+
+
+def _assert_same(warehouse: Warehouse, fused: SourceSpec, plain: SourceSpec) -> None:
+    assert _clean(warehouse, fused) == _clean(warehouse, plain)
+    assert _quarantine(warehouse, fused) == _quarantine(warehouse, plain)
+    assert _ledger(warehouse, fused) == _ledger(warehouse, plain)
+    assert _slots(warehouse, fused) == _slots(warehouse, plain)
+    assert reconciliation_problems(warehouse, fused) == []
+
+
+@pytest.mark.parametrize("batch_bytes", [fused_module.BATCH_BYTES, 100])
+def test_tricky_file_gives_the_same_clean_rows_and_quarantine_on_both_paths(
+    warehouse: Warehouse,
+    local_store: LocalFolderStore,
+    monkeypatch: pytest.MonkeyPatch,
+    batch_bytes: int,
+) -> None:
+    # Tiny batches: records cut at every line end outside quotes, many COPY chunks.
+    monkeypatch.setattr(fused_module, "BATCH_BYTES", batch_bytes)
+    text = HEADER + "\n".join(TRICKY_LINES) + "\n"
+    fused, plain, was_fused = _both_paths(warehouse, local_store, text)
+    assert was_fused, "the tricky file should be cleaned while loading"
+    _assert_same(warehouse, fused, plain)
+    rows = _clean(warehouse, fused)
+    assert len(rows) == 7
+    quarantined = _quarantine(warehouse, fused)
+    assert len(quarantined) == 12
+    by_line = {line: failures for line, _, failures in quarantined}
+    assert {"column": "quantity", "rule": "min", "message": "below the minimum 1"} in by_line[6]
+    assert {
+        "column": "order_id",
+        "rule": "pattern",
+        "message": "does not match ^ORD-[0-9]{4}$",
+    } in by_line[20]
+    assert ("two\nlines; one value", 18) in {(r[9], r[10]) for r in rows}
+
+
+def test_file_the_fast_path_declines_is_cleaned_by_the_sql_path(
+    warehouse: Warehouse, local_store: LocalFolderStore
+) -> None:
+    # Seven fraction digits: PostgreSQL rounds them, the fast path would not place the slot.
+    text = HEADER + "ORD-0001;1;2024-05-01 10:14:59.9999999;north;1;1;true;;;\n"
+    fused, plain, was_fused = _both_paths(warehouse, local_store, text)
+    assert not was_fused
+    _assert_same(warehouse, fused, plain)
+    assert len(_clean(warehouse, fused)) == 1
+
+
+def test_key_already_in_clean_leaves_the_file_to_the_sql_merge(
+    warehouse: Warehouse, local_store: LocalFolderStore
+) -> None:
+    source = tricky_source(f"t_fused_{uuid.uuid4().hex[:8]}")
+    local_store.write(
+        f"{source.landing_prefix}/a.csv",
+        (HEADER + "ORD-0001;1;2024-05-01 10:00;north;1;1;true;;;first\n").encode(),
+    )
+    first = load_pending(source, local_store, warehouse, clean_while_loading=True)
+    assert first.cleaned_file_ids
+    local_store.write(
+        f"{source.landing_prefix}/b.csv",
+        (HEADER + "ORD-0001;1;2024-05-01 10:00;north;2;1;true;;;second\n").encode(),
+    )
+    second = load_pending(source, local_store, warehouse, clean_while_loading=True)
+    assert not second.cleaned_file_ids
+    clean_pending(warehouse, source)
+    rows = _clean(warehouse, source)
+    assert [(r[4], r[9]) for r in rows] == [(2, "second")]
+    assert reconciliation_problems(warehouse, source) == []
+
+
+def test_key_repeated_across_batches_falls_back_to_the_sql_path(
+    warehouse: Warehouse, local_store: LocalFolderStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fused_module, "BATCH_BYTES", 60)
+    lines = [f"ORD-{i:04d};1;2024-05-01 10:00;north;{i % 50 + 1};1;true;;;n{i}" for i in range(20)]
+    lines.append("ORD-0003;1;2024-05-01 11:00;south;9;1;true;;;again, later")
+    fused, plain, was_fused = _both_paths(warehouse, local_store, HEADER + "\n".join(lines))
+    assert not was_fused
+    _assert_same(warehouse, fused, plain)
+    assert len(_clean(warehouse, fused)) == 20
