@@ -85,3 +85,21 @@ def test_cli_validate(catalog_dir: Path, capsys: pytest.CaptureFixture[str]) -> 
     err = capsys.readouterr().err
     assert "extra.yaml: entry 1 (Bad Name): name: String should match pattern" in err
     assert "value_chain: Field required" in err
+
+
+def test_derived_kpi_across_time_zones_and_reserved_names_are_refused(catalog_dir: Path) -> None:
+    kpis = catalog_dir / "kpis" / "sales.yaml"
+    text = kpis.read_text()
+    head, sep, tail = text.partition("  - name: average_order_value")
+    kpis.write_text(head + sep + tail.replace("timezone: Europe/Berlin", "timezone: UTC", 1))
+    (catalog_dir / "kpis" / "extra.yaml").write_text(
+        "kpis:\n  - {name: kpi_values, value_chain: sales, description: x, source: orders, measure: count(*)}\n"
+    )
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(catalog_dir)
+    problems = "\n".join(caught.value.problems)
+    assert (
+        "kpi average_order_value: derived: 'net_revenue' must have the same timezone (UTC)"
+        in problems
+    )
+    assert "kpi kpi_values: name: 'kpi_values' is reserved" in problems

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ValidationError
 
 from analytics_pipelines.lib.catalog.models import KpiFile, KpiSpec, SourceFile, SourceSpec
 
+# Each KPI gets a view kpi.<name> beside the system table.
+RESERVED_KPI_NAMES = frozenset({"kpi_values"})
+
 
 class CatalogError(Exception):
     """The catalog is invalid; `problems` lists each one as 'file: entry: reason'."""
@@ -88,6 +91,8 @@ def _check_kpis(catalog: Catalog, problems: list[str]) -> None:
 
     for kpi in catalog.kpis.values():
         where = f"{catalog.origins[kpi.name]}: kpi {kpi.name}"
+        if kpi.name in RESERVED_KPI_NAMES:
+            problems.append(f"{where}: name: {kpi.name!r} is reserved (it names a system table)")
         source = catalog.sources.get(kpi.source)
         if source is None:
             problems.append(f"{where}: source: unknown source {kpi.source!r}")
@@ -116,6 +121,10 @@ def _check_kpis(catalog: Catalog, problems: list[str]) -> None:
                     if other.derived is not None:
                         problems.append(
                             f"{where}: derived: {ref!r} is itself derived; combine measures only"
+                        )
+                    if other.timezone != kpi.timezone:
+                        problems.append(
+                            f"{where}: derived: {ref!r} must have the same timezone ({kpi.timezone})"
                         )
                     if not set(kpi.grains) <= set(other.grains):
                         problems.append(
