@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -58,7 +58,8 @@ class BatchOutcome:
     ok_rows: int
     failed_rows: int
     landed_rows: int
-    slots: set[datetime] = field(default_factory=set)
+    # Distinct 15-minute slots (naive, in UTC) of the landed rows' event times.
+    slots: pl.Series = field(default_factory=lambda: pl.Series("q", [], pl.Datetime("us")))
     first_date: date | None = None
     last_date: date | None = None
 
@@ -106,8 +107,6 @@ class FastValidator:
         self.quote = source.reader.quote
         self.declared = [c.name for c in source.columns]
         self.output_columns = [*self.declared, FILE_ID, LINE]
-        self._integers = [c.name for c in source.columns if c.type == "integer"]
-        self._long_integers = True
         # Wall times of the last batch when all were naive: their dates are the local dates.
         self._naive_walls: pl.Series | None = None
         self._checks_json = {
@@ -137,8 +136,6 @@ class FastValidator:
         # Up to 18 characters a value cannot overflow, and polars' integer parser accepts
         # exactly the SQL path's language (optional sign, ASCII digits): no regex needed.
         short = (n.str.len_bytes() <= 18) & n.cast(pl.Int64, strict=False).is_not_null()
-        if not self._long_integers:
-            return short
         digits = n.str.replace(r"^[+-]", "").str.strip_chars_start("0")
         limit = (
             pl.when(n.str.starts_with("-"))
@@ -187,6 +184,37 @@ class FastValidator:
             & (~timed | (clock & offset_ok))
         )
 
+    def _wall_format(self, frame: pl.DataFrame, column: ColumnSpec) -> str | None:
+        """The plain wall-time format (no fraction, no offset) of a batch's first value."""
+        if column.type != "timestamp" or column.name not in frame.columns:
+            return None
+        first = frame.get_column(column.name).drop_nulls().head(1).to_list()
+        separator = first[0].strip(" ")[10:11] if first else ""
+        return f"%Y-%m-%d{separator}%H:%M:%S" if separator in (" ", "T") else None
+
+    @staticmethod
+    def _quick_valid(column: ColumnSpec, n: pl.Expr, wall_format: str | None) -> pl.Expr | None:
+        """A cheap check that never accepts what `_valid` rejects; rows it rejects are
+        re-checked by `_valid`. None when `_valid` is already cheap."""
+        kind = column.type
+        if kind == "integer":
+            return (n.str.len_bytes() <= 18) & n.cast(pl.Int64, strict=False).is_not_null()
+        if kind == "decimal":
+            # A match is ASCII, so its length in bytes is its length in characters.
+            return (n.str.len_bytes() <= validate.DECIMAL_MAX_LENGTH) & n.str.contains(_DECIMAL)
+        if kind == "date":
+            # Parsing then printing back the same text proves the digit shape and the calendar.
+            day = n.str.to_date("%Y-%m-%d", strict=False)
+            return (day.dt.strftime("%Y-%m-%d") == n) & (day.dt.year() >= 1)
+        if kind == "timestamp" and wall_format is not None:
+            wall = FastValidator._wall(n, wall_format)
+            return (wall.dt.strftime(wall_format) == n) & (wall.dt.year() >= 1)
+        return None
+
+    @staticmethod
+    def _wall(n: pl.Expr, wall_format: str) -> pl.Expr:
+        return n.str.to_datetime(wall_format, time_unit="us", strict=False)
+
     def _valid(self, column: ColumnSpec, n: pl.Expr) -> pl.Expr:
         kind = column.type
         if kind == "integer":
@@ -222,7 +250,7 @@ class FastValidator:
             return failed, uncertain
         f = pl.when(valid).then(n.cast(pl.Float64, strict=False))
         uncertain = valid & f.is_null()
-        inexact = (n.str.len_chars() > 15) | n.str.to_lowercase().str.contains("e", literal=True)
+        inexact = (n.str.len_chars() > 15) | n.str.contains("[eE]")
         for rule, bound in (("min", column.min), ("max", column.max)):
             if bound is None:
                 continue
@@ -232,10 +260,9 @@ class FastValidator:
         return failed, uncertain
 
     def _column_failures(
-        self, column: ColumnSpec, n: pl.Expr
+        self, column: ColumnSpec, n: pl.Expr, valid: pl.Expr
     ) -> tuple[list[tuple[str, pl.Expr]], pl.Expr, pl.Expr]:
         """(rule, failed) in the SQL order, the type validity, and the uncertain rows."""
-        valid = self._valid(column, n)
         bounds, uncertain = self._bound_checks(column, n, valid)
         failed: dict[str, pl.Expr] = {}
         if column.type != "string":
@@ -320,9 +347,18 @@ class FastValidator:
             zone, ambiguous="latest", non_existent="null"
         ) + pl.duration(hours=3)
         utc = pl.coalesce(direct, probe).dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        offsets = slots.with_columns(offset=pl.col("q") - utc)
-        joined = frame.join(offsets, on="q", how="left", maintain_order="left")
-        return joined.select((pl.col("w") - pl.col("offset")).alias("t")).to_series()
+        offsets = slots.sort("q").with_columns(offset=pl.col("q") - utc)
+        # The offset changes a few times a year: one comparison per change beats a join.
+        runs = offsets.filter(pl.col("offset").ne_missing(pl.col("offset").shift(1)))
+        if runs.height > 64:
+            joined = frame.join(offsets, on="q", how="left", maintain_order="left")
+            return joined.select((pl.col("w") - pl.col("offset")).alias("t")).to_series()
+        starts = runs.get_column("q").to_list()
+        values = runs.get_column("offset").to_list()
+        offset: pl.Expr = pl.lit(None, dtype=pl.Duration("us"))
+        for start, value in zip(starts, values, strict=True):
+            offset = pl.when(pl.col("q") >= start).then(_duration(value)).otherwise(offset)
+        return frame.select((pl.col("w") - offset).alias("t")).to_series()
 
     def _local_days(self, instants: pl.Series) -> pl.Series:
         """The source-zone date of UTC instants (zone lookups on distinct slots only)."""
@@ -340,10 +376,10 @@ class FastValidator:
 
     def _dates_and_slots(
         self, good: pl.DataFrame, instants: pl.Series, landed: pl.Series
-    ) -> tuple[date | None, date | None, set[datetime]]:
+    ) -> tuple[date | None, date | None, pl.Series]:
         event = self.source.event_time
         if good.height == 0:
-            return None, None, set()
+            return None, None, pl.Series("q", [], pl.Datetime("us"))
         present = good.get_column(event).is_not_null()
         if (instants.is_null() & present).any():
             raise Declined("an event time the fast path cannot place in time")
@@ -361,7 +397,7 @@ class FastValidator:
         landed = landed.drop_nulls()
         if landed.len() and landed.min() < SLOT_ORIGIN:  # type: ignore[operator]
             raise Declined("event times before 2000-01-01")
-        slots = set(landed.dt.truncate("15m").unique().dt.replace_time_zone("UTC").to_list())
+        slots = landed.dt.truncate("15m").unique().alias("q")
         return low, high, slots  # type: ignore[return-value]
 
     # -- one batch ---------------------------------------------------------------------------
@@ -372,35 +408,45 @@ class FastValidator:
             (pl.col("__i").cast(pl.Int64) + self.next_line).alias(LINE)
         )
         self.next_line += frame.height
-        present = [c for c in self._integers if c in frame.columns]
-        longest = (
-            frame.select(pl.max_horizontal(pl.col(present).str.len_bytes().max())).item()
-            if present
-            else None
+        formats = {c.name: self._wall_format(frame, c) for c in self.source.columns}
+        normalised = [self._normalised(c).alias(f"__n_{c.name}") for c in self.source.columns]
+        quick: list[pl.Expr] = []
+        walls: list[pl.Expr] = []
+        for column in self.source.columns:
+            n = pl.col(f"__n_{column.name}")
+            wall_format = formats[column.name]
+            if column.name == self.source.event_time and wall_format is not None:
+                # Parsed once: the quick check and the event time's wall time.
+                wall = self._wall(n, wall_format)
+                plain = (wall.dt.strftime(wall_format) == n) & (wall.dt.year() >= 1)
+                walls.append(pl.when(plain).then(wall).alias("__w"))
+                quick.append(pl.col("__w").is_not_null().alias(f"__v_{column.name}"))
+                continue
+            check = self._quick_valid(column, n, wall_format)
+            if check is not None:
+                quick.append(check.alias(f"__v_{column.name}"))
+        staged = (
+            frame.lazy().with_columns(normalised).with_columns(walls).with_columns(quick).collect()
         )
-        self._long_integers = (longest or 0) > 18
-        normalised: list[pl.Expr] = []
+        staged = self._recheck(staged)
         failures: list[pl.Expr] = []
         uncertain = pl.lit(False)
         any_failed = pl.lit(False)
         for column in self.source.columns:
             n = pl.col(f"__n_{column.name}")
-            normalised.append(self._normalised(column).alias(f"__n_{column.name}"))
-            checks, _, unsure = self._column_failures(column, n)
+            valid_name = f"__v_{column.name}"
+            valid = pl.col(valid_name) if valid_name in staged.columns else self._valid(column, n)
+            checks, _, unsure = self._column_failures(column, n, valid)
             uncertain = uncertain | unsure
             by_rule = dict(self._checks_json[column.name])
             for rule, failed in checks:
                 any_failed = any_failed | failed
                 failures.append(pl.when(failed).then(pl.lit(by_rule[rule])))
-        staged = (
-            frame.lazy()
-            .with_columns(normalised)
-            .with_columns(__bad=any_failed, __unsure=uncertain.fill_null(False))
-            .collect()
-        )
+        staged = staged.with_columns(__bad=any_failed, __unsure=uncertain.fill_null(False))
         if staged.get_column("__unsure").any():
             raise Declined("a min/max comparison the fast path cannot decide exactly")
-        bad = staged.filter(pl.col("__bad"))
+        clean_batch = not staged.get_column("__bad").any()
+        bad = staged.clear() if clean_batch else staged.filter(pl.col("__bad"))
         quarantine = bad.select(
             pl.lit(self.source.name).alias("source"),
             pl.lit(self.file_id).alias("file_id"),
@@ -416,17 +462,29 @@ class FastValidator:
                 ]
             ).alias("failures"),
         )
-        good = staged.filter(~pl.col("__bad")).select(
+        good = (staged if clean_batch else staged.filter(~pl.col("__bad"))).select(
             *(pl.col(f"__n_{name}").alias(name) for name in self.declared),
             pl.lit(self.file_id).alias(FILE_ID),
             pl.col(LINE),
+            *([pl.col("__w")] if "__w" in staged.columns else []),
         )
         self._naive_walls = None
-        instants = self._event_instant(good) if good.height else pl.Series("t", [], pl.Datetime)
+        if not good.height:
+            instants = pl.Series("t", [], pl.Datetime("us"))
+        elif "__w" in good.columns and (
+            good.get_column("__w").null_count()
+            == good.get_column(self.source.event_time).null_count()
+        ):
+            # Every event time is a plain wall time already parsed by the checks.
+            self._naive_walls = good.get_column("__w")
+            instants = self._localise(self._naive_walls)
+        else:
+            instants = self._event_instant(good)
         keyed = good.with_columns(*self._key_exprs(), __t=instants)
-        landed = keyed.unique(
-            subset=[f"__k_{k}" for k in self.source.primary_key], keep="last", maintain_order=True
-        )
+        keys = [f"__k_{k}" for k in self.source.primary_key]
+        # Distinct hashes prove distinct keys; hashing is far cheaper than de-duplicating.
+        distinct = keyed.select(pl.struct(keys).hash().n_unique()).item() == keyed.height
+        landed = keyed if distinct else keyed.unique(subset=keys, keep="last", maintain_order=True)
         first, last, slots = self._dates_and_slots(good, instants, landed.get_column("__t"))
         landed = landed.select(self.output_columns)
         return BatchOutcome(
@@ -440,6 +498,29 @@ class FastValidator:
             first_date=first,
             last_date=last,
         )
+
+    def _recheck(self, staged: pl.DataFrame) -> pl.DataFrame:
+        """Decide the rows a quick check rejected with the full check, on those rows only."""
+        checked = [c for c in self.source.columns if f"__v_{c.name}" in staged.columns]
+        undecided = {
+            c.name: pl.col(f"__n_{c.name}").is_not_null()
+            & ~pl.col(f"__v_{c.name}").fill_null(False)
+            for c in checked
+        }
+        if not undecided:
+            return staged
+        some = staged.select(e.any().alias(name) for name, e in undecided.items()).row(0)
+        for column, any_undecided in zip(checked, some, strict=True):
+            if not any_undecided:
+                continue
+            valid_name = f"__v_{column.name}"
+            n = pl.col(f"__n_{column.name}")
+            rows = staged.select(undecided[column.name]).to_series().arg_true()
+            subset = staged.select(n.gather(rows))
+            full = subset.select(self._valid(column, n)).to_series()
+            rechecked = staged.get_column(valid_name).scatter(rows, full)
+            staged = staged.with_columns(rechecked.alias(valid_name))
+        return staged
 
     def _key_exprs(self) -> list[pl.Expr]:
         """Key columns as their typed values compare: canonical forms where spellings differ."""
@@ -455,3 +536,7 @@ class FastValidator:
                 )
             keys.append(expr.alias(f"__k_{name}"))
         return keys
+
+
+def _duration(value: timedelta | None) -> pl.Expr:
+    return pl.lit(value, dtype=pl.Duration("us"))

@@ -306,6 +306,8 @@ class FusedClean:
         result = self.result
         stray = _stray_quote(reader.delimiter, reader.quote)
         quote = reader.quote.encode()
+        # Python datetimes are costly to build: slots become them once, de-duplicated.
+        slots = pl.Series("q", [], pl.Datetime("us"))
         for batch in self._batches():
             if quote in batch and stray.search(batch):
                 # A quote inside an unquoted value: COPY and polars read it differently.
@@ -324,12 +326,16 @@ class FusedClean:
             result.ok_rows += outcome.ok_rows
             result.failed_rows += outcome.failed_rows
             result.landed_rows += outcome.landed_rows
-            result.slots |= outcome.slots
+            slots = pl.concat([slots, outcome.slots.cast(pl.Datetime("us"))]).unique()
             result.first_date = _earliest(result.first_date, outcome.first_date)
             result.last_date = _latest(result.last_date, outcome.last_date)
             if outcome.quarantine.height:
                 outcome.quarantine.write_csv(self._quarantine, include_header=False)
-            yield outcome.good.write_csv(include_header=False).encode()
+            # Written as bytes: a str would be decoded and encoded again for COPY.
+            out = io.BytesIO()
+            outcome.good.write_csv(out, include_header=False)
+            yield out.getvalue()
+        result.slots = set(slots.dt.replace_time_zone("UTC").to_list())
 
 
 def _ahead(chunks: Iterator[bytes], stop: threading.Event, depth: int = 2) -> Iterator[bytes]:
