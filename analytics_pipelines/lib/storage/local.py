@@ -21,6 +21,10 @@ from analytics_pipelines.lib.storage.base import (
 )
 
 _PARTIAL_SUFFIX = ".partial"
+# Listings report each file's MD5. Stores are re-created per run and per sensor tick, so the
+# hashes are cached per process, keyed by (path, size, mtime): a tick re-reads only changed files.
+_ETAG_CACHE_SIZE = 200_000
+_ETAGS: dict[tuple[str, int, int], str] = {}
 
 
 def _md5_of(path: Path) -> str:
@@ -36,8 +40,6 @@ class LocalFolderStore(ObjectStore):
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        # Listings hash each file; cache by (size, mtime) so a tick does not re-read unchanged files.
-        self._etags: dict[tuple[str, int, int], str] = {}
 
     def describe(self) -> str:
         return f"file://{self.root}"
@@ -56,11 +58,13 @@ class LocalFolderStore(ObjectStore):
 
     def _info(self, key: str, path: Path) -> ObjectInfo:
         stat = path.stat()
-        cache_key = (key, stat.st_size, stat.st_mtime_ns)
-        etag = self._etags.get(cache_key)
+        cache_key = (str(path), stat.st_size, stat.st_mtime_ns)
+        etag = _ETAGS.get(cache_key)
         if etag is None:
+            if len(_ETAGS) >= _ETAG_CACHE_SIZE:
+                _ETAGS.clear()
             etag = _md5_of(path)
-            self._etags[cache_key] = etag
+            _ETAGS[cache_key] = etag
         return ObjectInfo(key, stat.st_size, etag, datetime.fromtimestamp(stat.st_mtime, UTC))
 
     def _keys_after(
