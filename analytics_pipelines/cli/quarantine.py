@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from analytics_pipelines.lib.catalog import SourceSpec, load_catalog
@@ -37,29 +40,41 @@ def register(commands: Any) -> None:
     rebuild.set_defaults(func=run_rebuild)
 
 
-def _source(name: str) -> SourceSpec | None:
-    catalog = load_catalog(load_settings().catalog_dir)
-    return catalog.sources.get(name)
+class UnknownSource(Exception):
+    """The command names a source the catalog does not declare."""
 
 
-def _warehouse() -> Warehouse:
-    return Warehouse(load_settings().database_url_plain, pool_size=1)
-
-
-def _unknown(name: str) -> int:
-    print(f"unknown source {name!r}: it is not declared in the catalog")
-    return 2
-
-
-def run_show(args: argparse.Namespace) -> int:
-    source = _source(args.source)
+@contextmanager
+def _source_and_warehouse(name: str) -> Iterator[tuple[SourceSpec, Warehouse]]:
+    """The declared source and a one-connection warehouse, closed when the command ends."""
+    settings = load_settings()
+    source = load_catalog(settings.catalog_dir).sources.get(name)
     if source is None:
-        return _unknown(args.source)
-    warehouse = _warehouse()
+        raise UnknownSource(f"unknown source {name!r}: it is not declared in the catalog")
+    warehouse = Warehouse(settings.database_url_plain, pool_size=1)
     try:
-        summary = quarantine_summary(warehouse, source)
+        yield source, warehouse
     finally:
         warehouse.dispose()
+
+
+def _reports_unknown_source(
+    run: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except UnknownSource as error:
+            sys.stderr.write(f"{error}\n")
+            return 2
+
+    return wrapper
+
+
+@_reports_unknown_source
+def run_show(args: argparse.Namespace) -> int:
+    with _source_and_warehouse(args.source) as (source, warehouse):
+        summary = quarantine_summary(warehouse, source)
     print(f"{summary.rows} quarantined rows in {source.name}")
     if summary.reasons:
         width = max(len(f"{r.column}.{r.rule}") for r in summary.reasons)
@@ -69,18 +84,14 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reports_unknown_source
 def run_replay(args: argparse.Namespace) -> int:
-    source = _source(args.source)
-    if source is None:
-        return _unknown(args.source)
-    warehouse = _warehouse()
-    try:
-        report = replay_quarantine(warehouse, source)
-    except SchemaDriftError as error:
-        print(str(error))
-        return 1
-    finally:
-        warehouse.dispose()
+    with _source_and_warehouse(args.source) as (source, warehouse):
+        try:
+            report = replay_quarantine(warehouse, source)
+        except SchemaDriftError as error:
+            sys.stderr.write(f"{error}\n")
+            return 1
     print(
         f"{source.name}: {report.examined} quarantined rows re-validated, {report.released} now"
         f" pass ({report.landed} into clean, {report.replaced} replaced by newer rows),"
@@ -89,15 +100,10 @@ def run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reports_unknown_source
 def run_rebuild(args: argparse.Namespace) -> int:
-    source = _source(args.source)
-    if source is None:
-        return _unknown(args.source)
-    warehouse = _warehouse()
-    try:
+    with _source_and_warehouse(args.source) as (source, warehouse):
         report = rebuild_clean(warehouse, source)
-    finally:
-        warehouse.dispose()
     print(
         f"clean.{source.name} rebuilt: {report.files} file versions, {report.clean_rows} clean,"
         f" {report.quarantined_rows} quarantined, {report.replaced_rows} replaced"
