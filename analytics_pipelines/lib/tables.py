@@ -113,15 +113,26 @@ def raw_table(source: SourceSpec, extra_columns: Iterable[str] = ()) -> sa.Table
     )
 
 
-def clean_table(source: SourceSpec) -> sa.Table:
+def primary_key_name(source: SourceSpec) -> str:
+    """PostgreSQL's own name for the key (`<table>_pkey`), also when the key is added later."""
+    return f"{source.name}_pkey"[:63]
+
+
+def clean_table(source: SourceSpec, *, with_primary_key: bool = True) -> sa.Table:
     """`clean.<source>`: one typed column per declared column, lineage, the primary key enforced."""
+    key = (
+        [sa.PrimaryKeyConstraint(*source.primary_key, name=primary_key_name(source))]
+        if with_primary_key
+        else []
+    )
     return sa.Table(
         source.name,
         sa.MetaData(),
         *(
-            sa.Column(c.name, SQL_TYPES[c.type], primary_key=c.name in source.primary_key)
+            sa.Column(c.name, SQL_TYPES[c.type], nullable=c.name not in source.primary_key)
             for c in source.columns
         ),
+        *key,
         sa.Column(FILE_ID, sa.BigInteger, nullable=False),
         sa.Column(LINE, sa.BigInteger, nullable=False),
         sa.Column(

@@ -2,9 +2,10 @@
 
 Same language as `validate` (its guarded form): a value passes exactly when the SQL path would
 type it, and a failing row gets the same failures (column, rule, message) in the same order.
-The typed values themselves are not computed here: the normalised text goes to COPY, so
-PostgreSQL's own input functions type it exactly as the SQL path's casts do (same TimeZone).
-Polars only derives what the ledger needs (business dates, 15-minute slots of the event time).
+Passing rows are typed here for a binary COPY (see `binary_copy`): integers, booleans and dates
+are exact in polars; decimals keep their text until encoded; timestamps become UTC instants
+with offsets PostgreSQL itself gives for the source's zone (see `zone_offsets`), so a value is
+stored exactly as the SQL path's casts store it.
 
 Whatever cannot be decided cheaply and exactly here raises `Declined`: the file is then cleaned
 by the SQL path, never differently.
@@ -22,7 +23,8 @@ import polars as pl
 import sqlalchemy as sa
 
 from analytics_pipelines.lib.catalog.models import ColumnSpec, SourceSpec
-from analytics_pipelines.lib.clean import validate
+from analytics_pipelines.lib.clean import binary_copy, validate
+from analytics_pipelines.lib.clean.zone_offsets import AmbiguousSlot, ZoneOffsets
 from analytics_pipelines.lib.tables import FILE_ID, LINE
 
 _INTEGER = validate._INTEGER
@@ -80,7 +82,7 @@ def _check_pattern(pattern: str) -> None:
 
 
 class FastValidator:
-    """Validates batches of one file: raw text frames in, COPY-ready clean rows out."""
+    """Validates batches of one file: raw text frames in, typed clean rows out."""
 
     def __init__(
         self,
@@ -90,6 +92,7 @@ class FastValidator:
         received: list[str],
         raw_columns: list[str],
         first_line: int,
+        zone: ZoneOffsets,
     ) -> None:
         if source.reader.encoding not in ("utf-8", "utf-8-sig"):
             raise Declined(f"encoding {source.reader.encoding}")
@@ -106,7 +109,13 @@ class FastValidator:
         self.next_line = first_line
         self.quote = source.reader.quote
         self.declared = [c.name for c in source.columns]
-        self.output_columns = [*self.declared, FILE_ID, LINE]
+        columns = [*self.declared, FILE_ID, LINE]
+        kinds = [*(c.type for c in source.columns), "integer", "integer"]
+        order = binary_copy.stream_order(kinds)
+        # The clean COPY's columns, in the order binary_copy encodes fastest.
+        self.output_columns = [columns[i] for i in order]
+        self.output_kinds = [kinds[i] for i in order]
+        self.zone = zone
         # Wall times of the last batch when all were naive: their dates are the local dates.
         self._naive_walls: pl.Series | None = None
         self._checks_json = {
@@ -283,19 +292,21 @@ class FastValidator:
 
     # -- event time -------------------------------------------------------------------------
 
-    def _event_instant(self, frame: pl.DataFrame) -> pl.Series:
-        """The UTC instant (naive, in UTC) of each row's event time, as PostgreSQL reads it."""
-        text = frame.lazy().select(pl.col(self.source.event_time).alias("n"))
-        if self.source.column(self.source.event_time).type == "date":
+    def _instants(self, frame: pl.DataFrame, name: str) -> pl.Series:
+        """The UTC instant (naive, in UTC) of each value of a date or timestamp column, as
+        PostgreSQL reads it."""
+        text = frame.lazy().select(pl.col(name).alias("n"))
+        if self.source.column(name).type == "date":
             wall = pl.col("n").str.to_datetime("%Y-%m-%d", time_unit="us", strict=False)
             return self._localise(text.select(wall.alias("w")).collect().to_series())
-        simple = self._simple_walls(frame.get_column(self.source.event_time))
-        self._naive_walls = simple
+        simple = self._simple_walls(frame.get_column(name))
+        if name == self.source.event_time:
+            self._naive_walls = simple
         if simple is not None:
             return self._localise(simple)
         parts = text.select(pl.col("n").str.extract_groups(_TIMESTAMP_PARTS)).unnest("n").collect()
         if parts.select((pl.col("fraction").str.len_chars() > 7).any()).item():
-            raise Declined("event times with more than microsecond precision")
+            raise Declined("timestamps with more than microsecond precision")
         wall = pl.concat_str(
             pl.col("day"),
             pl.lit(" "),
@@ -308,14 +319,14 @@ class FastValidator:
         hours = digits.str.slice(0, 2).cast(pl.Int64, strict=False).fill_null(0)
         minutes = digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
         if parts.select((minutes > 59).any()).item():
-            raise Declined("an event-time offset with minutes above 59")
+            raise Declined("a UTC offset with minutes above 59")
         sign = pl.when(pl.col("offset").str.starts_with("-")).then(-1).otherwise(1)
         shift = pl.duration(seconds=sign * (hours * 3600 + minutes * 60))
         walls = parts.select(wall=wall, shifted=wall - shift, naive=pl.col("offset").is_null())
-        local = self._localise(walls.get_column("wall"))
-        return walls.select(
-            pl.when(pl.col("naive")).then(local).otherwise(pl.col("shifted")).alias("t")
-        ).to_series()
+        local = self._localise(walls.get_column("wall").filter(walls.get_column("naive")))
+        naive = walls.get_column("naive").fill_null(False)
+        instants = walls.get_column("shifted").scatter(naive.arg_true(), local)
+        return instants.alias("t")
 
     @staticmethod
     def _simple_walls(n: pl.Series) -> pl.Series | None:
@@ -332,33 +343,11 @@ class FastValidator:
         return frame.select(wall.alias("w")).to_series()
 
     def _localise(self, wall: pl.Series) -> pl.Series:
-        """Wall times of the source's zone → UTC (naive), as PostgreSQL resolves them.
-
-        Zone lookups are costly per row, so they run on the distinct 15-minute wall slots:
-        since 2000 every zone changes its offset on such a boundary only.
-        PostgreSQL reads an ambiguous wall time as the later instant and one in a
-        spring-forward gap with the offset in force before it (probed 3 hours earlier).
-        """
-        zone = self.source.timezone
-        frame = pl.DataFrame({"w": wall}).with_columns(q=pl.col("w").dt.truncate("15m"))
-        slots = frame.select(pl.col("q").unique().drop_nulls())
-        direct = pl.col("q").dt.replace_time_zone(zone, ambiguous="latest", non_existent="null")
-        probe = (pl.col("q") - pl.duration(hours=3)).dt.replace_time_zone(
-            zone, ambiguous="latest", non_existent="null"
-        ) + pl.duration(hours=3)
-        utc = pl.coalesce(direct, probe).dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        offsets = slots.sort("q").with_columns(offset=pl.col("q") - utc)
-        # The offset changes a few times a year: one comparison per change beats a join.
-        runs = offsets.filter(pl.col("offset").ne_missing(pl.col("offset").shift(1)))
-        if runs.height > 64:
-            joined = frame.join(offsets, on="q", how="left", maintain_order="left")
-            return joined.select((pl.col("w") - pl.col("offset")).alias("t")).to_series()
-        starts = runs.get_column("q").to_list()
-        values = runs.get_column("offset").to_list()
-        offset: pl.Expr = pl.lit(None, dtype=pl.Duration("us"))
-        for start, value in zip(starts, values, strict=True):
-            offset = pl.when(pl.col("q") >= start).then(_duration(value)).otherwise(offset)
-        return frame.select((pl.col("w") - offset).alias("t")).to_series()
+        """Wall times of the source's zone → UTC (naive), exactly as PostgreSQL reads them."""
+        try:
+            return self.zone.to_utc(wall)
+        except AmbiguousSlot as error:
+            raise Declined(str(error)) from None
 
     def _local_days(self, instants: pl.Series) -> pl.Series:
         """The source-zone date of UTC instants (zone lookups on distinct slots only)."""
@@ -479,14 +468,14 @@ class FastValidator:
             self._naive_walls = good.get_column("__w")
             instants = self._localise(self._naive_walls)
         else:
-            instants = self._event_instant(good)
+            instants = self._instants(good, self.source.event_time)
         keyed = good.with_columns(*self._key_exprs(), __t=instants)
         keys = [f"__k_{k}" for k in self.source.primary_key]
         # Distinct hashes prove distinct keys; hashing is far cheaper than de-duplicating.
         distinct = keyed.select(pl.struct(keys).hash().n_unique()).item() == keyed.height
         landed = keyed if distinct else keyed.unique(subset=keys, keep="last", maintain_order=True)
         first, last, slots = self._dates_and_slots(good, instants, landed.get_column("__t"))
-        landed = landed.select(self.output_columns)
+        landed = self._typed(landed)
         return BatchOutcome(
             good=landed,
             quarantine=quarantine,
@@ -521,6 +510,40 @@ class FastValidator:
             rechecked = staged.get_column(valid_name).scatter(rows, full)
             staged = staged.with_columns(rechecked.alias(valid_name))
         return staged
+
+    def _typed(self, landed: pl.DataFrame) -> pl.DataFrame:
+        """The landed rows as typed values for binary COPY (types as in `binary_copy`)."""
+        typed: list[pl.Expr | pl.Series] = []
+        for column in self.source.columns:
+            n = pl.col(column.name)
+            if column.type == "integer":
+                typed.append(n.cast(pl.Int64, strict=False))
+            elif column.type == "boolean":
+                typed.append(
+                    n.str.to_lowercase().replace_strict(
+                        validate.BOOLEAN_WORDS, default=None, return_dtype=pl.Boolean
+                    )
+                )
+            elif column.type == "date":
+                typed.append(n.str.to_date("%Y-%m-%d", strict=False))
+            elif column.type == "timestamp":
+                instants = (
+                    landed.get_column("__t")
+                    if column.name == self.source.event_time
+                    else self._instants(landed, column.name)
+                )
+                typed.append(instants.alias(column.name))
+            else:
+                typed.append(n)
+        result = landed.select(*typed, pl.col(FILE_ID).cast(pl.Int64), pl.col(LINE)).select(
+            self.output_columns
+        )
+        text_nulls = landed.select(self.declared).null_count().row(0)
+        typed_nulls = result.select(self.declared).null_count().row(0)
+        for name, before, after in zip(self.declared, text_nulls, typed_nulls, strict=True):
+            if before != after:
+                raise Declined(f"a valid {name} value the fast path could not type")
+        return result
 
     def _key_exprs(self) -> list[pl.Expr]:
         """Key columns as their typed values compare: canonical forms where spellings differ."""

@@ -2,8 +2,8 @@
 into `clean.<source>` over a second connection at the same time.
 
 Protocol with the loader (one file version, all on the loader's side of the run):
-  `start()` once the raw columns are known; `feed()` every chunk the raw COPY reads; `finish()`
-  after the raw COPY; `commit()` after the raw transaction committed (raw first: a crash in
+  `start()` once the raw columns are known; `feed()` every chunk the raw COPY reads;
+  `end_of_input()` after the raw COPY; `finish()` before the raw commit; `commit()` after the raw transaction committed (raw first: a crash in
   between leaves the file loaded and not cleaned, which the SQL path picks up); `abort()`
   otherwise. Anything the fast path cannot do exactly (see `fast.Declined`), a key already in
   clean, or a key repeated across batches, leaves the file to the SQL path (`clean_pending`).
@@ -19,18 +19,23 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from typing import IO, Any, cast
 
 import polars as pl
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
+from analytics_pipelines.lib.clean import binary_copy
 from analytics_pipelines.lib.clean import ledger as book
 from analytics_pipelines.lib.clean.fast import Declined, FastValidator
-from analytics_pipelines.lib.clean.schema import ensure_clean_table
+from analytics_pipelines.lib.clean.schema import (
+    add_primary_key,
+    ensure_clean_table,
+    live_columns,
+)
+from analytics_pipelines.lib.clean.zone_offsets import ZoneOffsets
 from analytics_pipelines.lib.ingest.streams import GeneratorReader
 from analytics_pipelines.lib.logging import get_logger
 from analytics_pipelines.lib.tables import CLEAN_SCHEMA, touched_periods
@@ -53,7 +58,8 @@ class FusedResult:
     ok_rows: int = 0
     failed_rows: int = 0
     landed_rows: int = 0
-    slots: set[datetime] = field(default_factory=set)
+    # Distinct 15-minute slots (naive, in UTC) of the landed rows' event times.
+    slots: pl.Series = field(default_factory=lambda: pl.Series("q", [], pl.Datetime("us")))
     first_date: date | None = None
     last_date: date | None = None
 
@@ -108,6 +114,7 @@ class FusedClean:
                 received=received,
                 raw_columns=raw_columns,
                 first_line=first_line,
+                zone=ZoneOffsets(self.warehouse.engine, self.source.timezone),
             )
         except Declined as declined:
             self._decline(str(declined))
@@ -127,8 +134,12 @@ class FusedClean:
         """The raw COPY's input, handing every chunk to this cleaner as well."""
         return cast(IO[bytes], _TeeReader(body, self))
 
+    def end_of_input(self) -> None:
+        """The raw COPY has read the whole file: the clean side can finish its last batch."""
+        self._close_input()
+
     def finish(self, raw_rows: int) -> None:
-        """The raw COPY is done: wait for the clean COPY and compare what both read."""
+        """Wait for the clean COPY and compare what both read (`raw_rows`: the raw COPY's)."""
         self._close_input()
         if self._thread is not None:
             self._thread.join()
@@ -145,21 +156,18 @@ class FusedClean:
             self._quarantine.seek(0)
             copy_from(conn, ("quarantine", "rows"), QUARANTINE_COLUMNS, self._quarantine)
             result = self.result
-            if result.slots:
-                slots = sa.bindparam(
-                    "slots",
-                    sorted(result.slots),
-                    type_=postgresql.ARRAY(sa.DateTime(timezone=True)),
+            if result.slots.len():
+                # A year of data touches ~35,000 slots: COPY, not one bound parameter each.
+                slots = pl.DataFrame({"slot_start": result.slots.sort()}).select(
+                    source=pl.lit(self.source.name),
+                    file_id=pl.lit(file_id, pl.Int64),
+                    slot_start=pl.col("slot_start").dt.strftime("%Y-%m-%d %H:%M:%S+00"),
                 )
-                conn.execute(
-                    sa.insert(touched_periods).from_select(
-                        ["source", "file_id", "slot_start"],
-                        sa.select(
-                            sa.literal(self.source.name, sa.Text),
-                            sa.literal(file_id, sa.BigInteger),
-                            sa.func.unnest(slots),
-                        ),
-                    )
+                copy_from(
+                    conn,
+                    (str(touched_periods.schema), touched_periods.name),
+                    slots.columns,
+                    io.BytesIO(slots.write_csv(include_header=False).encode()),
                 )
             book.record_cleaned(
                 conn,
@@ -247,7 +255,10 @@ class FusedClean:
             if not got:
                 raise Declined("another clean of the source is running")
             conn.execute(sa.select(sa.func.set_config("TimeZone", self.source.timezone, True)))
-            ensure_clean_table(conn, self.source)
+            # Binary text fields are read in the client encoding; ours are UTF-8.
+            conn.execute(sa.select(sa.func.set_config("client_encoding", "UTF8", True)))
+            created = live_columns(conn, CLEAN_SCHEMA, self.source.name) is None
+            ensure_clean_table(conn, self.source, defer_primary_key=created)
             if book.pending_files(conn, self.source.name) or book.superseded_to_retire(
                 conn, self.source.name
             ):
@@ -257,8 +268,12 @@ class FusedClean:
                 conn,
                 (CLEAN_SCHEMA, self.source.name),
                 columns,
-                cast(IO[bytes], GeneratorReader(_ahead(self._clean_csv(), self._stopped))),
+                cast(IO[bytes], GeneratorReader(_ahead(self._clean_rows(), self._stopped))),
+                format="binary",
             )
+            if created:
+                # A key repeated across batches fails here, and the SQL path takes the file.
+                add_primary_key(conn, self.source)
         except Declined as declined:
             self._decline(str(declined))
         except (sa.exc.DBAPIError, Exception) as error:  # the SQL path decides
@@ -299,7 +314,8 @@ class FusedClean:
         if tail.strip():
             yield tail
 
-    def _clean_csv(self) -> Iterator[bytes]:
+    def _clean_rows(self) -> Iterator[bytes]:
+        """The file's clean rows as one binary COPY stream, a batch at a time."""
         validator = self._validator
         assert validator is not None
         reader = self.source.reader
@@ -308,6 +324,7 @@ class FusedClean:
         quote = reader.quote.encode()
         # Python datetimes are costly to build: slots become them once, de-duplicated.
         slots = pl.Series("q", [], pl.Datetime("us"))
+        yield binary_copy.HEADER
         for batch in self._batches():
             if quote in batch and stray.search(batch):
                 # A quote inside an unquoted value: COPY and polars read it differently.
@@ -331,11 +348,12 @@ class FusedClean:
             result.last_date = _latest(result.last_date, outcome.last_date)
             if outcome.quarantine.height:
                 outcome.quarantine.write_csv(self._quarantine, include_header=False)
-            # Written as bytes: a str would be decoded and encoded again for COPY.
-            out = io.BytesIO()
-            outcome.good.write_csv(out, include_header=False)
-            yield out.getvalue()
-        result.slots = set(slots.dt.replace_time_zone("UTC").to_list())
+            try:
+                yield binary_copy.encode_rows(outcome.good, validator.output_kinds)
+            except binary_copy.Unencodable as error:
+                raise Declined(str(error)) from None
+        yield binary_copy.TRAILER
+        result.slots = slots
 
 
 def _ahead(chunks: Iterator[bytes], stop: threading.Event, depth: int = 2) -> Iterator[bytes]:

@@ -6,7 +6,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
-from analytics_pipelines.lib.tables import CLEAN_SCHEMA, RAW_SCHEMA, clean_table
+from analytics_pipelines.lib.tables import (
+    CLEAN_SCHEMA,
+    RAW_SCHEMA,
+    clean_table,
+    primary_key_name,
+)
 
 # format_type() spelling of each SQL type, to compare the catalog with the live table.
 PG_TYPE_NAMES = {
@@ -77,13 +82,19 @@ def raw_columns(conn: Connection, source: SourceSpec) -> dict[str, str] | None:
     return live_columns(conn, RAW_SCHEMA, source.name)
 
 
-def ensure_clean_table(conn: Connection, source: SourceSpec) -> list[str]:
+def ensure_clean_table(
+    conn: Connection, source: SourceSpec, *, defer_primary_key: bool = False
+) -> list[str]:
     """Create or evolve `clean.<source>` inside the caller's transaction; return what changed.
+
+    With `defer_primary_key`, a table created here has no primary key yet: the caller bulk
+    loads it and then calls `add_primary_key` in the same transaction (building the index
+    once, sorted, costs a fraction of maintaining it row by row).
 
     Raises SchemaDriftError (before changing anything) when a declared type or the primary key
     no longer matches the live table.
     """
-    table = clean_table(source)
+    table = clean_table(source, with_primary_key=not defer_primary_key)
     conn.execute(sa.schema.CreateSchema(CLEAN_SCHEMA, if_not_exists=True))
     live = live_columns(conn, CLEAN_SCHEMA, source.name)
     if live is None:
@@ -134,6 +145,18 @@ def ensure_clean_table(conn: Connection, source: SourceSpec) -> list[str]:
         )
         changes.append(f"widened column {name} from integer to decimal")
     return changes
+
+
+def add_primary_key(conn: Connection, source: SourceSpec) -> None:
+    """The declared primary key on a table created with `defer_primary_key`."""
+    preparer = conn.dialect.identifier_preparer
+    conn.execute(
+        sa.text(
+            f"ALTER TABLE {_qualified(conn, CLEAN_SCHEMA, source.name)} ADD CONSTRAINT"
+            f" {preparer.quote_identifier(primary_key_name(source))} PRIMARY KEY"
+            f" ({', '.join(preparer.quote_identifier(c) for c in source.primary_key)})"
+        )
+    )
 
 
 def drop_clean_table(conn: Connection, source: SourceSpec) -> None:

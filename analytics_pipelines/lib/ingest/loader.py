@@ -170,7 +170,7 @@ def _copy_file(
                         describe_copy_error(error, source, plan.first_line, len(columns))
                     ) from None
                 if fused is not None:
-                    fused.finish(rows)
+                    fused.end_of_input()
                 targets, extra = mapping.targets, mapping.extra
             hashing.drain()
         finally:
@@ -299,6 +299,9 @@ def _load_in_transaction(
         business_date_max=high,
         loaded_at=sa.func.now(),
     )
+    if fused is not None:
+        # Late on purpose: the clean COPY finishes while the steps above run.
+        fused.finish(copied.rows)
     return FileOutcome(
         info.key,
         info.etag,
