@@ -295,3 +295,19 @@ def test_exponent_decimals_go_to_the_sql_path_with_the_same_result(
     assert not was_fused
     assert _rows_as_text(warehouse, fused) == _rows_as_text(warehouse, plain)
     assert _rows_as_text(warehouse, fused)[0][3] == "150"
+
+
+def test_business_dates_come_from_every_raw_row_on_both_paths(
+    warehouse: Warehouse, local_store: LocalFolderStore
+) -> None:
+    # The quarantined row (quantity 0) still counts for the file's business dates, as in SQL.
+    lines = [
+        "ORD-0001;1;2024-05-01 10:00:00;north;1;1;true;;;",
+        "ORD-0002;1;2024-04-01 09:00:00;north;0;1;true;;;quarantined, earliest",
+        "ORD-0003;1;2024-05-03 23:59:59;south;1;1;true;;;latest",
+    ]
+    fused, plain, was_fused = _both_paths(warehouse, local_store, HEADER + "\n".join(lines))
+    assert was_fused
+    _assert_same(warehouse, fused, plain)
+    dates = _ledger(warehouse, fused)[0][4:6]
+    assert [d.isoformat() for d in dates] == ["2024-04-01", "2024-05-03"]

@@ -81,6 +81,37 @@ def _check_pattern(pattern: str) -> None:
         raise Declined(f"pattern {pattern!r} is not supported by the fast path ({error})") from None
 
 
+@dataclass
+class RawEventText:
+    """What the loader's business-date shortcut reads from the raw event-time text (see
+    `ingest.event_range`): byte-order min and max, and whether any value carries a zone."""
+
+    low: str | None = None
+    high: str | None = None
+    zoned: bool = False
+    seen: bool = False
+
+    def add(self, frame: pl.DataFrame, name: str) -> None:
+        if name not in frame.columns:
+            return
+        self.seen = True
+        text = pl.col(name)
+        low, high, zoned = frame.select(
+            text.min().alias("low"),
+            text.max().alias("high"),
+            zoned=(
+                text.str.contains("+", literal=True)
+                | text.str.contains("Z", literal=True)
+                | text.str.slice(10).str.contains("-", literal=True)
+            ).any(),
+        ).row(0)
+        self.low = low if self.low is None or (low is not None and low < self.low) else self.low
+        self.high = (
+            high if self.high is None or (high is not None and high > self.high) else self.high
+        )
+        self.zoned = self.zoned or bool(zoned)
+
+
 class FastValidator:
     """Validates batches of one file: raw text frames in, typed clean rows out."""
 
@@ -116,6 +147,7 @@ class FastValidator:
         self.output_columns = [columns[i] for i in order]
         self.output_kinds = [kinds[i] for i in order]
         self.zone = zone
+        self.raw_event_text = RawEventText()
         # Wall times of the last batch when all were naive: their dates are the local dates.
         self._naive_walls: pl.Series | None = None
         self._checks_json = {
@@ -397,6 +429,7 @@ class FastValidator:
             (pl.col("__i").cast(pl.Int64) + self.next_line).alias(LINE)
         )
         self.next_line += frame.height
+        self.raw_event_text.add(frame, self.source.event_time)
         formats = {c.name: self._wall_format(frame, c) for c in self.source.columns}
         normalised = [self._normalised(c).alias(f"__n_{c.name}") for c in self.source.columns]
         quick: list[pl.Expr] = []

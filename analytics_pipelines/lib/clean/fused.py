@@ -36,6 +36,7 @@ from analytics_pipelines.lib.clean.schema import (
     live_columns,
 )
 from analytics_pipelines.lib.clean.zone_offsets import ZoneOffsets
+from analytics_pipelines.lib.ingest.event_range import naive_text_range
 from analytics_pipelines.lib.ingest.streams import GeneratorReader
 from analytics_pipelines.lib.logging import get_logger
 from analytics_pipelines.lib.tables import CLEAN_SCHEMA, touched_periods
@@ -145,6 +146,14 @@ class FusedClean:
             self._thread.join()
         if self.declined is None and self.result.rows != raw_rows:
             self._decline(f"parsed {self.result.rows} rows, COPY read {raw_rows}")
+
+    def business_dates(self) -> tuple[date | None, date | None] | None:
+        """The loader's business-date range from the text this side parsed (after `finish`);
+        None when only the SQL query can tell."""
+        if self.declined is not None or self._validator is None:
+            return None
+        text = self._validator.raw_event_text
+        return naive_text_range(text.low, text.high, text.zoned) if text.seen else None
 
     def commit(self, file_id: int) -> FusedResult | None:
         """After the raw commit: quarantine, touched slots, ledger, then commit clean."""

@@ -62,6 +62,19 @@ FROM (SELECT {column} AS v FROM {table} WHERE {file_id} = %s) AS r
 """
 
 
+def naive_text_range(
+    low_text: str | None, high_text: str | None, zoned: bool
+) -> tuple[date | None, date | None] | None:
+    """The business-date range from the text shortcut's min, max and zone flag; None when
+    the values need casting to tell."""
+    if low_text is None:
+        return None, None
+    low, high = _naive_date(low_text), _naive_date(high_text)
+    if not zoned and low is not None and high is not None:
+        return low, high
+    return None
+
+
 def event_date_range(
     conn: Connection, source: SourceSpec, file_id: int, present_columns: Sequence[str]
 ) -> tuple[date | None, date | None]:
@@ -74,11 +87,9 @@ def event_date_range(
         "file_id": sql.Identifier(FILE_ID),
     }
     [(low_text, high_text, zoned)] = run_sql(conn, sql.SQL(_TEXT_QUERY).format(**names), [file_id])
-    if low_text is None:
-        return None, None
-    low, high = _naive_date(low_text), _naive_date(high_text)
-    if not zoned and low is not None and high is not None:
-        return low, high
+    dates = naive_text_range(low_text, high_text, zoned)
+    if dates is not None:
+        return dates
     # Zoned or unusual values: one plain cast per row; if a value does not cast, the savepoint
     # is rolled back and the guarded query decides.
     savepoint = conn.begin_nested()

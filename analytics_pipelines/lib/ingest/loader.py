@@ -287,7 +287,15 @@ def _load_in_transaction(
         return _mark_duplicate(conn, source, info, file_id, original)
     if copied.rows == 0:
         raise FileRejected("the file has no data rows")
-    low, high = event_date_range(conn, source, file_id, copied.present_columns)
+    if fused is not None:
+        # The clean side read the same text: it also knows the business dates, mostly.
+        fused.finish(copied.rows)
+    dates = fused.business_dates() if fused is not None else None
+    low, high = (
+        dates
+        if dates is not None
+        else event_date_range(conn, source, file_id, copied.present_columns)
+    )
     superseded = _retire_earlier(conn, source, info.key, file_id)
     ledger.update_version(
         conn,
@@ -299,9 +307,6 @@ def _load_in_transaction(
         business_date_max=high,
         loaded_at=sa.func.now(),
     )
-    if fused is not None:
-        # Late on purpose: the clean COPY finishes while the steps above run.
-        fused.finish(copied.rows)
     return FileOutcome(
         info.key,
         info.etag,
