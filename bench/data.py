@@ -71,12 +71,15 @@ def _frame(start: int, rows: int, rng: np.random.Generator) -> pl.DataFrame:
     )
 
 
-def write_orders_csv(path: Path, rows: int, *, seed: int = 7) -> Path:
-    """Write `rows` data rows (plus a header) to `path` in bounded chunks; reuse an existing file."""
+def write_orders_csv(path: Path, rows: int, *, seed: int = 7, first: int = 0) -> Path:
+    """Write `rows` data rows (plus a header) to `path` in bounded chunks; reuse an existing file.
+
+    Row `i` of the file is order line `first + i`: files with different `first` share no key.
+    """
     if (
         path.exists()
         and path.with_suffix(".rows").exists()
-        and path.with_suffix(".rows").read_text() == str(rows)
+        and path.with_suffix(".rows").read_text() == f"{rows}@{first}"
     ):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +87,7 @@ def write_orders_csv(path: Path, rows: int, *, seed: int = 7) -> Path:
     chunk = 1_000_000
     with path.open("wb") as handle:
         for start in range(0, rows, chunk):
-            frame = _frame(start, min(chunk, rows - start), rng)
+            frame = _frame(first + start, min(chunk, rows - start), rng)
             frame.write_csv(handle, include_header=start == 0)
-    path.with_suffix(".rows").write_text(str(rows))
+    path.with_suffix(".rows").write_text(f"{rows}@{first}")
     return path
