@@ -74,19 +74,35 @@ def test_every_type_with_nulls_reads_back_as_postgres_types_it(
 
 @pytest.mark.parametrize(
     "text",
-    ["0", "-0.000", ".5", "5.", "123456789012345678", "0.0000000000000001", "99999.9999", "-1"],
+    [
+        "0",
+        "-0.000",
+        ".5",
+        "5.",
+        "12345678901234567",
+        "0.0000000000000001",
+        "99999.9999",
+        "-1",
+        "1.5e2",
+        "1.50E1",
+        "-1.5e-3",
+        ".5e1",
+        "5.e-1",
+        "12E+3",
+    ],
 )
 def test_decimals_keep_value_and_scale_as_numeric_input_does(
     warehouse: Warehouse, table: str, text: str
 ) -> None:
-    frame = pl.DataFrame({"i": [1], "d": [text]})
+    # A plain value beside it: the batch's largest scale must not change this value's scale.
+    frame = pl.DataFrame({"i": [1, 2], "d": [text, "1.5"]})
     with warehouse.connect() as conn:
         expected = conn.execute(sa.text("SELECT CAST(:t AS numeric)::text"), {"t": text}).scalar()
     assert _load(warehouse, table, frame)[0][2] == expected
 
 
 def test_decimals_outside_the_encoder_are_refused_not_mangled() -> None:
-    for text in ("1e5", "1.5E-3", "1234567890.1234567890", "12345678901234567890"):
+    for text in ("1e-17", "1e30", "1234567890.1234567890", "12345678901234567890"):
         with pytest.raises(binary_copy.Unencodable):
             binary_copy.encode_rows(pl.DataFrame({"d": [text]}), ["decimal"])
 

@@ -287,14 +287,28 @@ def _rows_as_text(warehouse: Warehouse, source: SourceSpec) -> list[tuple[Any, .
         return [tuple(r) for r in conn.execute(sa.select(*columns).order_by(table.c.id))]
 
 
-def test_exponent_decimals_go_to_the_sql_path_with_the_same_result(
+def test_exponent_decimals_are_typed_while_loading_as_numeric_input_types_them(
     warehouse: Warehouse, local_store: LocalFolderStore
 ) -> None:
-    text = "id,at,shipped_at,amount,paid,due,note\n1,2024-06-01 12:00,,1.5e2,,,\n"
+    text = (
+        "id,at,shipped_at,amount,paid,due,note\n"
+        "1,2024-06-01 12:00,,1.5e2,,,\n"
+        "2,2024-06-01 12:00,,1.2E-3,,,\n"
+        "3,2024-06-01 12:00,,7.25,,,\n"
+    )
+    fused, plain, was_fused = _both_typed_paths(warehouse, local_store, text)
+    assert was_fused
+    assert _rows_as_text(warehouse, fused) == _rows_as_text(warehouse, plain)
+    assert [r[3] for r in _rows_as_text(warehouse, fused)] == ["150", "0.0012", "7.25"]
+
+
+def test_decimals_beyond_the_encoder_go_to_the_sql_path_with_the_same_result(
+    warehouse: Warehouse, local_store: LocalFolderStore
+) -> None:
+    text = "id,at,shipped_at,amount,paid,due,note\n1,2024-06-01 12:00,,1e30,,,\n"
     fused, plain, was_fused = _both_typed_paths(warehouse, local_store, text)
     assert not was_fused
     assert _rows_as_text(warehouse, fused) == _rows_as_text(warehouse, plain)
-    assert _rows_as_text(warehouse, fused)[0][3] == "150"
 
 
 def test_business_dates_come_from_every_raw_row_on_both_paths(

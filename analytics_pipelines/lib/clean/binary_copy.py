@@ -79,6 +79,19 @@ def _text(series: pl.Series) -> list[_Segment]:
     return [_prefix(lengths, _nulls(series)), values.fill_null(b"")]
 
 
+def _exponent_scale(series: pl.Series) -> pl.Series:
+    """Display scale as `numeric` input gives it, exponent notation included: the mantissa's
+    fraction digits minus the exponent, at least 0 (`1.50e1` → 15.0, `1.5e-3` → 0.0015)."""
+    parts = series.str.to_lowercase().str.split_exact("e", 1).struct.unnest()
+    mantissa = pl.col("field_0")
+    point = mantissa.str.find(".", literal=True)
+    fraction = pl.when(point.is_null()).then(0).otherwise(mantissa.str.len_bytes() - point - 1)
+    exponent = pl.col("field_1").cast(pl.Int64, strict=False).fill_null(0)
+    return parts.select(
+        pl.max_horizontal(fraction.cast(pl.Int64) - exponent, pl.lit(0)).alias("scale")
+    ).to_series()
+
+
 def _numeric(series: pl.Series) -> list[_Segment]:
     """NUMERIC's wire form: digit count, weight, sign, display scale, base-10000 digits."""
     text = pl.col("t")
@@ -88,7 +101,7 @@ def _numeric(series: pl.Series) -> list[_Segment]:
         exponent=text.str.contains("e", literal=True) | text.str.contains("E", literal=True),
     )
     if shape.get_column("exponent").any():
-        raise Unencodable("a decimal in exponent notation")
+        shape = shape.with_columns(scale=_exponent_scale(series))
     most = int(shape.get_column("scale").max() or 0)  # type: ignore[arg-type]
     if most > MAX_FRACTION_DIGITS:
         raise Unencodable("a decimal with more fraction digits than the binary encoder handles")
