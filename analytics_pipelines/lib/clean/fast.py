@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 import polars as pl
@@ -548,18 +548,7 @@ class FastValidator:
         """The landed rows as typed values for binary COPY (types as in `binary_copy`)."""
         typed: list[pl.Expr | pl.Series] = []
         for column in self.source.columns:
-            n = pl.col(column.name)
-            if column.type == "integer":
-                typed.append(n.cast(pl.Int64, strict=False))
-            elif column.type == "boolean":
-                typed.append(
-                    n.str.to_lowercase().replace_strict(
-                        validate.BOOLEAN_WORDS, default=None, return_dtype=pl.Boolean
-                    )
-                )
-            elif column.type == "date":
-                typed.append(n.str.to_date("%Y-%m-%d", strict=False))
-            elif column.type == "timestamp":
+            if column.type == "timestamp":
                 instants = (
                     landed.get_column("__t")
                     if column.name == self.source.event_time
@@ -567,7 +556,7 @@ class FastValidator:
                 )
                 typed.append(instants.alias(column.name))
             else:
-                typed.append(n)
+                typed.append(_typed_value(pl.col(column.name), column.type))
         result = landed.select(*typed, pl.col(FILE_ID).cast(pl.Int64), pl.col(LINE)).select(
             self.output_columns
         )
@@ -583,16 +572,19 @@ class FastValidator:
         keys: list[pl.Expr] = []
         for name in self.source.primary_key:
             kind = self.source.column(name).type
-            expr = pl.col(name)
-            if kind == "integer":
-                expr = expr.cast(pl.Int64, strict=False)
-            elif kind == "boolean":
-                expr = expr.str.to_lowercase().replace_strict(
-                    validate.BOOLEAN_WORDS, default=None, return_dtype=pl.Boolean
-                )
-            keys.append(expr.alias(f"__k_{name}"))
+            keys.append(_typed_value(pl.col(name), kind).alias(f"__k_{name}"))
         return keys
 
 
-def _duration(value: timedelta | None) -> pl.Expr:
-    return pl.lit(value, dtype=pl.Duration("us"))
+def _typed_value(text: pl.Expr, kind: str) -> pl.Expr:
+    """A validated, normalised text value as its polars type (timestamps are done apart:
+    they need the zone); strings and decimals stay text."""
+    if kind == "integer":
+        return text.cast(pl.Int64, strict=False)
+    if kind == "boolean":
+        return text.str.to_lowercase().replace_strict(
+            validate.BOOLEAN_WORDS, default=None, return_dtype=pl.Boolean
+        )
+    if kind == "date":
+        return text.str.to_date("%Y-%m-%d", strict=False)
+    return text
