@@ -6,6 +6,7 @@ import io
 import uuid
 from collections.abc import Iterator
 from datetime import date, datetime
+from itertools import pairwise
 from typing import Any
 
 import polars as pl
@@ -153,3 +154,24 @@ def test_a_slot_whose_offset_changes_inside_it_is_refused(warehouse: Warehouse) 
     offsets = ZoneOffsets(warehouse.engine, "Europe/Berlin")
     with pytest.raises(AmbiguousSlot, match="Europe/Berlin"):
         offsets.to_utc(pl.Series("w", [datetime(1893, 4, 1, 0, 5)], pl.Datetime("us")))
+
+
+def test_a_year_of_wall_times_read_in_batches_matches_postgres_input(warehouse: Warehouse) -> None:
+    # Every 7 minutes for a year (both DST changes, every slot of the year) in three batches:
+    # the first asks PostgreSQL, later ones mix known and new slots.
+    walls = pl.datetime_range(
+        datetime(2024, 1, 1), datetime(2024, 12, 31, 23, 59), "7m", eager=True
+    ).alias("w")
+    offsets = ZoneOffsets(warehouse.engine, "Europe/Berlin")
+    cut = [0, walls.len() // 3, walls.len() // 2, walls.len()]
+    got = pl.concat([offsets.to_utc(walls.slice(a, b - a)) for a, b in pairwise(cut)])
+    with warehouse.begin() as conn:
+        conn.execute(sa.select(sa.func.set_config("TimeZone", "Europe/Berlin", True)))
+        expected = conn.execute(
+            sa.text(
+                "SELECT (w::text)::timestamptz AT TIME ZONE 'UTC' FROM unnest(CAST(:w AS"
+                " timestamp[])) WITH ORDINALITY AS u(w, i) ORDER BY i"
+            ),
+            {"w": walls.to_list()},
+        ).scalars()
+        assert got.to_list() == list(expected)

@@ -10,7 +10,7 @@ historic local-mean-time changes do that) is refused and the file goes to the SQ
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 import sqlalchemy as sa
@@ -20,13 +20,22 @@ SLOT = "15m"
 # More distinct offsets in a batch than this (centuries of data) and a join beats the chain.
 MAX_CHAINED_OFFSETS = 64
 
-# Offsets in microseconds: an instant can lie past year 9999, which Python cannot hold.
-_OFFSETS_OF_SLOTS = sa.text(
-    "SELECT s,"
-    " (extract(epoch FROM s - ((s::text)::timestamptz AT TIME ZONE 'UTC')) * 1e6)::bigint,"
-    " (extract(epoch FROM e - ((e::text)::timestamptz AT TIME ZONE 'UTC')) * 1e6)::bigint"
-    " FROM unnest(CAST(:slots AS timestamp[])) AS s,"
-    " LATERAL (SELECT s + interval '15 minutes' - interval '1 microsecond') AS last(e)"
+# Slots go in as one text of epoch seconds and only the offset changes come back: a year of
+# data is ~35,000 slots but a handful of changes, and per-value parameters or result rows
+# cost more than PostgreSQL's own work. A timestamp cast to timestamptz takes its offset from
+# the same routine as timestamptz text input (DetermineTimeZoneOffset, session TimeZone).
+# Zone offsets are whole seconds.
+_OFFSET_CHANGES = sa.text(
+    "SELECT s, off, end_off FROM ("
+    " SELECT s, off, end_off, lag(off) OVER (ORDER BY s) AS previous FROM ("
+    "  SELECT s,"
+    "   extract(epoch FROM w - (w::timestamptz AT TIME ZONE 'UTC'))::bigint AS off,"
+    "   extract(epoch FROM e - (e::timestamptz AT TIME ZONE 'UTC'))::bigint AS end_off"
+    "  FROM unnest(string_to_array(CAST(:slots AS text), ',')::bigint[]) AS s,"
+    "  LATERAL (SELECT to_timestamp(s) AT TIME ZONE 'UTC') AS start(w),"
+    "  LATERAL (SELECT w + interval '15 minutes' - interval '1 microsecond') AS last(e)"
+    " ) per_slot"
+    ") changes WHERE previous IS DISTINCT FROM off OR off <> end_off ORDER BY s"
 )
 
 
@@ -42,29 +51,37 @@ class ZoneOffsets:
         self.zone = zone
         self._known = pl.DataFrame(schema={"q": pl.Datetime("us"), "offset": pl.Duration("us")})
 
-    def _lookup(self, slots: list[datetime]) -> pl.DataFrame:
+    def _lookup(self, slots: pl.Series) -> pl.DataFrame:
+        """(q, offset) of the distinct, sorted wall slots `slots`, from PostgreSQL."""
+        seconds = slots.dt.epoch("s").cast(pl.String).str.join(",").item()
         with self.engine.connect() as conn, conn.begin():
             conn.execute(sa.select(sa.func.set_config("TimeZone", self.zone, True)))
-            rows = conn.execute(_OFFSETS_OF_SLOTS, {"slots": slots}).all()
-        found = pl.DataFrame(
-            rows,
-            schema={"q": pl.Datetime("us"), "offset": pl.Int64, "end_offset": pl.Int64},
-            orient="row",
-        ).with_columns(pl.col("offset", "end_offset").cast(pl.Duration("us")))
-        changing = found.filter(pl.col("offset") != pl.col("end_offset"))
+            rows = conn.execute(_OFFSET_CHANGES, {"slots": seconds}).all()
+        changes = pl.DataFrame(
+            rows, schema={"s": pl.Int64, "offset": pl.Int64, "end_offset": pl.Int64}, orient="row"
+        )
+        changing = changes.filter(pl.col("offset") != pl.col("end_offset"))
         if changing.height:
+            first = datetime(1970, 1, 1) + timedelta(seconds=changing.get_column("s")[0])
             raise AmbiguousSlot(
-                f"the UTC offset of {self.zone} changes within the wall times from"
-                f" {changing.get_column('q')[0]}"
+                f"the UTC offset of {self.zone} changes within the wall times from {first}"
             )
-        return found.select("q", "offset")
+        starts = changes.select(
+            start=pl.from_epoch("s", time_unit="s").cast(pl.Datetime("us")),
+            offset=(pl.col("offset") * 1_000_000).cast(pl.Duration("us")),
+        )
+        return (
+            pl.DataFrame({"q": slots})
+            .join_asof(starts, left_on="q", right_on="start", strategy="backward")
+            .select("q", "offset")
+        )
 
     def offsets(self, slots: pl.Series) -> pl.DataFrame:
         """(q, offset) for the distinct wall slots `slots` (Datetime, truncated to 15 min)."""
         wanted = pl.DataFrame({"q": slots.unique().drop_nulls()})
         missing = wanted.join(self._known, on="q", how="anti")
         if missing.height:
-            found = self._lookup(missing.get_column("q").to_list())
+            found = self._lookup(missing.get_column("q").sort())
             self._known = pl.concat([self._known, found]).sort("q")
         return wanted.join(self._known, on="q", how="left")
 
