@@ -77,3 +77,17 @@ def by_key(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 
 def values(rows: list[dict[str, Any]], *columns: str) -> list[tuple[Any, ...]]:
     return [tuple(r[c] for c in columns) for r in rows]
+
+
+def test_generator_reader_hands_out_large_and_view_chunks_in_order() -> None:
+    from analytics_pipelines.lib.ingest.streams import GeneratorReader
+
+    data = bytes(range(256)) * 4096
+    chunks = [data[:10], memoryview(data)[10:700_000], b"", data[700_000:]]
+    reader = GeneratorReader(chunks)
+    pieces = []
+    while piece := reader.read(65_536):
+        assert isinstance(piece, bytes) and len(piece) <= 65_536
+        pieces.append(piece)
+    assert b"".join(pieces) == data
+    assert reader.read(10) == b""

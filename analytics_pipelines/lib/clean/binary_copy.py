@@ -179,9 +179,9 @@ def stream_order(kinds: Sequence[str]) -> list[int]:
     return sorted(range(len(kinds)), key=lambda i: kinds[i] == "string")
 
 
-def encode_rows(frame: pl.DataFrame, kinds: Sequence[str]) -> bytes:
+def encode_rows(frame: pl.DataFrame, kinds: Sequence[str]) -> bytes | memoryview:
     """The tuples of `frame` (one field per column, of the given catalog types), without the
-    stream's header and trailer."""
+    stream's header and trailer; a view of Arrow's buffer where that spares a copy."""
     rows = frame.height
     if rows == 0:
         return b""
@@ -208,4 +208,4 @@ def encode_rows(frame: pl.DataFrame, kinds: Sequence[str]) -> bytes:
     offsets, data = joined.buffers()[1:3]
     assert offsets is not None and data is not None
     bounds = np.frombuffer(offsets, np.int64)[[joined.offset, joined.offset + len(joined)]]
-    return data[int(bounds[0]) : int(bounds[1])].to_pybytes()
+    return memoryview(data)[int(bounds[0]) : int(bounds[1])]

@@ -323,7 +323,7 @@ class FusedClean:
         if tail.strip():
             yield tail
 
-    def _clean_rows(self) -> Iterator[bytes]:
+    def _clean_rows(self) -> Iterator[bytes | memoryview]:
         """The file's clean rows as one binary COPY stream, a batch at a time."""
         validator = self._validator
         assert validator is not None
@@ -365,13 +365,15 @@ class FusedClean:
         result.slots = slots
 
 
-def _ahead(chunks: Iterator[bytes], stop: threading.Event, depth: int = 2) -> Iterator[bytes]:
+def _ahead(
+    chunks: Iterator[bytes | memoryview], stop: threading.Event, depth: int = 2
+) -> Iterator[bytes | memoryview]:
     """Run `chunks` in its own thread, `depth` items ahead: polars validates the next batch
     while PostgreSQL ingests this one. `stop` is set when the consumer gives up early."""
-    out: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue(depth)
+    out: queue.Queue[tuple[bytes | memoryview | None, BaseException | None]] = queue.Queue(depth)
     finished = False
 
-    def put(item: tuple[bytes | None, BaseException | None]) -> bool:
+    def put(item: tuple[bytes | memoryview | None, BaseException | None]) -> bool:
         while not stop.is_set():
             try:
                 out.put(item, timeout=0.2)

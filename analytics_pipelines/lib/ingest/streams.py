@@ -75,24 +75,34 @@ class PrefixedReader(io.RawIOBase):
 
 
 class GeneratorReader(io.RawIOBase):
-    """A file-like view of an iterator of byte chunks, so converted batches can feed COPY."""
+    """A file-like view of an iterator of byte chunks, so converted batches can feed COPY.
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks: Iterator[bytes] = iter(chunks)
-        self._buffer = b""
+    Each byte is copied once, into the piece `read` returns, however large the chunks are
+    (a memoryview chunk, e.g. over an Arrow buffer, is not copied before that).
+    """
+
+    def __init__(self, chunks: Iterable[bytes | memoryview]) -> None:
+        self._chunks: Iterator[bytes | memoryview] = iter(chunks)
+        self._view = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int | None = -1) -> bytes:
         want = CHUNK if size is None or size < 0 else size
-        while len(self._buffer) < want:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer += chunk
-        out, self._buffer = self._buffer[:want], self._buffer[want:]
-        return out
+        pieces: list[bytes] = []
+        while want > 0:
+            if not len(self._view):
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._view = memoryview(chunk).cast("B")
+                continue
+            piece = self._view[:want]
+            self._view = self._view[len(piece) :]
+            pieces.append(piece.tobytes())
+            want -= len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         data = self.read(len(buffer))
