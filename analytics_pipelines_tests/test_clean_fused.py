@@ -311,17 +311,36 @@ def test_decimals_beyond_the_encoder_go_to_the_sql_path_with_the_same_result(
     assert _rows_as_text(warehouse, fused) == _rows_as_text(warehouse, plain)
 
 
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        # The quarantined row (quantity 0) still counts for the file's business dates, as in SQL.
+        (
+            [
+                "ORD-0001;1;2024-05-01 10:00:00;north;1;1;true;;;",
+                "ORD-0002;1;2024-04-01 09:00:00;north;0;1;true;;;quarantined, earliest",
+                "ORD-0003;1;2024-05-03 23:59:59;south;1;1;true;;;latest",
+            ],
+            ["2024-04-01", "2024-05-03"],
+        ),
+        # 23:30 at -05:00 is 06:30 the next day in Berlin, though its text sorts below the
+        # latest plain value: the text shortcut must see the zone and step aside.
+        (
+            [
+                "ORD-0001;1;2024-05-01 10:00:00;north;1;1;true;;;",
+                "ORD-0002;1;2024-05-09 23:30:00-05:00;south;1;1;true;;;zoned, latest in Berlin",
+                "ORD-0003;1;2024-05-09 23:45:00;north;1;1;true;;;latest text",
+            ],
+            ["2024-05-01", "2024-05-10"],
+        ),
+    ],
+    ids=["quarantined-row-counts", "zoned-value-among-plain"],
+)
 def test_business_dates_come_from_every_raw_row_on_both_paths(
-    warehouse: Warehouse, local_store: LocalFolderStore
+    warehouse: Warehouse, local_store: LocalFolderStore, lines: list[str], expected: list[str]
 ) -> None:
-    # The quarantined row (quantity 0) still counts for the file's business dates, as in SQL.
-    lines = [
-        "ORD-0001;1;2024-05-01 10:00:00;north;1;1;true;;;",
-        "ORD-0002;1;2024-04-01 09:00:00;north;0;1;true;;;quarantined, earliest",
-        "ORD-0003;1;2024-05-03 23:59:59;south;1;1;true;;;latest",
-    ]
     fused, plain, was_fused = _both_paths(warehouse, local_store, HEADER + "\n".join(lines))
     assert was_fused
     _assert_same(warehouse, fused, plain)
     dates = _ledger(warehouse, fused)[0][4:6]
-    assert [d.isoformat() for d in dates] == ["2024-04-01", "2024-05-03"]
+    assert [d.isoformat() for d in dates] == expected

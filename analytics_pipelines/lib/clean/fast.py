@@ -91,20 +91,23 @@ class RawEventText:
     zoned: bool = False
     seen: bool = False
 
-    def add(self, frame: pl.DataFrame, name: str) -> None:
+    def add(self, frame: pl.DataFrame, name: str, plain: pl.Expr | None = None) -> None:
+        """Fold in a batch's raw `name` values. `plain`, when given, marks rows known to be
+        a plain wall time exactly as received: they carry no zone, so only the others are
+        searched for one."""
         if name not in frame.columns:
             return
         self.seen = True
         text = pl.col(name)
-        low, high, zoned = frame.select(
-            text.min().alias("low"),
-            text.max().alias("high"),
-            zoned=(
+        low, high = frame.select(text.min().alias("low"), text.max().alias("high")).row(0)
+        unsure = frame if plain is None else frame.filter(~plain.fill_null(False))
+        zoned = unsure.select(
+            (
                 text.str.contains("+", literal=True)
                 | text.str.contains("Z", literal=True)
                 | text.str.slice(10).str.contains("-", literal=True)
-            ).any(),
-        ).row(0)
+            ).any()
+        ).item()
         self.low = low if self.low is None or (low is not None and low < self.low) else self.low
         self.high = (
             high if self.high is None or (high is not None and high > self.high) else self.high
@@ -254,7 +257,8 @@ class FastValidator:
 
     @staticmethod
     def _wall(n: pl.Expr, wall_format: str) -> pl.Expr:
-        return n.str.to_datetime(wall_format, time_unit="us", strict=False)
+        # Event times are nearly all distinct: polars' per-value parse cache only costs.
+        return n.str.to_datetime(wall_format, time_unit="us", strict=False, cache=False)
 
     def _valid(self, column: ColumnSpec, n: pl.Expr) -> pl.Expr:
         kind = column.type
@@ -346,7 +350,7 @@ class FastValidator:
             pl.lit(":"),
             pl.col("seconds").fill_null("00"),
             pl.col("fraction").fill_null(""),
-        ).str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", strict=False)
+        ).str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", strict=False, cache=False)
         digits = pl.col("offset").str.replace_all(r"[^0-9]", "")
         hours = digits.str.slice(0, 2).cast(pl.Int64, strict=False).fill_null(0)
         minutes = digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
@@ -370,7 +374,7 @@ class FastValidator:
         wall = (
             pl.col("n")
             .str.replace("T", " ", literal=True)
-            .str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", strict=False)
+            .str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", strict=False, cache=False)
         )
         return frame.select(wall.alias("w")).to_series()
 
@@ -429,7 +433,6 @@ class FastValidator:
             (pl.col("__i").cast(pl.Int64) + self.next_line).alias(LINE)
         )
         self.next_line += frame.height
-        self.raw_event_text.add(frame, self.source.event_time)
         formats = {c.name: self._wall_format(frame, c) for c in self.source.columns}
         normalised = [self._normalised(c).alias(f"__n_{c.name}") for c in self.source.columns]
         quick: list[pl.Expr] = []
@@ -451,6 +454,14 @@ class FastValidator:
             frame.lazy().with_columns(normalised).with_columns(walls).with_columns(quick).collect()
         )
         staged = self._recheck(staged)
+        event = self.source.event_time
+        # "__w" holds the event times that round-trip through the plain wall format.
+        received_plain = (
+            pl.col("__w").is_not_null() & (pl.col(event) == pl.col(f"__n_{event}"))
+            if "__w" in staged.columns
+            else None
+        )
+        self.raw_event_text.add(staged, event, received_plain)
         failures: list[pl.Expr] = []
         uncertain = pl.lit(False)
         any_failed = pl.lit(False)
