@@ -12,7 +12,7 @@ import pwd
 import shutil
 import socket
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 INSTALL_HINT = (
@@ -62,6 +62,8 @@ class LocalPostgres:
     user: str = "postgres"
     # Throwaway servers (tests, benchmarks) skip fsync; a developer's data folder keeps it.
     durable: bool = True
+    # Further server settings (`-c name=value`), e.g. a benchmark's.
+    settings: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.datadir = Path(self.datadir).resolve()
@@ -115,6 +117,7 @@ class LocalPostgres:
             options = f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1"
             if not self.durable:
                 options += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+            options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
             log = self.datadir / "server.log"
             self._run(
                 "pg_ctl",
