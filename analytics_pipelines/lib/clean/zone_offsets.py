@@ -2,9 +2,9 @@
 
 PostgreSQL has its own time zone database and its own rules for wall times that occur twice
 or never (DST changes); a second implementation (polars' bundled tz database) can disagree
-with it. So PostgreSQL is asked, once per distinct 15-minute wall slot: the wall text at the
-slot's start and at its last microsecond, read as timestamptz in the source's zone. When both
-have the same offset the whole slot has it; a slot with an offset change inside it (only
+with it. So PostgreSQL is asked, once per distinct 15-minute wall slot: the offset of the
+slot's start and of its last microsecond in the source's zone. When both are the same the
+whole slot has it; a slot with an offset change inside it (only
 historic local-mean-time changes do that) is refused and the file goes to the SQL path.
 """
 
