@@ -10,9 +10,8 @@ import sqlalchemy as sa
 
 from analytics_pipelines.lib.catalog import ColumnSpec, SourceSpec
 from analytics_pipelines.lib.clean import clean_pending
-from analytics_pipelines.lib.clean import fused as fused_module
 from analytics_pipelines.lib.clean.quality import reconciliation_problems
-from analytics_pipelines.lib.ingest import load_pending
+from analytics_pipelines.lib.ingest import load_pending, record_tee
 from analytics_pipelines.lib.storage import LocalFolderStore
 from analytics_pipelines.lib.tables import clean_table, ledger, quarantine_rows, touched_periods
 from analytics_pipelines.lib.warehouse import Warehouse
@@ -142,7 +141,7 @@ def _assert_same(warehouse: Warehouse, fused: SourceSpec, plain: SourceSpec) -> 
     assert reconciliation_problems(warehouse, fused) == []
 
 
-@pytest.mark.parametrize("batch_bytes", [fused_module.BATCH_BYTES, 100])
+@pytest.mark.parametrize("batch_bytes", [record_tee.BATCH_BYTES, 100])
 def test_tricky_file_gives_the_same_clean_rows_and_quarantine_on_both_paths(
     warehouse: Warehouse,
     local_store: LocalFolderStore,
@@ -150,7 +149,7 @@ def test_tricky_file_gives_the_same_clean_rows_and_quarantine_on_both_paths(
     batch_bytes: int,
 ) -> None:
     # Tiny batches: records cut at every line end outside quotes, many COPY chunks.
-    monkeypatch.setattr(fused_module, "BATCH_BYTES", batch_bytes)
+    monkeypatch.setattr(record_tee, "BATCH_BYTES", batch_bytes)
     text = HEADER + "\n".join(TRICKY_LINES) + "\n"
     fused, plain, was_fused = _both_paths(warehouse, local_store, text)
     assert was_fused, "the tricky file should be cleaned while loading"
@@ -205,7 +204,7 @@ def test_key_already_in_clean_leaves_the_file_to_the_sql_merge(
 def test_key_repeated_across_batches_falls_back_to_the_sql_path(
     warehouse: Warehouse, local_store: LocalFolderStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fused_module, "BATCH_BYTES", 60)
+    monkeypatch.setattr(record_tee, "BATCH_BYTES", 60)
     lines = [f"ORD-{i:04d};1;2024-05-01 10:00;north;{i % 50 + 1};1;true;;;n{i}" for i in range(20)]
     lines.append("ORD-0003;1;2024-05-01 11:00;south;9;1;true;;;again, later")
     fused, plain, was_fused = _both_paths(warehouse, local_store, HEADER + "\n".join(lines))

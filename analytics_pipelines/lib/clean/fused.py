@@ -2,10 +2,10 @@
 into `clean.<source>` over a second connection at the same time.
 
 Protocol with the loader (one file version, all on the loader's side of the run):
-  `start()` once the raw columns are known; `feed()` every chunk the raw COPY reads;
-  `end_of_input()` after the raw COPY; `finish()` before the raw commit; `commit()` after the raw transaction committed (raw first: a crash in
-  between leaves the file loaded and not cleaned, which the SQL path picks up); `abort()`
-  otherwise. Anything the fast path cannot do exactly (see `fast.Declined`), a key already in
+  `start()` once the raw columns are known; `wrap()` the raw COPY's input (see `RecordTee`);
+  `end_of_input()` after the raw COPY; `finish()` before the raw commit; `commit()` after the
+  raw transaction committed (raw first: a crash in between leaves the file loaded and not
+  cleaned, which the SQL path picks up); `abort()` otherwise. Anything the fast path cannot do exactly (see `fast.Declined`), a key already in
   clean, or a key repeated across batches, leaves the file to the SQL path (`clean_pending`).
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import queue
-import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from analytics_pipelines.lib.clean.schema import (
 )
 from analytics_pipelines.lib.clean.zone_offsets import ZoneOffsets
 from analytics_pipelines.lib.ingest.event_range import naive_text_range
+from analytics_pipelines.lib.ingest.record_tee import RecordTee, UnclosedRecord, stray_quote
 from analytics_pipelines.lib.ingest.streams import GeneratorReader
 from analytics_pipelines.lib.logging import get_logger
 from analytics_pipelines.lib.tables import CLEAN_SCHEMA, touched_periods
@@ -44,12 +44,6 @@ from analytics_pipelines.lib.warehouse import Warehouse, copy_from
 
 log = get_logger(__name__)
 
-# Bytes parsed per polars batch: large enough for polars' parallel parser, small enough to
-# keep memory flat and the two COPYs overlapping.
-BATCH_BYTES = 8 << 20
-QUEUE_CHUNKS = 32
-MAX_RECORD_BYTES = 8 * BATCH_BYTES
-_END = b""
 QUARANTINE_COLUMNS = ["source", "file_id", "line", "raw_values", "failures"]
 
 
@@ -69,23 +63,6 @@ class FusedResult:
         return self.ok_rows - self.landed_rows
 
 
-def _record_end(buffer: bytes, quote: bytes) -> int:
-    """Index just past the last line end outside quotes (COPY's rule: any quote toggles).
-
-    `buffer` starts at a record boundary, so a line end is outside quotes when the quotes
-    before it are even in number.
-    """
-    end = buffer.rfind(b"\n")
-    quotes = buffer.count(quote, 0, end) if end >= 0 else 0
-    while end >= 0:
-        if quotes % 2 == 0:
-            return end + 1
-        earlier = buffer.rfind(b"\n", 0, end)
-        quotes -= buffer.count(quote, max(earlier, 0), end)
-        end = earlier
-    return 0
-
-
 class FusedClean:
     """The clean half of one fused load (see the module docstring)."""
 
@@ -94,14 +71,11 @@ class FusedClean:
         self.source = source
         self.declined: str | None = None
         self.result = FusedResult()
-        self._chunks: queue.Queue[bytes] = queue.Queue(QUEUE_CHUNKS)
-        self._thread: threading.Thread | None = None
+        self._tee = RecordTee(source.reader.quote, self._run, f"clean-{source.name}")
         self._conn: Connection | None = None
         self._transaction: Any = None
         self._quarantine: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self._validator: FastValidator | None = None
-        self._stopped = threading.Event()
-        self._ended = False
 
     # -- loader side -------------------------------------------------------------------------
 
@@ -120,30 +94,20 @@ class FusedClean:
         except Declined as declined:
             self._decline(str(declined))
             return
-        self._thread = threading.Thread(target=self._run, name=f"clean-{self.source.name}")
-        self._thread.start()
-
-    def feed(self, chunk: bytes) -> None:
-        while chunk and not self._stopped.is_set():
-            try:
-                self._chunks.put(chunk, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        self._tee.start()
 
     def wrap(self, body: IO[bytes]) -> IO[bytes]:
         """The raw COPY's input, handing every chunk to this cleaner as well."""
-        return cast(IO[bytes], _TeeReader(body, self))
+        return self._tee.wrap(body)
 
     def end_of_input(self) -> None:
         """The raw COPY has read the whole file: the clean side can finish its last batch."""
-        self._close_input()
+        self._tee.close()
 
     def finish(self, raw_rows: int) -> None:
         """Wait for the clean COPY and compare what both read (`raw_rows`: the raw COPY's)."""
-        self._close_input()
-        if self._thread is not None:
-            self._thread.join()
+        self._tee.close()
+        self._tee.join()
         if self.declined is None and self.result.rows != raw_rows:
             self._decline(f"parsed {self.result.rows} rows, COPY read {raw_rows}")
 
@@ -210,10 +174,8 @@ class FusedClean:
         return result
 
     def abort(self) -> None:
-        self._stopped.set()
-        self._close_input()
-        if self._thread is not None:
-            self._thread.join()
+        self._tee.stop()
+        self._tee.join()
         if self._transaction is not None and self._transaction.is_active:
             self._transaction.rollback()
         self._close_connection()
@@ -224,24 +186,7 @@ class FusedClean:
         if self.declined is None:
             self.declined = reason
             log.info("clean while loading declined", source=self.source.name, reason=reason)
-        self._stopped.set()
-
-    def _close_input(self) -> None:
-        while self._thread is not None and self._thread.is_alive():
-            try:
-                self._chunks.put(_END, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    def _next_chunk(self) -> bytes:
-        """The next raw chunk; the end once stopped and nothing is left."""
-        while True:
-            try:
-                return self._chunks.get(timeout=0.2)
-            except queue.Empty:
-                if self._stopped.is_set():
-                    return _END
+        self._tee.stopped.set()
 
     def _close_connection(self) -> None:
         self._quarantine.close()
@@ -277,7 +222,7 @@ class FusedClean:
                 conn,
                 (CLEAN_SCHEMA, self.source.name),
                 columns,
-                cast(IO[bytes], GeneratorReader(_ahead(self._clean_rows(), self._stopped))),
+                cast(IO[bytes], GeneratorReader(_ahead(self._clean_rows(), self._tee.stopped))),
                 format="binary",
             )
             if created:
@@ -289,39 +234,7 @@ class FusedClean:
             self._decline(f"{type(error).__name__}: {error}".splitlines()[0])
         finally:
             if self.declined is not None:
-                self._drain()
-
-    def _drain(self) -> None:
-        while not self._ended:
-            self._ended = self._next_chunk() == _END
-
-    def _batches(self) -> Iterator[bytes]:
-        """Whole CSV records from the chunk queue, about BATCH_BYTES at a time."""
-        quote = self.source.reader.quote.encode()
-        pending: list[bytes] = []
-        size = 0
-        while True:
-            chunk = self._next_chunk()
-            if chunk == _END:
-                self._ended = True
-                break
-            pending.append(chunk)
-            size += len(chunk)
-            if size < BATCH_BYTES:
-                continue
-            buffer = b"".join(pending)
-            cut = _record_end(buffer, quote)
-            if cut == 0:
-                if size > MAX_RECORD_BYTES:
-                    raise Declined("no record end in a long stretch (an unclosed quote?)")
-                pending, size = [buffer], len(buffer)
-                continue
-            yield buffer[:cut]
-            rest = buffer[cut:]
-            pending, size = [rest], len(rest)
-        tail = b"".join(pending)
-        if tail.strip():
-            yield tail
+                self._tee.drain()
 
     def _clean_rows(self) -> Iterator[bytes | memoryview]:
         """The file's clean rows as one binary COPY stream, a batch at a time."""
@@ -329,12 +242,12 @@ class FusedClean:
         assert validator is not None
         reader = self.source.reader
         result = self.result
-        stray = _stray_quote(reader.delimiter, reader.quote)
+        stray = stray_quote(reader.delimiter, reader.quote)
         quote = reader.quote.encode()
         # Python datetimes are costly to build: slots become them once, de-duplicated.
         slots = pl.Series("q", [], pl.Datetime("us"))
         yield binary_copy.HEADER
-        for batch in self._batches():
+        for batch in _whole_records(self._tee):
             if quote in batch and stray.search(batch):
                 # A quote inside an unquoted value: COPY and polars read it differently.
                 raise Declined("a quote character inside an unquoted value")
@@ -417,10 +330,11 @@ def _ahead(
                 out.get(timeout=0.1)
 
 
-def _stray_quote(delimiter: str, quote: str) -> re.Pattern[bytes]:
-    """A quote with ordinary characters on both sides: neither opens, closes nor is doubled."""
-    d, q = re.escape(delimiter.encode()), re.escape(quote.encode())
-    return re.compile(b"[^" + d + b"\n" + q + b"]" + q + b"[^" + d + b"\r\n" + q + b"]")
+def _whole_records(tee: RecordTee) -> Iterator[bytes]:
+    try:
+        yield from tee.batches()
+    except UnclosedRecord as error:
+        raise Declined(str(error)) from None
 
 
 def _earliest(a: date | None, b: date | None) -> date | None:
@@ -429,22 +343,3 @@ def _earliest(a: date | None, b: date | None) -> date | None:
 
 def _latest(a: date | None, b: date | None) -> date | None:
     return b if a is None else a if b is None else max(a, b)
-
-
-class _TeeReader(io.RawIOBase):
-    def __init__(self, body: IO[bytes], cleaner: FusedClean) -> None:
-        self._body = body
-        self._cleaner = cleaner
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = self._body.read(-1 if size is None else size)
-        self._cleaner.feed(data)
-        return data
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)

@@ -1,0 +1,161 @@
+"""A CSV COPY's input handed, as the COPY reads it, to a worker thread in whole records.
+
+Whoever reads the same bytes beside the raw COPY (the fused clean, the business-date reader)
+gets them from here: `wrap()` the COPY's body, `close()` after the COPY, and the worker takes
+`batches()` of about BATCH_BYTES, each ending at a record end. `stop()` abandons the work: the
+COPY is never held up by a worker that has given up.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import re
+import threading
+from collections.abc import Callable, Iterator
+from typing import IO, cast
+
+# Bytes parsed per batch: large enough for polars' parallel parser, small enough to keep
+# memory flat and the worker close behind the COPY.
+BATCH_BYTES = 8 << 20
+QUEUE_CHUNKS = 32
+MAX_RECORD_BYTES = 8 * BATCH_BYTES
+_END = b""
+
+
+class UnclosedRecord(Exception):
+    """No record end in a long stretch: most likely an unclosed quote."""
+
+
+def record_end(buffer: bytes, quote: bytes) -> int:
+    """Index just past the last line end outside quotes (COPY's rule: any quote toggles).
+
+    `buffer` starts at a record boundary, so a line end is outside quotes when the quotes
+    before it are even in number.
+    """
+    end = buffer.rfind(b"\n")
+    quotes = buffer.count(quote, 0, end) if end >= 0 else 0
+    while end >= 0:
+        if quotes % 2 == 0:
+            return end + 1
+        earlier = buffer.rfind(b"\n", 0, end)
+        quotes -= buffer.count(quote, max(earlier, 0), end)
+        end = earlier
+    return 0
+
+
+def stray_quote(delimiter: str, quote: str) -> re.Pattern[bytes]:
+    """A quote with ordinary characters on both sides: neither opens, closes nor is doubled.
+    COPY and polars read such a value differently."""
+    d, q = re.escape(delimiter.encode()), re.escape(quote.encode())
+    return re.compile(b"[^" + d + b"\n" + q + b"]" + q + b"[^" + d + b"\r\n" + q + b"]")
+
+
+class RecordTee:
+    """The chunks a COPY reads, queued for one worker thread (`work`, run by `start()`)."""
+
+    def __init__(self, quote: str, work: Callable[[], None], name: str) -> None:
+        self.quote = quote.encode()
+        self.stopped = threading.Event()
+        self._chunks: queue.Queue[bytes] = queue.Queue(QUEUE_CHUNKS)
+        self._ended = False
+        self._thread = threading.Thread(target=work, name=name)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    # -- loader side -------------------------------------------------------------------------
+
+    def wrap(self, body: IO[bytes]) -> IO[bytes]:
+        """The COPY's input, handing every chunk it reads to the worker as well."""
+        return cast(IO[bytes], _TeeReader(body, self))
+
+    def feed(self, chunk: bytes) -> None:
+        while chunk and not self.stopped.is_set():
+            try:
+                self._chunks.put(chunk, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """The COPY has read everything: the worker can finish its last batch."""
+        while self._thread.is_alive():
+            try:
+                self._chunks.put(_END, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def stop(self) -> None:
+        """Give up: the worker's batches end and feeding no longer waits for it."""
+        self.stopped.set()
+        self.close()
+
+    def join(self) -> None:
+        if self._thread.ident is not None:
+            self._thread.join()
+
+    # -- worker side -------------------------------------------------------------------------
+
+    def _next_chunk(self) -> bytes:
+        """The next chunk; the end once stopped and nothing is left."""
+        while True:
+            try:
+                return self._chunks.get(timeout=0.2)
+            except queue.Empty:
+                if self.stopped.is_set():
+                    return _END
+
+    def drain(self) -> None:
+        """Take what the COPY still hands over (after giving up), until its end."""
+        while not self._ended:
+            self._ended = self._next_chunk() == _END
+
+    def batches(self) -> Iterator[bytes]:
+        """Whole CSV records, about BATCH_BYTES at a time; UnclosedRecord when no record ends
+        in a long stretch."""
+        batch_bytes = BATCH_BYTES
+        pending: list[bytes] = []
+        size = 0
+        while True:
+            chunk = self._next_chunk()
+            if chunk == _END:
+                self._ended = True
+                break
+            pending.append(chunk)
+            size += len(chunk)
+            if size < batch_bytes:
+                continue
+            buffer = b"".join(pending)
+            cut = record_end(buffer, self.quote)
+            if cut == 0:
+                if size > MAX_RECORD_BYTES:
+                    raise UnclosedRecord("no record end in a long stretch (an unclosed quote?)")
+                pending, size = [buffer], len(buffer)
+                continue
+            yield buffer[:cut]
+            rest = buffer[cut:]
+            pending, size = [rest], len(rest)
+        tail = b"".join(pending)
+        if tail.strip():
+            yield tail
+
+
+class _TeeReader(io.RawIOBase):
+    def __init__(self, body: IO[bytes], tee: RecordTee) -> None:
+        self._body = body
+        self._tee = tee
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._body.read(-1 if size is None else size)
+        self._tee.feed(data)
+        return data
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
