@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from analytics_pipelines.lib.catalog.models import ColumnSpec, SourceSpec
 from analytics_pipelines.lib.clean import binary_copy, validate
 from analytics_pipelines.lib.clean.zone_offsets import AmbiguousSlot, ZoneOffsets
+from analytics_pipelines.lib.ingest.event_range import RawEventText
 from analytics_pipelines.lib.tables import FILE_ID, LINE
 
 _INTEGER = validate._INTEGER
@@ -79,40 +80,6 @@ def _check_pattern(pattern: str) -> None:
         pl.select(pl.lit("").str.contains(pattern))
     except Exception as error:  # any compile error: not the same language
         raise Declined(f"pattern {pattern!r} is not supported by the fast path ({error})") from None
-
-
-@dataclass
-class RawEventText:
-    """What the loader's business-date shortcut reads from the raw event-time text (see
-    `ingest.event_range`): byte-order min and max, and whether any value carries a zone."""
-
-    low: str | None = None
-    high: str | None = None
-    zoned: bool = False
-    seen: bool = False
-
-    def add(self, frame: pl.DataFrame, name: str, plain: pl.Expr | None = None) -> None:
-        """Fold in a batch's raw `name` values. `plain`, when given, marks rows known to be
-        a plain wall time exactly as received: they carry no zone, so only the others are
-        searched for one."""
-        if name not in frame.columns:
-            return
-        self.seen = True
-        text = pl.col(name)
-        low, high = frame.select(text.min().alias("low"), text.max().alias("high")).row(0)
-        unsure = frame if plain is None else frame.filter(~plain.fill_null(False))
-        zoned = unsure.select(
-            (
-                text.str.contains("+", literal=True)
-                | text.str.contains("Z", literal=True)
-                | text.str.slice(10).str.contains("-", literal=True)
-            ).any()
-        ).item()
-        self.low = low if self.low is None or (low is not None and low < self.low) else self.low
-        self.high = (
-            high if self.high is None or (high is not None and high > self.high) else self.high
-        )
-        self.zoned = self.zoned or bool(zoned)
 
 
 class FastValidator:

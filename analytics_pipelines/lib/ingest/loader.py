@@ -25,6 +25,7 @@ from analytics_pipelines.lib.clean import fused as fused_clean
 from analytics_pipelines.lib.ingest import ledger
 from analytics_pipelines.lib.ingest.errors import FileRejected
 from analytics_pipelines.lib.ingest.event_range import event_date_range
+from analytics_pipelines.lib.ingest.event_text import EventTextReader
 from analytics_pipelines.lib.ingest.jsonl import stage_and_insert_jsonl
 from analytics_pipelines.lib.ingest.raw_tables import (
     FILE_ID_SETTING,
@@ -123,6 +124,8 @@ class _Copied:
     size: int
     extra_columns: list[str]
     present_columns: list[str]
+    # The business-date range read beside the COPY; None when the SQL query must tell.
+    dates: tuple[date | None, date | None] | None = None
 
 
 def _copy_file(
@@ -137,6 +140,8 @@ def _copy_file(
     with store.open(info.key) as raw:
         hashing = HashingReader(raw)
         plan = plan_copy(cast(IO[bytes], hashing), source, info.key)
+        event_text: EventTextReader | None = None
+        dates = None
         try:
             if plan.kind == "jsonl":
                 staged = stage_and_insert_jsonl(conn, warehouse, source, plan)
@@ -161,6 +166,9 @@ def _copy_file(
                         first_line=plan.first_line,
                     )
                     body = fused.wrap(body)
+                elif not plan.line_in_body and EventTextReader.applies(source, mapping.targets):
+                    event_text = EventTextReader(source, mapping.targets)
+                    body = event_text.wrap(body)
                 try:
                     rows = copy_from(
                         conn, (RAW_SCHEMA, source.name), columns, body, options=plan.options
@@ -171,11 +179,15 @@ def _copy_file(
                     ) from None
                 if fused is not None:
                     fused.end_of_input()
+                if event_text is not None:
+                    dates = event_text.dates(rows)
                 targets, extra = mapping.targets, mapping.extra
             hashing.drain()
         finally:
+            if event_text is not None:
+                event_text.abort()
             plan.close()
-    return _Copied(rows, hashing.hexdigest, hashing.size, extra, targets)
+    return _Copied(rows, hashing.hexdigest, hashing.size, extra, targets, dates)
 
 
 def _retire_earlier(conn: Connection, source: SourceSpec, key: str, file_id: int) -> list[int]:
@@ -290,7 +302,7 @@ def _load_in_transaction(
     if fused is not None:
         # The clean side read the same text: it also knows the business dates, mostly.
         fused.finish(copied.rows)
-    dates = fused.business_dates() if fused is not None else None
+    dates = fused.business_dates() if fused is not None else copied.dates
     low, high = (
         dates
         if dates is not None
