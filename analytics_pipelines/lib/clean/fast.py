@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from analytics_pipelines.lib.catalog.models import ColumnSpec, SourceSpec
 from analytics_pipelines.lib.clean import binary_copy, validate
 from analytics_pipelines.lib.clean.zone_offsets import AmbiguousSlot, ZoneOffsets
-from analytics_pipelines.lib.ingest.event_range import RawEventText
+from analytics_pipelines.lib.event_time_text import RawEventText
 from analytics_pipelines.lib.tables import FILE_ID, LINE
 
 _INTEGER = validate._INTEGER

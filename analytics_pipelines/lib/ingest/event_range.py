@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date
 
-import polars as pl
 import psycopg2
 from psycopg2 import sql
 from sqlalchemy.engine import Connection
@@ -62,40 +60,6 @@ _CAST_QUERY = """
 SELECT min(v::timestamptz)::date, max(v::timestamptz)::date
 FROM (SELECT {column} AS v FROM {table} WHERE {file_id} = %s) AS r
 """
-
-
-@dataclass
-class RawEventText:
-    """`_TEXT_QUERY` computed in polars over batches of the raw event-time text: byte-order
-    min and max, and whether any value carries a zone."""
-
-    low: str | None = None
-    high: str | None = None
-    zoned: bool = False
-    seen: bool = False
-
-    def add(self, frame: pl.DataFrame, name: str, plain: pl.Expr | None = None) -> None:
-        """Fold in a batch's raw `name` values. `plain`, when given, marks rows known to be
-        a plain wall time exactly as received: they carry no zone, so only the others are
-        searched for one."""
-        if name not in frame.columns:
-            return
-        self.seen = True
-        text = pl.col(name)
-        low, high = frame.select(text.min().alias("low"), text.max().alias("high")).row(0)
-        unsure = frame if plain is None else frame.filter(~plain.fill_null(False))
-        zoned = unsure.select(
-            (
-                text.str.contains("+", literal=True)
-                | text.str.contains("Z", literal=True)
-                | text.str.slice(10).str.contains("-", literal=True)
-            ).any()
-        ).item()
-        self.low = low if self.low is None or (low is not None and low < self.low) else self.low
-        self.high = (
-            high if self.high is None or (high is not None and high > self.high) else self.high
-        )
-        self.zoned = self.zoned or bool(zoned)
 
 
 def naive_text_range(

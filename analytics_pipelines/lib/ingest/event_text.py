@@ -16,7 +16,8 @@ from typing import IO
 import polars as pl
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
-from analytics_pipelines.lib.ingest.event_range import RawEventText, naive_text_range
+from analytics_pipelines.lib.event_time_text import RawEventText
+from analytics_pipelines.lib.ingest.event_range import naive_text_range
 from analytics_pipelines.lib.ingest.record_tee import RecordTee, stray_quote
 from analytics_pipelines.lib.logging import get_logger
 
