@@ -71,18 +71,18 @@ class RecordTee:
         return cast(IO[bytes], _TeeReader(body, self))
 
     def feed(self, chunk: bytes) -> None:
-        while chunk and not self.stopped.is_set():
-            try:
-                self._chunks.put(chunk, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        if chunk:
+            self._put(chunk, lambda: not self.stopped.is_set())
 
     def close(self) -> None:
         """The COPY has read everything: the worker can finish its last batch."""
-        while self._thread.is_alive():
+        self._put(_END, self._thread.is_alive)
+
+    def _put(self, item: bytes, waiting: Callable[[], bool]) -> None:
+        """Queue `item` as long as `waiting()` says someone will take it."""
+        while waiting():
             try:
-                self._chunks.put(_END, timeout=0.2)
+                self._chunks.put(item, timeout=0.2)
                 return
             except queue.Full:
                 continue
