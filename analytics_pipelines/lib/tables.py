@@ -48,12 +48,15 @@ ledger = sa.Table(
     sa.Column("business_date_min", sa.Date),
     sa.Column("business_date_max", sa.Date),
     sa.Column("extra_columns", sa.ARRAY(sa.Text)),
+    sa.Column("extra_column_headers", sa.JSON),
     sa.Column("error", sa.Text),
     sa.Column("run_id", sa.Text),
     sa.Column("discovered_at", sa.DateTime(timezone=True)),
     sa.Column("loaded_at", sa.DateTime(timezone=True)),
     sa.Column("cleaned_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
+    sa.Column("alerted_at", sa.DateTime(timezone=True)),
+    sa.Column("retry_requested_at", sa.DateTime(timezone=True)),
     schema="ingest",
 )
 

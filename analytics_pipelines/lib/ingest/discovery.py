@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest import ledger
@@ -54,11 +54,16 @@ class TickPlan:
     new: list[ObjectInfo]
     cursor: LandingCursor
     listed: int
+    # Per new key, the ledger state it was compared with: the same (key, etag) can be new again
+    # later (a rollback, an operator's retry), and its run must then get a key of its own.
+    basis: dict[str, str] = field(default_factory=dict)
 
     @property
     def run_key(self) -> str:
         digest = hashlib.sha256(
-            "\n".join(f"{i.key}\t{i.etag}" for i in self.new).encode("utf-8")
+            "\n".join(f"{i.key}\t{i.etag}\t{self.basis.get(i.key, '')}" for i in self.new).encode(
+                "utf-8"
+            )
         ).hexdigest()
         return f"{len(self.new)}-{digest[:24]}"
 
@@ -91,6 +96,11 @@ def plan_tick(
         )
     seen = {(i.key, i.etag): i for i in [*sweep, *tail] if is_candidate(i.key)}
     with warehouse.connect() as conn:
-        known = ledger.known_versions(conn, source.name, sorted({k for k, _ in seen}))
-    new = [seen[pair] for pair in sorted(seen) if pair not in known]
-    return TickPlan(new=new, cursor=following, listed=len(sweep) + len(tail))
+        current = ledger.current_versions(conn, source.name, {k for k, _ in seen})
+    new = [
+        seen[(key, etag)]
+        for key, etag in sorted(seen)
+        if key not in current or not current[key].settles(etag)
+    ]
+    basis = {i.key: current[i.key].marker for i in new if i.key in current}
+    return TickPlan(new=new, cursor=following, listed=len(sweep) + len(tail), basis=basis)

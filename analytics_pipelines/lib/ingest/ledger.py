@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -27,17 +28,65 @@ def etag_is_md5(etag: str) -> bool:
     return bool(_MD5.match(etag))
 
 
-def known_versions(conn: Connection, source: str, keys: Iterable[str]) -> set[tuple[str, str]]:
-    """(key, etag) pairs of these keys the ledger already holds, whatever their status."""
-    keys = list(keys)
+@dataclass(frozen=True)
+class CurrentVersion:
+    """The newest ledger row of a key: what the landing prefix held when it was last read."""
+
+    key: str
+    file_id: int
+    etag: str
+    status: str
+    retry_requested: bool
+
+    def settles(self, etag: str) -> bool:
+        """True when an object with this etag needs no new attempt.
+
+        Only the newest version of a key counts: content that goes back to an older version
+        (A, then B, then A again) is a new delivery, and a failed version is tried again when
+        an operator asked for it.
+        """
+        return self.etag == etag and not (self.status == FAILED and self.retry_requested)
+
+    @property
+    def marker(self) -> str:
+        """Changes whenever the key's ledger state does (part of the sensors' run keys)."""
+        return f"{self.file_id}{'r' if self.retry_requested else ''}"
+
+
+def current_versions(
+    conn: Connection, source: str, keys: Iterable[str]
+) -> dict[str, CurrentVersion]:
+    """The newest ledger row of each of these keys that the ledger knows."""
+    keys = sorted(set(keys))
     if not keys:
-        return set()
+        return {}
     rows = conn.execute(
-        sa.select(ledger.c.object_key, ledger.c.etag).where(
-            ledger.c.source == source, ledger.c.object_key.in_(keys)
+        sa.select(
+            ledger.c.object_key,
+            ledger.c.file_id,
+            ledger.c.etag,
+            ledger.c.status,
+            ledger.c.retry_requested_at,
         )
+        .distinct(ledger.c.object_key)
+        .where(ledger.c.source == source, ledger.c.object_key.in_(keys))
+        .order_by(ledger.c.object_key, ledger.c.file_id.desc())
     )
-    return {(r.object_key, r.etag) for r in rows}
+    return {
+        r.object_key: CurrentVersion(
+            r.object_key, int(r.file_id), r.etag, r.status, r.retry_requested_at is not None
+        )
+        for r in rows
+    }
+
+
+def known_versions(conn: Connection, source: str, keys: Iterable[str]) -> set[tuple[str, str]]:
+    """(key, etag) pairs that need no new attempt: each the current version of its key."""
+    return {
+        (key, current.etag)
+        for key, current in current_versions(conn, source, keys).items()
+        if current.settles(current.etag)
+    }
 
 
 def loaded_with_content(conn: Connection, source: str, content_hash: str) -> int | None:
