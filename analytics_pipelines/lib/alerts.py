@@ -12,6 +12,7 @@ from typing import Any, Self
 import dagster as dg
 import urllib3
 
+from analytics_pipelines.lib.ingest.file_status import FileVersion
 from analytics_pipelines.lib.logging import get_logger
 
 log = get_logger(__name__)
@@ -174,6 +175,53 @@ def send_failure_alert(
         run_url=alert.run_url,
         failed_steps=[step["step"] for step in alert.failed_steps],
     )
+    if not webhook_url:
+        return False
+    return post_json(webhook_url, alert.as_json(), policy)
+
+
+@dataclass(frozen=True)
+class FileFailureAlert:
+    """A file version that could not be loaded: its run stays green, so this is how people learn."""
+
+    source: str
+    key: str
+    file_id: int
+    etag: str
+    reason: str
+    failed_at: str
+    run_id: str | None
+    run_url: str | None
+    command: str
+    retry_command: str
+    event: str = "file_failed"
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def file_failure_alert(version: FileVersion, webserver_url: str | None) -> FileFailureAlert:
+    """What a person needs to act on a failed file version, read from its ledger row."""
+    return FileFailureAlert(
+        source=version.source,
+        key=version.key,
+        file_id=version.file_id,
+        etag=version.etag,
+        reason=shorten(version.reason or "no reason recorded"),
+        failed_at=version.when.isoformat(),
+        run_id=version.run_id,
+        run_url=run_url(webserver_url, version.run_id) if version.run_id else None,
+        command=f"analytics-pipelines files {version.source} --status failed",
+        retry_command=f"analytics-pipelines files retry {version.source} --file-id {version.file_id}",
+    )
+
+
+def send_file_failure_alert(
+    alert: FileFailureAlert, webhook_url: str | None, policy: RetryPolicy = DEFAULT_POLICY
+) -> bool:
+    """Log the failed file as one structured event; True once a configured webhook took it."""
+    fields = alert.as_json()
+    log.error(fields.pop("event"), **fields)
     if not webhook_url:
         return False
     return post_json(webhook_url, alert.as_json(), policy)
