@@ -16,6 +16,8 @@ from analytics_pipelines.defs.ops.file_alerts import (
 from analytics_pipelines.lib import alerts
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest import load_pending
+from analytics_pipelines.lib.pgserver import free_port
+from analytics_pipelines.lib.settings import get_settings
 from analytics_pipelines.lib.storage import LocalFolderStore, ObjectStore
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
@@ -145,6 +147,37 @@ def test_a_receiver_that_refuses_gets_the_alert_on_a_later_tick(
     assert second.startswith("2 failed file version(s) posted")
     assert third == "no failed file version waits for an alert"
     assert _failed(warehouse, source, "2_ragged.csv")["alerted_at"] is not None
+
+
+def test_a_receiver_that_is_down_gets_the_alert_once_it_is_up(
+    alert_env: pytest.MonkeyPatch,
+    receiver: Receiver,  # noqa: F811
+    delivered: SourceSpec,
+    warehouse: Warehouse,
+    database_url: str,
+) -> None:
+    source = delivered
+    sensor = build_failed_file_alert_sensor([source.name])
+    alert_env.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/hooks/down")
+    get_settings.cache_clear()
+
+    with capture_logs() as logs:
+        down = _tick(sensor, database_url)
+
+    assert "retried on the next tick" in down
+    failed = [entry for entry in logs if entry["event"] == "webhook_failed"]
+    assert len(failed) == 1 and "Connection refused" in failed[0]["reason"]
+    assert _failed(warehouse, source, "2_ragged.csv")["alerted_at"] is None
+
+    alert_env.setenv("ALERT_WEBHOOK_URL", receiver.url)
+    get_settings.cache_clear()  # a restarted code location reads the new setting
+    up = _tick(sensor, database_url)
+
+    assert up.startswith("2 failed file version(s) posted")
+    assert sorted(p["key"] for p in receiver.received) == [
+        key_of(source, "2_ragged.csv"),
+        key_of(source, "3_bad_header.csv"),
+    ]
 
 
 def test_without_a_webhook_the_failure_is_logged_once_and_marked(
