@@ -6,12 +6,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from analytics_pipelines.cli import catalog, demo, dev, devdb, health, kpi, quarantine
+from analytics_pipelines.cli import catalog, demo, dev, devdb, files, health, kpi, quarantine
 from analytics_pipelines.lib.catalog import CatalogError
 from analytics_pipelines.lib.settings import SettingsError
 
 # Each module adds its own sub-commands; a sub-command sets `func(args) -> int`.
-COMMAND_MODULES = [health, dev, devdb, catalog, demo, quarantine, kpi]
+COMMAND_MODULES = [health, dev, devdb, catalog, demo, quarantine, kpi, files]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""`analytics-pipelines health`: is the database and the object store usable?"""
+"""`analytics-pipelines health`: are the database, the object store, the landing prefixes and the
+latest deliveries ok?"""
 
 from __future__ import annotations
 
@@ -6,21 +7,26 @@ import argparse
 import json
 from typing import Any
 
+from analytics_pipelines.lib.catalog import load_catalog
 from analytics_pipelines.lib.health import check_health, store_from_settings
 from analytics_pipelines.lib.settings import load_settings
 from analytics_pipelines.lib.warehouse import Warehouse
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser("health", help="check the database and the object store")
+    parser = commands.add_parser(
+        "health",
+        help="check the database, the object store, the landing prefixes and the latest deliveries",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
+    sources = load_catalog(settings.catalog_dir).sources.values()
     warehouse = Warehouse(settings.database_url_plain, pool_size=1, connect_timeout=3)
     try:
-        report = check_health(warehouse, store_from_settings(settings))
+        report = check_health(warehouse, store_from_settings(settings), sources)
     finally:
         warehouse.dispose()
     print(json.dumps(report))

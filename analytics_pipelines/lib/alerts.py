@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import dagster as dg
+import urllib3
 
+from analytics_pipelines.lib.ingest.file_status import FileVersion
 from analytics_pipelines.lib.logging import get_logger
 
 log = get_logger(__name__)
@@ -24,13 +24,15 @@ MAX_ERROR_CHARS = 4000
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How hard to try one webhook delivery; turned into a `urllib3.Retry` per post.
+
+    Backoff is urllib3's: no pause before the first retry, then `backoff_factor * 2**(n-1)`
+    seconds before retry n (2 s, 4 s, ... with the default factor of 1 s).
+    """
+
     attempts: int = 3
     timeout_seconds: float = 5.0
     first_backoff_seconds: float = 1.0
-
-    def backoff(self, attempt: int) -> float:
-        """Pause after the given failed attempt (1-based): 1 s, 2 s, 4 s, ..."""
-        return float(self.first_backoff_seconds * (2 ** (attempt - 1)))
 
 
 DEFAULT_POLICY = RetryPolicy()
@@ -67,56 +69,95 @@ def _where(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
-def _retryable_status(status: int) -> bool:
-    # Client errors other than timeout / rate limit will not change on a retry.
-    return status >= 500 or status in (408, 429)
+# Server errors, timeouts and rate limits may pass on a retry; other client errors will not.
+_RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
+
+
+def _reason(response: urllib3.BaseHTTPResponse | None, error: Exception | None) -> str:
+    if response is not None:
+        return f"HTTP {response.status}"
+    # urllib3 wraps the cause (timeout, refused connection) in its own error types.
+    cause = getattr(error, "reason", None) or error
+    return f"{type(cause).__name__}: {cause}"
+
+
+class _LoggedRetry(urllib3.Retry):
+    """urllib3's retry, logging every retry it decides on (host only: paths carry secrets)."""
+
+    where: str = ""
+
+    def new(self, **kwargs: Any) -> Self:
+        retry = super().new(**kwargs)
+        retry.where = self.where
+        return retry
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: urllib3.BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
+        following = super().increment(method, url, response, error, _pool, _stacktrace)
+        log.warning(
+            "webhook_retry",
+            url=self.where,
+            attempt=len(following.history),
+            reason=_reason(response, error),
+            retry_in_s=following.get_backoff_time(),
+        )
+        return following
+
+
+def _retry(policy: RetryPolicy, where: str) -> _LoggedRetry:
+    retry = _LoggedRetry(
+        total=policy.attempts - 1,
+        # POST is not idempotent for urllib3; a webhook receiver treats a repeat as one more
+        # notice, which is better than a lost one.
+        allowed_methods=None,
+        status_forcelist=_RETRY_STATUSES,
+        backoff_factor=policy.first_backoff_seconds,
+        raise_on_status=False,
+        raise_on_redirect=False,
+        # A receiver asking for "Retry-After: 3600" must not hold the sensor tick that long.
+        respect_retry_after_header=False,
+    )
+    retry.where = where
+    return retry
 
 
 def post_json(url: str, payload: dict[str, Any], policy: RetryPolicy = DEFAULT_POLICY) -> bool:
-    """POST `payload` as JSON; retry with exponential backoff; True when the receiver took it.
+    """POST `payload` as JSON, retried by `urllib3.Retry`; True when the receiver took it.
 
     Never raises: an alert that cannot be delivered is logged, it must not fail the caller.
     """
     body = json.dumps(payload, default=str).encode("utf-8")
     where = _where(url)
-    for attempt in range(1, policy.attempts + 1):
-        request = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": "analytics-pipelines"},
-        )
-        reason: str
-        retry = True
-        try:
-            with urllib.request.urlopen(request, timeout=policy.timeout_seconds) as response:
-                status = response.status
-            if 200 <= status < 300:
-                log.info("webhook_delivered", url=where, status=status, attempt=attempt)
-                return True
-            reason = f"HTTP {status}"
-            retry = _retryable_status(status)
-        except urllib.error.HTTPError as error:
-            reason = f"HTTP {error.code}"
-            retry = _retryable_status(error.code)
-        except (urllib.error.URLError, TimeoutError, OSError) as error:
-            cause = getattr(error, "reason", error)
-            reason = f"{type(cause).__name__}: {cause}"
-        except Exception as error:  # an alert must never take the sensor down
-            reason = f"{type(error).__name__}: {error}"
-            retry = False
-        if not retry or attempt == policy.attempts:
-            log.error(
-                "webhook_failed",
-                url=where,
-                attempt=attempt,
-                attempts=policy.attempts,
-                reason=reason,
+    timeout = urllib3.Timeout(connect=policy.timeout_seconds, read=policy.timeout_seconds)
+    attempt = policy.attempts
+    try:
+        with urllib3.PoolManager(timeout=timeout) as http:
+            response = http.request(
+                "POST",
+                url,
+                body=body,
+                headers={"Content-Type": "application/json", "User-Agent": "analytics-pipelines"},
+                retries=_retry(policy, where),
             )
-            return False
-        pause = policy.backoff(attempt)
-        log.warning("webhook_retry", url=where, attempt=attempt, reason=reason, retry_in_s=pause)
-        time.sleep(pause)
+        status = response.status
+        history = response.retries.history if response.retries is not None else ()
+        attempt = len(history) + 1
+        if 200 <= status < 300:
+            log.info("webhook_delivered", url=where, status=status, attempt=attempt)
+            return True
+        reason = f"HTTP {status}"
+    except urllib3.exceptions.MaxRetryError as error:
+        reason = _reason(None, error)
+    except Exception as error:  # an alert must never take the sensor down
+        reason = f"{type(error).__name__}: {error}"
+    log.error("webhook_failed", url=where, attempt=attempt, attempts=policy.attempts, reason=reason)
     return False
 
 
@@ -134,6 +175,53 @@ def send_failure_alert(
         run_url=alert.run_url,
         failed_steps=[step["step"] for step in alert.failed_steps],
     )
+    if not webhook_url:
+        return False
+    return post_json(webhook_url, alert.as_json(), policy)
+
+
+@dataclass(frozen=True)
+class FileFailureAlert:
+    """A file version that could not be loaded: its run stays green, so this is how people learn."""
+
+    source: str
+    key: str
+    file_id: int
+    etag: str
+    reason: str
+    failed_at: str
+    run_id: str | None
+    run_url: str | None
+    command: str
+    retry_command: str
+    event: str = "file_failed"
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def file_failure_alert(version: FileVersion, webserver_url: str | None) -> FileFailureAlert:
+    """What a person needs to act on a failed file version, read from its ledger row."""
+    return FileFailureAlert(
+        source=version.source,
+        key=version.key,
+        file_id=version.file_id,
+        etag=version.etag,
+        reason=shorten(version.reason or "no reason recorded"),
+        failed_at=version.when.isoformat(),
+        run_id=version.run_id,
+        run_url=run_url(webserver_url, version.run_id) if version.run_id else None,
+        command=f"analytics-pipelines files {version.source} --status failed",
+        retry_command=f"analytics-pipelines files retry {version.source} --file-id {version.file_id}",
+    )
+
+
+def send_file_failure_alert(
+    alert: FileFailureAlert, webhook_url: str | None, policy: RetryPolicy = DEFAULT_POLICY
+) -> bool:
+    """Log the failed file as one structured event; True once a configured webhook took it."""
+    fields = alert.as_json()
+    log.error(fields.pop("event"), **fields)
     if not webhook_url:
         return False
     return post_json(webhook_url, alert.as_json(), policy)

@@ -9,6 +9,7 @@ from pydantic import Field
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest import FileOutcome, LoadReport, load_pending, preview_rows
 from analytics_pipelines.lib.ingest.config import definitions_catalog
+from analytics_pipelines.lib.ingest.file_status import failures_summary
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
 from analytics_pipelines.resources import ObjectStoreResource, WarehouseResource
 
@@ -134,8 +135,10 @@ def build_raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                     check_name=FILES_READABLE,
                     passed=not report.failures,
                     severity=dg.AssetCheckSeverity.ERROR,
+                    # The reason itself, not only a count: the UI shows this text in the
+                    # check's row, while metadata hides behind a toggle.
                     description=(
-                        f"{len(report.failures)} file(s) could not be read"
+                        failures_summary(report.failures, source.name)
                         if report.failures
                         else "every file could be read"
                     ),
