@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import os
 import re
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,7 +31,6 @@ import dagster as dg
 from analytics_pipelines.lib.catalog import Catalog, CatalogError, load_catalog_cached
 from analytics_pipelines.lib.kpi.engine import RefreshResult, refresh_kpi
 from analytics_pipelines.lib.kpi.gate import (
-    QuarantineVerdict,
     blocked_sources,
     held_message,
     kpi_blocks,
@@ -314,19 +314,27 @@ def build_kpi_sensor(
     def _invalidate(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource
     ) -> dg.SensorResult | dg.SkipReason:
-        cursor = SensorCursor.parse(context.cursor)
+        now = time.time()
+        # Checked every tick, news or not: a file quarantined entirely touches no period.
+        blocked = blocked_sources(warehouse.get_warehouse(), all_sources.values())
+        held = kpi_blocks(plans, plans, blocked)
+        held_sources = {plans[n].kpi.source for n in held}
+        cursor = SensorCursor.parse(context.cursor).holding(held_sources, now)
         with warehouse.get_warehouse().connect() as conn:
             touched = touched_dates(conn, zones_by_source, cursor, batch_rows)
         if not touched.upto:
+            if held:
+                return dg.SensorResult(
+                    skip_reason=f"nothing to refresh; {held_message(held)}",
+                    cursor=cursor.serialise(),
+                )
             return dg.SkipReason("no business periods touched since the last tick")
-        blocked = blocked_sources(warehouse.get_warehouse(), all_sources.values())
         requests: list[dg.RunRequest] = []
-        held: dict[str, list[QuarantineVerdict]] = {}
+        started_after: dict[str, int] = {}
         for (source, zone), all_names in sorted(groups.items()):
             if source not in touched.upto:
                 continue
-            holds = kpi_blocks(plans, all_names, blocked)
-            held.update(holds)
+            holds = {n: held[n] for n in all_names if n in held}
             names = [n for n in all_names if n not in holds]
             days = touched.dates.get((source, zone), set())
             today = local_date(dt.datetime.now(dt.UTC), zone)
@@ -371,14 +379,14 @@ def build_kpi_sensor(
                         },
                     )
                 requests.append(request)
-        held_sources = {plans[n].source.name for n in held}
+                started_after[source] = cursor.after(source)
         upto = {s: last for s, last in touched.upto.items() if s not in held_sources}
-        next_cursor = cursor.advanced(upto).serialise()
-        if not held:
+        next_cursor = cursor.advanced(upto).with_requests(started_after, now).serialise()
+        waiting = {s for s in touched.upto if s in held_sources}
+        if not waiting:
             return dg.SensorResult(run_requests=requests, cursor=next_cursor)
-        message = (
-            f"touched periods of {', '.join(sorted(held_sources))} kept pending: "
-            + held_message(held)
+        message = f"touched periods of {', '.join(sorted(waiting))} kept pending: " + held_message(
+            {n: v for n, v in held.items() if plans[n].kpi.source in waiting}
         )
         context.log.warning(message)
         if requests:
