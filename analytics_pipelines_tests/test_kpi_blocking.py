@@ -27,7 +27,7 @@ from analytics_pipelines.lib.kpi.gate import quarantine_verdict
 from analytics_pipelines.lib.kpi.invalidation import SensorCursor
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
-from analytics_pipelines_tests.test_clean_process import land, make_source, row
+from analytics_pipelines_tests.test_clean_process import correct, land, make_source, row
 from analytics_pipelines_tests.test_clean_replay import with_column
 from analytics_pipelines_tests.test_kpi_support import (
     UTC,
@@ -99,6 +99,15 @@ class Blocking:
         self.resources = {"warehouse": WarehouseResource(database_url=database_url)}
         self.warehouse = warehouse
 
+    def deliver_first(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A first, valid file of each source over DAYS, cleaned: (bad's rows, good's rows)."""
+        first_bad = [r for i, day in enumerate(DAYS) for r in _orders(10 * i, day, ["north"], 2)]
+        first_good = [r for i, day in enumerate(DAYS) for r in _orders(10 * i, day, ["south"], 3)]
+        for source, rows in ((self.bad, first_bad), (self.good, first_good)):
+            land(self.warehouse, source, rows)
+            clean_pending(self.warehouse, source)
+        return first_bad, first_good
+
     def assets(self, *names: str) -> list[dg.AssetsDefinition]:
         wanted = {kpi_asset_key(n) for n in names}
         return [a for a in self.built.assets if a.key in wanted]
@@ -147,12 +156,7 @@ def test_a_failing_blocking_check_holds_its_kpis_until_a_replay_clears_it(
     setup = Blocking(warehouse, database_url)
     bad, good = setup.bad, setup.good
     # A first, clean delivery of each source, refreshed: the values a block must keep.
-    first_bad = [r for i, day in enumerate(DAYS) for r in _orders(10 * i, day, ["north"], 2)]
-    first_good = [r for i, day in enumerate(DAYS) for r in _orders(10 * i, day, ["south"], 3)]
-    land(warehouse, bad, first_bad)
-    land(warehouse, good, first_good)
-    clean_pending(warehouse, bad)
-    clean_pending(warehouse, good)
+    first_bad, first_good = setup.deliver_first()
     names = [k.name for k in setup.kpis]
     assert setup.refresh(names, DAYS[0], DAYS[-1]).success
     before = _day_totals(warehouse, setup.bad_units.name)
@@ -180,6 +184,15 @@ def test_a_failing_blocking_check_holds_its_kpis_until_a_replay_clears_it(
     moved = SensorCursor.parse(mixed.cursor)
     assert moved.after(bad.name) == SensorCursor.parse(cursor).after(bad.name)
     assert moved.after(good.name) == last_touched_id(warehouse)
+    [good_request] = mixed.run_requests or []
+    assert dg.materialize(
+        setup.assets(setup.good_units.name),
+        partition_key=good_request.partition_key,
+        resources=setup.resources,
+    ).success
+    assert _day_totals(warehouse, setup.good_units.name) == _daily(
+        first_good + second_good, good.timezone
+    )
 
     # Next tick: only `bad` has news and it is blocked -> a skip that names source, check, rate.
     only_bad = setup.tick(mixed.cursor)
@@ -241,3 +254,93 @@ def test_a_failing_blocking_check_holds_its_kpis_until_a_replay_clears_it(
     delivered = first_bad + second_bad
     assert _day_totals(warehouse, setup.bad_units.name) == _daily(delivered, bad.timezone, "sum")
     assert _day_totals(warehouse, setup.bad_lines.name) == _daily(delivered, bad.timezone, "count")
+
+
+def test_a_refused_run_and_a_derived_kpi_catch_up_after_a_corrected_file(
+    warehouse: Warehouse, database_url: str
+) -> None:
+    setup = Blocking(warehouse, database_url)
+    bad, good = setup.bad, setup.good
+    share = make_kpi(
+        unique("good_per_bad"), good.name, derived=f"{setup.good_units.name} / "
+        f"{setup.bad_units.name}", grains=["day"], timezone="UTC",
+    )  # fmt: skip
+    setup.catalog = make_catalog([bad, good], [setup.bad_units, setup.good_units, share])
+    setup.built = build_kpi_definitions(setup.catalog, start="2024-01-01")
+    first_bad, first_good = setup.deliver_first()
+    assert setup.refresh([setup.bad_units.name, setup.good_units.name], DAYS[0], DAYS[-1]).success
+    assert setup.refresh([share.name], DAYS[0], DAYS[-1]).success
+    start = SensorCursor.parse(str(last_touched_id(warehouse))).serialise()
+
+    # A late, valid file of `bad`: the tick requests its day; the run waits in the queue...
+    late = _orders(200, DAYS[0], ["south"], 4)
+    land(warehouse, bad, late)
+    clean_pending(warehouse, bad)
+    queued = setup.tick(start)
+    # (the derived KPI reads bad_units: it is refreshed with it.)
+    assert _requested(queued) == {DAYS[0]: {setup.bad_units.name, share.name}}
+    [request] = queued.run_requests or []
+    # ...while a file of `bad` arrives with every row quarantined (it touches no period).
+    rejected = _orders(300, DAYS[2], ["west", "west"], 9)
+    rejected_id = land(warehouse, bad, rejected)
+    clean_pending(warehouse, bad)
+    assert not quarantine_verdict(warehouse, bad).passed
+    refused = dg.materialize(
+        setup.assets(*(k.path[1] for k in request.asset_selection or [])),
+        partition_key=request.partition_key,
+        resources=setup.resources,
+        raise_on_error=False,
+    )
+    assert not refused.success
+    assert _day_totals(warehouse, setup.bad_units.name) == _daily(first_bad, bad.timezone)
+
+    # `good` gets a file: good_units refreshes, the KPI derived from bad_units is held.
+    more_good = _orders(400, DAYS[1], ["north"], 6)
+    land(warehouse, good, more_good)
+    clean_pending(warehouse, good)
+    held = setup.tick(queued.cursor or "")
+    assert _requested(held) == {DAYS[1]: {setup.good_units.name}}
+    for run_request in held.run_requests or []:
+        assert isinstance(run_request, dg.RunRequest)
+        assert dg.materialize(
+            setup.assets(setup.good_units.name),
+            partition_key=run_request.partition_key,
+            resources=setup.resources,
+        ).success
+    moved = SensorCursor.parse(held.cursor)
+    # Both kept pending; `bad` went back to before the refused run's batch.
+    assert moved.after(bad.name) == SensorCursor.parse(start).after(bad.name)
+    assert moved.after(good.name) == SensorCursor.parse(start).after(good.name)
+
+    # The sender corrects the rejected file (same key, valid rows): the check passes, and the
+    # next tick brings back the refused day, the corrected day and the held derived KPI.
+    corrected = _orders(300, DAYS[2], ["north", "south"], 9)
+    correct(warehouse, bad, rejected_id, corrected)
+    clean_pending(warehouse, bad)
+    assert quarantine_verdict(warehouse, bad).passed
+    caught_up = setup.tick(held.cursor or "")
+    assert _requested(caught_up) == {
+        DAYS[0]: {setup.bad_units.name, share.name},
+        DAYS[2]: {setup.bad_units.name, share.name},
+        DAYS[1]: {setup.good_units.name, share.name},
+    }
+    # Released requests get run keys of their own: Dagster never dedups them against a refused run.
+    bad_keys = [
+        r.run_key or "" for r in caught_up.run_requests or [] if bad.name in (r.run_key or "")
+    ]
+    assert len(bad_keys) == 2 and all(":released_" in k for k in bad_keys)
+    for run_request in caught_up.run_requests or []:
+        assert isinstance(run_request, dg.RunRequest)
+        assert dg.materialize(
+            setup.assets(*(k.path[1] for k in run_request.asset_selection or [])),
+            partition_key=run_request.partition_key,
+            resources=setup.resources,
+        ).success
+
+    bad_expected = _daily(first_bad + late + corrected, bad.timezone)
+    good_expected = _daily(first_good + more_good, good.timezone)
+    assert _day_totals(warehouse, setup.bad_units.name) == bad_expected
+    assert _day_totals(warehouse, setup.good_units.name) == good_expected
+    assert _day_totals(warehouse, share.name) == pytest.approx(
+        {day: good_expected[day] / bad_expected[day] for day in good_expected}
+    )

@@ -291,7 +291,9 @@ def build_kpi_sensor(
 ) -> dg.SensorDefinition:
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for plan in plans.values():
-        groups[(plan.kpi.source, plan.kpi.timezone)].append(plan.name)
+        # A derived KPI changes when any source of its inputs does, not only its own.
+        for spec in kpi_sources(plans, plan.name):
+            groups[(spec.name, plan.kpi.timezone)].append(plan.name)
     zones: dict[str, set[str]] = defaultdict(set)
     for source, zone in groups:
         zones[source].add(zone)
@@ -318,8 +320,10 @@ def build_kpi_sensor(
         # Checked every tick, news or not: a file quarantined entirely touches no period.
         blocked = blocked_sources(warehouse.get_warehouse(), all_sources.values())
         held = kpi_blocks(plans, plans, blocked)
-        held_sources = {plans[n].kpi.source for n in held}
-        cursor = SensorCursor.parse(context.cursor).holding(held_sources, now)
+        held_sources = {s.name for n in held for s in kpi_sources(plans, n)}
+        previous = SensorCursor.parse(context.cursor)
+        released = previous.held - held_sources
+        cursor = previous.holding(held_sources, now)
         with warehouse.get_warehouse().connect() as conn:
             touched = touched_dates(conn, zones_by_source, cursor, batch_rows)
         if not touched.upto:
@@ -349,9 +353,13 @@ def build_kpi_sensor(
             # While some KPIs are held the cursor stays, so this partial request repeats each
             # tick with the same run key (Dagster launches it once); the full request after the
             # unblock has another key.
+            # The first request after a hold may cover exactly the range (and end id) of a run
+            # refused during it; a key of its own makes Dagster launch it again.
             partial = (
                 ":without_" + hashlib.sha256(",".join(sorted(holds)).encode()).hexdigest()[:8]
                 if holds
+                else f":released_{int(now)}"
+                if source in released
                 else ""
             )
             for low, high in contiguous_ranges(wanted):
@@ -386,7 +394,7 @@ def build_kpi_sensor(
         if not waiting:
             return dg.SensorResult(run_requests=requests, cursor=next_cursor)
         message = f"touched periods of {', '.join(sorted(waiting))} kept pending: " + held_message(
-            {n: v for n, v in held.items() if plans[n].kpi.source in waiting}
+            {n: v for n, v in held.items() if {s.name for s in kpi_sources(plans, n)} & waiting}
         )
         context.log.warning(message)
         if requests:
