@@ -12,7 +12,9 @@ own catalog.
   KPI computed from that source: the sensor requests no run for it and keeps its cursor (the
   touched periods stay pending and are refreshed on the first tick after the check passes), a
   schedule leaves it out of the run (or skips), and the asset itself refuses to write (a red
-  step: backfills and hand-launched runs keep the previous values).
+  step: backfills and hand-launched runs keep the previous values). A sensor run requested
+  shortly before a block and refused by the asset is requested again after it (see
+  `SensorCursor.holding`).
 """
 
 import datetime as dt
@@ -246,9 +248,9 @@ def _schedule(
     ) -> dg.RunRequest | dg.SkipReason:
         moment = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
         day = local_date(moment, zone)
-        # A held KPI misses no change: clean rows change only through loads and replays, which
-        # record touched periods, and the sensor keeps a blocked source's touched periods
-        # pending until the check passes. Today's partition is refreshed then.
+        # Leaving a held KPI out loses nothing: clean rows change only through loads, corrections
+        # and replays, which record touched periods, and the sensor keeps a blocked source's
+        # touched periods pending until the check passes; a day nobody touched is unchanged.
         holds = kpi_blocks(
             plans, names, blocked_sources(warehouse.get_warehouse(), sources.values())
         )

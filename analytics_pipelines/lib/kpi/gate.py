@@ -11,7 +11,8 @@ seeing the block.
 
 A source stays blocked until its latest clean run is under the threshold again: a quarantine
 replay that releases rows lowers the counters of those same file versions; a corrected file is a
-newer clean run.
+newer clean run (so is any later delivery: the check measures the latest clean run only, and the
+KPIs follow it).
 """
 
 from __future__ import annotations
