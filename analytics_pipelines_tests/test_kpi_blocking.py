@@ -24,7 +24,7 @@ from analytics_pipelines.lib.kpi.dagster_factory import (
     kpi_asset_key,
 )
 from analytics_pipelines.lib.kpi.gate import quarantine_verdict
-from analytics_pipelines.lib.kpi.invalidation import SensorCursor
+from analytics_pipelines.lib.kpi.invalidation import REQUEUE_WINDOW_SECONDS, SensorCursor
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
 from analytics_pipelines_tests.test_clean_process import correct, land, make_source, row
@@ -344,3 +344,20 @@ def test_a_refused_run_and_a_derived_kpi_catch_up_after_a_corrected_file(
     assert _day_totals(warehouse, share.name) == pytest.approx(
         {day: good_expected[day] / bad_expected[day] for day in good_expected}
     )
+
+
+def test_cursor_goes_back_only_over_recent_requests_and_only_when_a_block_starts() -> None:
+    now = 1_000_000.0
+    cursor = (
+        SensorCursor(sources={"orders": 10})
+        .with_requests({"orders": 10}, now - REQUEUE_WINDOW_SECONDS - 60)  # too old
+        .advanced({"orders": 20})
+        .with_requests({"orders": 20}, now - 60)
+        .advanced({"orders": 30})
+    )
+    held = SensorCursor.parse(cursor.holding({"orders"}, now).serialise())
+    assert (held.after("orders"), held.held) == (20, frozenset({"orders"}))
+    # Still held on the next tick: no second step back; released: nothing moves.
+    assert held.advanced({"orders": 25}).holding({"orders"}, now).after("orders") == 25
+    assert held.holding(set(), now).after("orders") == 20
+    assert held.holding(set(), now).held == frozenset()
