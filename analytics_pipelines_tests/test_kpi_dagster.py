@@ -396,7 +396,9 @@ def test_schedules_target_the_current_local_day(setup: Setup) -> None:
 
     # 23:30 UTC on 28 March is 00:30 on 29 March in Berlin.
     moment = dt.datetime(2026, 3, 28, 23, 30, tzinfo=UTC)
-    request = berlin(dg.build_schedule_context(scheduled_execution_time=moment))
+    request = berlin(
+        dg.build_schedule_context(scheduled_execution_time=moment, resources=setup.resources)
+    )
     assert isinstance(request, dg.RunRequest)
     assert request.partition_key == "2026-03-29"
     assert set(request.asset_selection or []) == {
@@ -404,7 +406,7 @@ def test_schedules_target_the_current_local_day(setup: Setup) -> None:
         kpi_asset_key(setup.lines.name),
     }
     utc_request = schedules["kpi_refresh_every_15_minutes_utc"](
-        dg.build_schedule_context(scheduled_execution_time=moment)
+        dg.build_schedule_context(scheduled_execution_time=moment, resources=setup.resources)
     )
     assert isinstance(utc_request, dg.RunRequest)
     assert utc_request.partition_key == "2026-03-28"
@@ -420,6 +422,7 @@ def test_schedules_target_the_current_local_day(setup: Setup) -> None:
                 instance=instance,
                 scheduled_execution_time=dt.datetime(2026, 10, 25, 5, tzinfo=UTC),
                 repository_def=defs.get_repository_def(),
+                resources=setup.resources,
             )
         )
     assert [r.partition_key for r in data.run_requests or []] == ["2026-10-25"]

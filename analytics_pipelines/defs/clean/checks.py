@@ -3,13 +3,14 @@
 import dagster as dg
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
-from analytics_pipelines.lib.clean.quality import duplicate_keys, latest_quarantine_rate, reconcile
+from analytics_pipelines.lib.clean.quality import duplicate_keys, reconcile
 from analytics_pipelines.lib.ingest.config import definitions_catalog
+from analytics_pipelines.lib.kpi.gate import QUARANTINE_RATE_CHECK, quarantine_verdict
 from analytics_pipelines.resources import WarehouseResource
 
 RECONCILIATION = "reconciliation"
 PRIMARY_KEY_UNIQUE = "primary_key_unique"
-QUARANTINE_RATE = "quarantine_rate"
+QUARANTINE_RATE = QUARANTINE_RATE_CHECK
 MAX_PROBLEMS_SHOWN = 20
 
 
@@ -62,18 +63,15 @@ def build_clean_checks(source: SourceSpec) -> list[dg.AssetChecksDefinition]:
         ),
     )
     def quarantine_rate(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        measured = latest_quarantine_rate(warehouse.get_warehouse(), source)
-        passed = measured.rate <= source.max_quarantine_rate
+        # The same verdict the KPI sensor, schedules and assets obey (lib/kpi/gate.py).
+        verdict = quarantine_verdict(warehouse.get_warehouse(), source)
+        measured = verdict.measured
         return dg.AssetCheckResult(
-            passed=passed,
-            description=(
-                f"{measured.quarantined} of {measured.rows} rows quarantined"
-                f" ({measured.rate:.1%}, threshold {source.max_quarantine_rate:.1%})"
-                + ("" if passed else f"; see `analytics-pipelines quarantine show {source.name}`")
-            ),
+            passed=verdict.passed,
+            description=verdict.summary,
             metadata={
                 "rate": measured.rate,
-                "threshold": source.max_quarantine_rate,
+                "threshold": verdict.threshold,
                 "rows": measured.rows,
                 "quarantined": measured.quarantined,
                 "file_ids": str(measured.file_ids),

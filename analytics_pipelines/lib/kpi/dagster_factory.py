@@ -8,12 +8,20 @@ own catalog.
 * One schedule per (refresh cron, time zone): the cron runs in the KPI's zone and refreshes the
   partition of the local day of the tick.
 * One sensor maps the business time touched by loads to the partitions to refresh.
+* A failing blocking check (`quarantine_rate` on `clean/<source>`, lib/kpi/gate.py) holds every
+  KPI computed from that source: the sensor requests no run for it and keeps its cursor (the
+  touched periods stay pending and are refreshed on the first tick after the check passes), a
+  schedule leaves it out of the run (or skips), and the asset itself refuses to write (a red
+  step: backfills and hand-launched runs keep the previous values). A sensor run requested
+  shortly before a block and refused by the asset is requested again after it (see
+  `SensorCursor.holding`).
 """
 
 import datetime as dt
 import hashlib
 import os
 import re
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,6 +32,12 @@ import dagster as dg
 
 from analytics_pipelines.lib.catalog import Catalog, CatalogError, load_catalog_cached
 from analytics_pipelines.lib.kpi.engine import RefreshResult, refresh_kpi
+from analytics_pipelines.lib.kpi.gate import (
+    blocked_sources,
+    held_message,
+    kpi_blocks,
+    kpi_sources,
+)
 from analytics_pipelines.lib.kpi.invalidation import (
     DEFAULT_BATCH_ROWS,
     SensorCursor,
@@ -41,6 +55,7 @@ SENSOR_NAME = "kpi_invalidation_sensor"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 TRIGGER_TAG = "analytics_pipelines/kpi_trigger"
+HELD_TAG = "analytics_pipelines/kpis_held"  # KPIs a scheduled run leaves out, and why
 
 # What dg.define_asset_job returns; its class is not part of Dagster's public API.
 AssetJob = Any
@@ -128,8 +143,9 @@ def _materialization(result: RefreshResult) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=metadata)
 
 
-def build_kpi_asset(plan: KpiPlan, start: str) -> dg.AssetsDefinition:
+def build_kpi_asset(plan: KpiPlan, start: str, plans: dict[str, KpiPlan]) -> dg.AssetsDefinition:
     kpi = plan.kpi
+    sources = kpi_sources(plans, plan.name)
     deps = [clean_asset_key(kpi.source), *(kpi_asset_key(ref) for ref in plan.inputs)]
     freshness = (
         dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=kpi.freshness_hours))
@@ -166,6 +182,22 @@ def build_kpi_asset(plan: KpiPlan, start: str) -> dg.AssetsDefinition:
         key_range = context.partition_key_range
         first = dt.date.fromisoformat(key_range.start)
         last = dt.date.fromisoformat(key_range.end)
+        # Whoever launched the run (backfill, hand, a sensor run queued before the block): a
+        # blocked source's numbers are not published; the step fails, the old values stay.
+        blocked = blocked_sources(warehouse.get_warehouse(), sources)
+        if blocked:
+            raise dg.Failure(
+                description=(
+                    f"kpi {kpi.name} not refreshed for {first}..{last}: "
+                    + "; ".join(v.reason for v in blocked.values())
+                ),
+                metadata={
+                    "blocked_sources": ", ".join(sorted(blocked)),
+                    "first_day": first.isoformat(),
+                    "last_day": last.isoformat(),
+                },
+                allow_retries=False,
+            )
         with bound_context(**run_context_fields(context)):
             result = refresh_kpi(warehouse.get_warehouse(), plan, first, last)
         if result.skipped:
@@ -198,8 +230,10 @@ def build_kpi_jobs(plans: dict[str, KpiPlan], start: str) -> dict[str, AssetJob]
     }
 
 
-def _schedule(cron: str, zone: str, names: list[str], job: AssetJob) -> dg.ScheduleDefinition:
-    keys = [kpi_asset_key(n) for n in names]
+def _schedule(
+    cron: str, zone: str, names: list[str], job: AssetJob, plans: dict[str, KpiPlan]
+) -> dg.ScheduleDefinition:
+    sources = {s.name: s for n in names for s in kpi_sources(plans, n)}
 
     @dg.schedule(
         name=schedule_name(cron, zone),
@@ -209,13 +243,30 @@ def _schedule(cron: str, zone: str, names: list[str], job: AssetJob) -> dg.Sched
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Refreshes today's partition ({zone}) of: {', '.join(names)}",
     )
-    def _refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    def _refresh(
+        context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource
+    ) -> dg.RunRequest | dg.SkipReason:
         moment = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
         day = local_date(moment, zone)
+        # Leaving a held KPI out loses nothing: clean rows change only through loads, corrections
+        # and replays, which record touched periods, and the sensor keeps a blocked source's
+        # touched periods pending until the check passes; a day nobody touched is unchanged.
+        holds = kpi_blocks(
+            plans, names, blocked_sources(warehouse.get_warehouse(), sources.values())
+        )
+        if holds:
+            message = held_message(holds)
+            context.log.warning(f"{day}: {message}")
+        free = [n for n in names if n not in holds]
+        if not free:
+            return dg.SkipReason(f"{day}: {message}")
+        tags = {TRIGGER_TAG: "schedule"}
+        if holds:
+            tags[HELD_TAG] = message
         return dg.RunRequest(
             partition_key=day.isoformat(),
-            asset_selection=keys,
-            tags={TRIGGER_TAG: "schedule"},
+            asset_selection=[kpi_asset_key(n) for n in free],
+            tags=tags,
         )
 
     return _refresh
@@ -228,7 +279,7 @@ def build_kpi_schedules(
     for plan in plans.values():
         groups[(plan.kpi.refresh_cron, plan.kpi.timezone)].append(plan.name)
     return [
-        _schedule(cron, zone, sorted(names), jobs[zone])
+        _schedule(cron, zone, sorted(names), jobs[zone], plans)
         for (cron, zone), names in sorted(groups.items())
     ]
 
@@ -242,12 +293,15 @@ def build_kpi_sensor(
 ) -> dg.SensorDefinition:
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for plan in plans.values():
-        groups[(plan.kpi.source, plan.kpi.timezone)].append(plan.name)
+        # A derived KPI changes when any source of its inputs does, not only its own.
+        for spec in kpi_sources(plans, plan.name):
+            groups[(spec.name, plan.kpi.timezone)].append(plan.name)
     zones: dict[str, set[str]] = defaultdict(set)
     for source, zone in groups:
         zones[source].add(zone)
     zones_by_source = dict(zones)
     first_day = dt.date.fromisoformat(start)
+    all_sources = {s.name: s for name in plans for s in kpi_sources(plans, name)}
 
     @dg.sensor(
         name=SENSOR_NAME,
@@ -257,19 +311,37 @@ def build_kpi_sensor(
         description=(
             "Refreshes exactly the KPI partitions whose business dates a load touched "
             "(late data, corrected files); cursor = last ingest.touched_periods id seen per "
-            "source."
+            "source. A source whose KPIs are held by a failing blocking check keeps its "
+            "cursor until the check passes."
         ),
     )
     def _invalidate(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource
     ) -> dg.SensorResult | dg.SkipReason:
-        cursor = SensorCursor.parse(context.cursor)
+        now = time.time()
+        # Checked every tick, news or not: a file quarantined entirely touches no period.
+        blocked = blocked_sources(warehouse.get_warehouse(), all_sources.values())
+        held = kpi_blocks(plans, plans, blocked)
+        held_sources = {s.name for n in held for s in kpi_sources(plans, n)}
+        previous = SensorCursor.parse(context.cursor)
+        released = previous.held - held_sources
+        cursor = previous.holding(held_sources, now)
         with warehouse.get_warehouse().connect() as conn:
             touched = touched_dates(conn, zones_by_source, cursor, batch_rows)
         if not touched.upto:
+            if held:
+                return dg.SensorResult(
+                    skip_reason=f"nothing to refresh; {held_message(held)}",
+                    cursor=cursor.serialise(),
+                )
             return dg.SkipReason("no business periods touched since the last tick")
         requests: list[dg.RunRequest] = []
-        for (source, zone), names in sorted(groups.items()):
+        started_after: dict[str, int] = {}
+        for (source, zone), all_names in sorted(groups.items()):
+            if source not in touched.upto:
+                continue
+            holds = {n: held[n] for n in all_names if n in held}
+            names = [n for n in all_names if n not in holds]
             days = touched.dates.get((source, zone), set())
             today = local_date(dt.datetime.now(dt.UTC), zone)
             outside = sorted(d for d in days if d < first_day or d > today)
@@ -279,9 +351,21 @@ def build_kpi_sensor(
                     f"{first_day}..{today} are not refreshed: {outside[0]}..{outside[-1]}"
                 )
             keys = [kpi_asset_key(n) for n in sorted(names)]
-            wanted = [d for d in days if first_day <= d <= today]
+            wanted = [d for d in days if first_day <= d <= today] if names else []
+            # While some KPIs are held the cursor stays, so this partial request repeats each
+            # tick with the same run key (Dagster launches it once); the full request after the
+            # unblock has another key.
+            # The first request after a hold may cover exactly the range (and end id) of a run
+            # refused during it; a key of its own makes Dagster launch it again.
+            partial = (
+                ":without_" + hashlib.sha256(",".join(sorted(holds)).encode()).hexdigest()[:8]
+                if holds
+                else f":released_{int(now)}"
+                if source in released
+                else ""
+            )
             for low, high in contiguous_ranges(wanted):
-                run_key = f"kpi:{source}:{zone}:{low}:{high}:{touched.upto[source]}"
+                run_key = f"kpi:{source}:{zone}:{low}:{high}:{touched.upto[source]}{partial}"
                 tags = {TRIGGER_TAG: "invalidation"}
                 if low == high:
                     request = dg.RunRequest(
@@ -305,9 +389,19 @@ def build_kpi_sensor(
                         },
                     )
                 requests.append(request)
-        return dg.SensorResult(
-            run_requests=requests, cursor=cursor.advanced(touched.upto).serialise()
+                started_after[source] = cursor.after(source)
+        upto = {s: last for s, last in touched.upto.items() if s not in held_sources}
+        next_cursor = cursor.advanced(upto).with_requests(started_after, now).serialise()
+        waiting = {s for s in touched.upto if s in held_sources}
+        if not waiting:
+            return dg.SensorResult(run_requests=requests, cursor=next_cursor)
+        message = f"touched periods of {', '.join(sorted(waiting))} kept pending: " + held_message(
+            {n: v for n, v in held.items() if {s.name for s in kpi_sources(plans, n)} & waiting}
         )
+        context.log.warning(message)
+        if requests:
+            return dg.SensorResult(run_requests=requests, cursor=next_cursor)
+        return dg.SensorResult(skip_reason=message, cursor=next_cursor)
 
     return _invalidate
 
@@ -325,7 +419,7 @@ def build_kpi_definitions(
         return KpiDefinitions([], {}, [], None)
     jobs = build_kpi_jobs(plans, start)
     return KpiDefinitions(
-        assets=[build_kpi_asset(plan, start) for plan in plans.values()],
+        assets=[build_kpi_asset(plan, start, plans) for plan in plans.values()],
         jobs=jobs,
         schedules=build_kpi_schedules(plans, jobs),
         sensor=build_kpi_sensor(plans, jobs, start, sensor_interval_seconds),

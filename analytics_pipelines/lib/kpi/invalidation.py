@@ -22,13 +22,15 @@ import datetime as dt
 import json
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 # Bounds the work of one sensor tick per source; a bigger backlog is worked off over later ticks.
 DEFAULT_BATCH_ROWS = 100_000
+# How long a requested KPI run may wait in the queue and still be refreshed again after a block.
+REQUEUE_WINDOW_SECONDS = 6 * 3600
 
 
 class CursorError(ValueError):
@@ -41,10 +43,19 @@ class SensorCursor:
 
     `floor` stands for every source not listed: a cursor written before cursors were per source
     (a bare integer) means "all sources up to that id".
+
+    `held` are the sources whose KPIs a failing blocking check held at the last tick, and
+    `requested` the (epoch seconds, id the batch started after) of each source's recent ticks
+    that requested runs. A run requested just before a block may start after it and be refused
+    by the KPI asset; so when a source becomes blocked its cursor goes back to the start of the
+    batches it requested within `REQUEUE_WINDOW_SECONDS`, and those periods are refreshed again
+    (idempotently) with the held ones once the check passes.
     """
 
     floor: int = 0
     sources: Mapping[str, int] = field(default_factory=dict)
+    held: frozenset[str] = frozenset()
+    requested: Mapping[str, tuple[tuple[float, int], ...]] = field(default_factory=dict)
 
     def after(self, source: str) -> int:
         return self.sources.get(source, self.floor)
@@ -53,10 +64,36 @@ class SensorCursor:
         merged = dict(self.sources)
         for source, last in upto.items():
             merged[source] = max(last, self.after(source))
-        return SensorCursor(self.floor, merged)
+        return replace(self, sources=merged)
+
+    def holding(self, held: set[str], now: float) -> SensorCursor:
+        """`held` are blocked now: a source newly blocked goes back over its recent requests."""
+        merged = dict(self.sources)
+        since = now - REQUEUE_WINDOW_SECONDS
+        for source in held - self.held:
+            starts = [after for at, after in self.requested.get(source, ()) if at >= since]
+            if starts:
+                merged[source] = min([*starts, self.after(source)])
+        return replace(self, sources=merged, held=frozenset(held))
+
+    def with_requests(self, started_after: Mapping[str, int], now: float) -> SensorCursor:
+        """Remember the batches requested at `now` (id each started after), per source."""
+        since = now - REQUEUE_WINDOW_SECONDS
+        recent = {
+            source: tuple(e for e in entries if e[0] >= since)
+            for source, entries in self.requested.items()
+        }
+        for source, after in started_after.items():
+            recent[source] = (*recent.get(source, ()), (now, after))
+        return replace(self, requested={s: e for s, e in recent.items() if e})
 
     def serialise(self) -> str:
-        return json.dumps({"floor": self.floor, "sources": dict(self.sources)}, sort_keys=True)
+        data: dict[str, object] = {"floor": self.floor, "sources": dict(self.sources)}
+        if self.held:
+            data["held"] = sorted(self.held)
+        if self.requested:
+            data["requested"] = {s: [list(e) for e in v] for s, v in self.requested.items()}
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def parse(cls, text: str | None) -> SensorCursor:
@@ -69,19 +106,26 @@ class SensorCursor:
             data = json.loads(text)
             floor = data.get("floor", 0)
             sources = data.get("sources", {})
+            held = data.get("held", [])
+            requested = {
+                str(source): tuple((float(at), int(after)) for at, after in entries)
+                for source, entries in data.get("requested", {}).items()
+            }
             valid = (
                 isinstance(floor, int)
                 and isinstance(sources, dict)
                 and all(isinstance(k, str) and isinstance(v, int) for k, v in sources.items())
+                and isinstance(held, list)
+                and all(isinstance(h, str) for h in held)
             )
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError):
             valid = False
         if not valid:
             raise CursorError(
                 f"KPI sensor cursor {text[:200]!r} is invalid: expected an integer id or "
                 '{"floor": <id>, "sources": {"<source>": <id>, ...}}'
             )
-        return cls(floor=floor, sources=dict(sources))
+        return cls(floor, dict(sources), frozenset(held), requested)
 
 
 @dataclass(frozen=True)
