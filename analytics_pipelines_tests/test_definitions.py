@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -14,14 +15,19 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def defs(tmp_path_factory: pytest.TempPathFactory) -> dg.Definitions:
-    os.environ.setdefault("DATABASE_URL", "postgresql://check@localhost/check")
-    os.environ.setdefault("STORAGE_URL", f"file://{tmp_path_factory.mktemp('store')}")
-    from analytics_pipelines.definitions import defs as build
+def defs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.Definitions]:
+    # Placeholders only while loading: a DATABASE_URL left behind would point the session's
+    # database fixture (created later when this module runs first) at a server that is not there.
+    with pytest.MonkeyPatch.context() as env:
+        if "DATABASE_URL" not in os.environ:
+            env.setenv("DATABASE_URL", "postgresql://check@localhost/check")
+        if "STORAGE_URL" not in os.environ:
+            env.setenv("STORAGE_URL", f"file://{tmp_path_factory.mktemp('store')}")
+        from analytics_pipelines.definitions import defs as build
 
-    loaded = build()
-    dg.Definitions.validate_loadable(loaded)
-    return loaded
+        loaded = build()
+        dg.Definitions.validate_loadable(loaded)
+        yield loaded
 
 
 def test_one_asset_per_declared_source_and_kpi(defs: dg.Definitions) -> None:
