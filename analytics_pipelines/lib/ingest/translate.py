@@ -29,6 +29,11 @@ def describe_copy_error(
         )
     elif "missing data for column" in lowered:
         what = f"fewer fields than the {columns} header columns (ragged row)"
+    elif "invalid byte sequence for encoding" in lowered and lowered.rstrip().endswith(": 0x00"):
+        what = (
+            "the file contains a NUL byte (0x00), which PostgreSQL text cannot hold; "
+            "remove it or export the file again"
+        )
     elif "invalid byte sequence for encoding" in lowered or "has no equivalent" in lowered:
         what = (
             f"bytes that are not valid {source.reader.encoding} text ({message}); "

@@ -188,7 +188,7 @@ class ExpressionError(ValueError):
         line_end = text.find("\n", self.position)
         if line_end == -1:
             line_end = len(text)
-        line = re.sub(r"[\t\r\f\v]", " ", text[line_start:line_end])
+        line = re.sub(r"[\t\r\f\v\x00]", " ", text[line_start:line_end])
         caret = " " * (self.position - line_start) + "^"
         return f"at position {self.position}: {self.reason}\n  {line}\n  {caret}"
 
@@ -411,6 +411,10 @@ def _tokenize(text: str) -> list[_Token]:
             MAX_EXPRESSION_LENGTH,
             f"expression is too long (more than {MAX_EXPRESSION_LENGTH} characters)",
         )
+    nul = text.find("\x00")
+    if nul >= 0:
+        # PostgreSQL text cannot hold NUL: refused here rather than when the query runs.
+        raise ExpressionError(text, nul, "a NUL character (\\x00) is not allowed in an expression")
     tokens: list[_Token] = []
     i = 0
     while i < len(text):

@@ -1,0 +1,154 @@
+"""Small edges of real deliveries: blank lines at the end of an export, NUL bytes, NUL in a catalog."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from analytics_pipelines.lib.catalog import CatalogError, load_catalog
+from analytics_pipelines.lib.clean.quality import reconciliation_problems
+from analytics_pipelines.lib.ingest import load_pending
+from analytics_pipelines.lib.ingest.readers import TrailingBlankLinesDropped
+from analytics_pipelines.lib.kpi.expressions import ExpressionError, parse_filter
+from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
+from analytics_pipelines.lib.storage import LocalFolderStore, ObjectStore
+from analytics_pipelines.lib.warehouse import Warehouse
+from analytics_pipelines_tests.test_clean_fused import _assert_same, _both_paths
+from analytics_pipelines_tests.test_ingest_helpers import (
+    key_of,
+    ledger_rows,
+    make_source,
+    raw_rows,
+)
+
+HEADER = "order_id,ordered_at,region,amount"
+ROWS = ["A1,2024-03-01 10:00,north,1.5", "A2,2024-03-01 11:00,south,2", 'A3,2024-03-02,"we,st",3']
+
+
+def _export(newline: str, blank_lines: int) -> bytes:
+    return (newline.join([HEADER, *ROWS]) + newline + newline * blank_lines).encode()
+
+
+def _data_rows(data: bytes) -> list[list[str]]:
+    """The data rows as Python's csv module reads them, blank rows left out."""
+    rows = list(csv.reader(io.StringIO(data.decode())))
+    return [r for r in rows[1:] if r]
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
+@pytest.mark.parametrize("blank_lines", [1, 3])
+def test_blank_lines_at_the_end_of_a_csv_are_ignored(
+    blank_lines: int, newline: str, compressed: bool, store: ObjectStore, warehouse: Warehouse
+) -> None:
+    source = make_source()
+    data = _export(newline, blank_lines)
+    name = "export.csv.gz" if compressed else "export.csv"
+    store.write(key_of(source, name), gzip.compress(data) if compressed else data)
+
+    report = load_pending(source, store, warehouse)
+
+    [entry] = ledger_rows(warehouse, source)
+    assert (entry["status"], entry["error"]) == ("loaded", None)
+    expected = _data_rows(data)
+    assert entry["row_count"] == len(expected) == 3
+    loaded = [
+        [r["order_id"], r["ordered_at"], r["region"], r["amount"]]
+        for r in raw_rows(warehouse, source)
+    ]
+    assert loaded == expected
+    assert report.rows == 3
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
+def test_blank_lines_at_the_end_give_the_same_clean_rows_on_both_paths(
+    newline: str, local_store: LocalFolderStore, warehouse: Warehouse
+) -> None:
+    from analytics_pipelines_tests.test_clean_fused import HEADER as TRICKY_HEADER
+    from analytics_pipelines_tests.test_clean_fused import TRICKY_LINES
+
+    lines = [line for line in TRICKY_LINES if "\n" not in line]
+    text = TRICKY_HEADER.rstrip("\n") + newline + newline.join(lines) + newline * 4
+    fused, plain, was_fused = _both_paths(warehouse, local_store, text)
+    assert was_fused
+    _assert_same(warehouse, fused, plain)
+    [entry] = ledger_rows(warehouse, fused)
+    assert (entry["status"], entry["row_count"]) == ("loaded", len(lines))
+    assert reconciliation_problems(warehouse, fused) == []
+
+
+def test_a_blank_line_inside_a_csv_is_still_reported(
+    local_store: LocalFolderStore, warehouse: Warehouse
+) -> None:
+    source = make_source()
+    data = (HEADER + "\n" + ROWS[0] + "\n\n" + ROWS[1] + "\n\n").encode()
+    local_store.write(key_of(source, "gap.csv"), data)
+    load_pending(source, local_store, warehouse)
+    [entry] = ledger_rows(warehouse, source)
+    assert entry["status"] == "failed"
+    assert entry["error"].startswith("line 3: fewer fields")
+
+
+def test_trailing_blank_lines_reader_holds_back_only_the_last_run() -> None:
+    rng = random.Random(7)
+    body = b"".join(b"r%d,%d\r\n" % (i, rng.randrange(10**6)) for i in range(20_000))
+    data = body + b"\r\n" * 5
+    for size in (1, 5, 4096, 1 << 20):
+        reader = TrailingBlankLinesDropped(io.BytesIO(data))
+        pieces = []
+        while piece := reader.read(size):
+            assert len(piece) <= size
+            pieces.append(piece)
+        assert b"".join(pieces) == body
+    assert TrailingBlankLinesDropped(io.BytesIO(b"\n\n\n")).read() == b""
+    assert TrailingBlankLinesDropped(io.BytesIO(b"a\n\nb")).read() == b"a\n\nb"
+
+
+def test_a_nul_byte_in_a_csv_is_named_with_its_line(
+    store: ObjectStore, warehouse: Warehouse
+) -> None:
+    source = make_source()
+    store.write(key_of(source, "good.csv"), (HEADER + "\n" + ROWS[0] + "\n").encode())
+    bad = (HEADER + "\n" + ROWS[1] + "\nN1,2024-03-01,no\x00rth,1\n").encode()
+    store.write(key_of(source, "nul.csv"), bad)
+
+    load_pending(source, store, warehouse)
+
+    entries = {e["object_key"].rsplit("/", 1)[-1]: e for e in ledger_rows(warehouse, source)}
+    assert entries["good.csv"]["status"] == "loaded"
+    failed = entries["nul.csv"]
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("line 3: the file contains a NUL byte (0x00)")
+    assert "encoding" not in failed["error"]
+    assert [r["order_id"] for r in raw_rows(warehouse, source)] == ["A1"]
+
+
+def test_a_nul_in_a_kpi_filter_literal_is_refused_with_its_position() -> None:
+    with pytest.raises(ExpressionError) as refused:
+        parse_filter("status = 'can\x00celled'", {"status": "string"})
+    assert refused.value.position == 13
+    assert "NUL character" in str(refused.value)
+    assert "\x00" not in str(refused.value)
+
+
+def test_a_catalog_with_a_nul_in_a_filter_does_not_load(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    shutil.copytree(DEMO_CATALOG_DIR, catalog)
+    sales = catalog / "kpis" / "sales.yaml"
+    text = sales.read_text()
+    assert "filter: status = 'returned'" in text
+    sales.write_text(
+        text.replace("filter: status = 'returned'", "filter: \"status = 'ret\\0urned'\"", 1)
+    )
+
+    with pytest.raises(CatalogError) as refused:
+        load_catalog(catalog)
+    message = str(refused.value)
+    assert "sales.yaml" in message
+    assert "filter: at position 13: a NUL character" in message
