@@ -177,7 +177,9 @@ def plan_csv(stream: IO[bytes], source: SourceSpec) -> CopyPlan:
     return CopyPlan(
         kind="csv",
         columns=names,
-        body=cast(IO[bytes], TrailingBlankLinesDropped(PrefixedReader(rest, stream))),
+        body=cast(
+            IO[bytes], TrailingBlankLinesDropped(cast(IO[bytes], PrefixedReader(rest, stream)))
+        ),
         first_line=header_row + 1,
         options={
             "DELIMITER": reader.delimiter,
