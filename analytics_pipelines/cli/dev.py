@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from analytics_pipelines.lib.dev_lock import DevAlreadyRunning, DevLock
 from analytics_pipelines.lib.pgserver import LocalPostgres, PostgresUnavailable
-from analytics_pipelines.lib.settings import normalise_database_url
+from analytics_pipelines.lib.settings import mask_url, normalise_database_url
 
 DATA_DIR = Path(".data")
 DEV_PG_PORT = 54329
@@ -112,12 +113,32 @@ def _ensure_dagster_database(url: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    log = sys.stderr.write
+    # Before anything starts: a second stack would start a second daemon, fail to bind the UI
+    # port, and on Ctrl-C stop the first one's database.
+    lock = DevLock(DATA_DIR)
+    try:
+        lock.acquire(
+            ui_url=f"http://localhost:{args.port}",
+            database=mask_url(env["DATABASE_URL"])
+            if env.get("DATABASE_URL")
+            else f"local PostgreSQL on port {DEV_PG_PORT}",
+        )
+    except DevAlreadyRunning as error:
+        log(f"{error}\n")
+        return 1
+    try:
+        return _run_locked(args, env, log, lock)
+    finally:
+        lock.release()
+
+
+def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: DevLock) -> int:
     from alembic import command
     from alembic.config import Config
 
     server: LocalPostgres | None = None
-    env = dict(os.environ)
-    log = sys.stderr.write
     if not env.get("DATABASE_URL"):
         try:
             server = LocalPostgres(DATA_DIR / "postgres", DEV_PG_PORT)
@@ -126,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
             log(f"{error}\n")
             return 1
         log(f"PostgreSQL running from {server.datadir} on port {server.port}\n")
+        lock.update(mask_url(env["DATABASE_URL"]))
     env["DATABASE_URL"] = normalise_database_url(env["DATABASE_URL"])
     if not env.get("STORAGE_URL"):
         storage = (DATA_DIR / "storage").resolve()

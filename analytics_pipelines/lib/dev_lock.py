@@ -1,0 +1,78 @@
+"""One `analytics-pipelines dev` per data folder: a second start names the running one and leaves it be.
+
+The lock is an advisory `flock` on `.data/dev.lock`, held for the life of the process. The
+kernel drops it when the process ends however it ends, so a file left behind by a crash never
+blocks the next start. The file's text says who holds the lock (PID, UI address, database), so
+the refusal can name the running stack.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import IO
+
+LOCK_NAME = "dev.lock"
+
+
+class DevAlreadyRunning(RuntimeError):
+    """Another `analytics-pipelines dev` holds the lock of this data folder."""
+
+
+class DevLock:
+    """Held while this process runs the dev stack of `data_dir`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / LOCK_NAME
+        self._handle: IO[str] | None = None
+        self._holder: dict[str, object] = {}
+
+    def acquire(self, ui_url: str, database: str) -> None:
+        """Take the lock before anything is started, or raise DevAlreadyRunning naming the holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read()
+            handle.close()
+            raise DevAlreadyRunning(_refusal(self.path, holder)) from None
+        self._handle = handle
+        self._holder = {"pid": os.getpid(), "ui": ui_url, "database": database}
+        self._write()
+
+    def update(self, database: str) -> None:
+        """Record the database once it is known (a local server's URL is known after its start)."""
+        self._holder["database"] = database
+        self._write()
+
+    def _write(self) -> None:
+        if self._handle is None:
+            return
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(json.dumps(self._holder))
+        self._handle.flush()
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file drops the flock
+            self._handle = None
+
+
+def _refusal(path: Path, holder: str) -> str:
+    try:
+        who = json.loads(holder)
+    except ValueError:
+        who = {}
+    pid = who.get("pid", "unknown")
+    ui = who.get("ui", "unknown")
+    database = who.get("database", "unknown")
+    return (
+        f"analytics-pipelines dev is already running for this folder (PID {pid}, UI {ui}, "
+        f"database {database}); it was left untouched. Use that one, or stop it with Ctrl-C "
+        f"in its terminal (or `kill {pid}`) first. Lock: {path}"
+    )
