@@ -7,8 +7,6 @@ import sys
 from collections.abc import Sequence
 
 from analytics_pipelines.cli import catalog, demo, dev, devdb, files, health, kpi, quarantine
-from analytics_pipelines.lib.catalog import CatalogError
-from analytics_pipelines.lib.settings import SettingsError
 
 # Each module adds its own sub-commands; a sub-command sets `func(args) -> int`.
 COMMAND_MODULES = [health, dev, devdb, catalog, demo, quarantine, kpi, files]
@@ -29,14 +27,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except SettingsError as error:
-        sys.stderr.write(f"{error}\n")
-        return 2
-    except CatalogError as error:
-        sys.stderr.write(f"{error}\n")
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        if _is_users_to_fix(error):
+            sys.stderr.write(f"{error}\n")
+            return 2
+        raise
+
+
+# Errors whose message says all (bad settings, invalid catalog): no traceback. Their modules are
+# looked up only if the command imported them, so building the parser imports neither.
+_USER_ERRORS = (
+    ("analytics_pipelines.lib.settings", "SettingsError"),
+    ("analytics_pipelines.lib.catalog", "CatalogError"),
+)
+
+
+def _is_users_to_fix(error: Exception) -> bool:
+    for module_name, class_name in _USER_ERRORS:
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(error, getattr(module, class_name)):
+            return True
+    return False
 
 
 if __name__ == "__main__":

@@ -13,10 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analytics_pipelines.lib.catalog import load_catalog
-from analytics_pipelines.lib.catalog.importer import CatalogImportError, import_sheet
-from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
-
 
 def register(commands: Any) -> None:
     parser = commands.add_parser("catalog", help="work with the source and KPI catalog")
@@ -45,10 +41,14 @@ def catalog_dir(explicit: Path | None) -> Path:
         return explicit
     import os
 
+    from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
+
     return Path(os.environ["CATALOG_DIR"]) if os.environ.get("CATALOG_DIR") else DEMO_CATALOG_DIR
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    from analytics_pipelines.lib.catalog import load_catalog
+
     catalog = load_catalog(catalog_dir(args.dir))
     print(
         f"catalog {catalog.root}: {len(catalog.sources)} sources, {len(catalog.kpis)} KPIs, all valid"
@@ -57,6 +57,8 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    from analytics_pipelines.lib.catalog.importer import CatalogImportError, import_sheet
+
     if not args.file.is_file():
         sys.stderr.write(f"{args.file}: no such file\n")
         return 2

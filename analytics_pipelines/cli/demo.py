@@ -6,12 +6,13 @@ import argparse
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analytics_pipelines.cli.catalog import catalog_dir
-from analytics_pipelines.lib.catalog import load_catalog
-from analytics_pipelines.lib.demo import DEFAULT_START, DemoError, Shares, generate_demo
-from analytics_pipelines.lib.storage import LocalFolderStore, ObjectStore, StorageError
+from analytics_pipelines.lib.demo.defaults import DEFAULT_START, Shares
+
+if TYPE_CHECKING:
+    from analytics_pipelines.lib.storage import ObjectStore
 
 
 def _positive(text: str) -> int:
@@ -98,6 +99,8 @@ def register(commands: Any) -> None:
 
 
 def _store(folder: Path | None) -> ObjectStore:
+    from analytics_pipelines.lib.storage import LocalFolderStore
+
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         return LocalFolderStore(folder.resolve())
@@ -108,6 +111,10 @@ def _store(folder: Path | None) -> ObjectStore:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from analytics_pipelines.lib.catalog import load_catalog
+    from analytics_pipelines.lib.demo import DemoError, generate_demo
+    from analytics_pipelines.lib.storage import StorageError
+
     catalog = load_catalog(catalog_dir(args.catalog_dir))
     names = args.source or sorted(catalog.sources)
     unknown = [name for name in names if name not in catalog.sources]

@@ -17,7 +17,6 @@ from typing import Any
 
 from analytics_pipelines.lib.dev_lock import DevAlreadyRunning, DevLock
 from analytics_pipelines.lib.pgserver import LocalPostgres, PostgresUnavailable
-from analytics_pipelines.lib.settings import mask_url, normalise_database_url
 
 DATA_DIR = Path(".data")
 DEV_PG_PORT = 54329
@@ -113,6 +112,8 @@ def _ensure_dagster_database(url: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from analytics_pipelines.lib.settings import mask_url
+
     env = dict(os.environ)
     log = sys.stderr.write
     # Before anything starts: a second stack would start a second daemon, fail to bind the UI
@@ -137,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: DevLock) -> int:
     from alembic import command
     from alembic.config import Config
+
+    from analytics_pipelines.lib.settings import mask_url, normalise_database_url
 
     server: LocalPostgres | None = None
     if not env.get("DATABASE_URL"):

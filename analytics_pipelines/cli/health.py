@@ -7,11 +7,6 @@ import argparse
 import json
 from typing import Any
 
-from analytics_pipelines.lib.catalog import load_catalog
-from analytics_pipelines.lib.health import check_health, store_from_settings
-from analytics_pipelines.lib.settings import load_settings
-from analytics_pipelines.lib.warehouse import Warehouse
-
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
@@ -22,6 +17,11 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from analytics_pipelines.lib.catalog import load_catalog
+    from analytics_pipelines.lib.health import check_health, store_from_settings
+    from analytics_pipelines.lib.settings import load_settings
+    from analytics_pipelines.lib.warehouse import Warehouse
+
     settings = load_settings()
     sources = load_catalog(settings.catalog_dir).sources.values()
     warehouse = Warehouse(settings.database_url_plain, pool_size=1, connect_timeout=3)

@@ -20,10 +20,6 @@ from typing import Any
 from analytics_pipelines.cli.catalog import catalog_dir
 from analytics_pipelines.lib.catalog import load_catalog
 from analytics_pipelines.lib.catalog.models import GRAIN_ORDER
-from analytics_pipelines.lib.kpi.periods import local_date
-from analytics_pipelines.lib.kpi.query import KpiQueryError, period_label, read_values
-from analytics_pipelines.lib.settings import get_settings
-from analytics_pipelines.lib.warehouse import Warehouse
 
 FORMATS = ("table", "csv", "json")
 
@@ -130,6 +126,11 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from analytics_pipelines.lib.kpi.periods import local_date
+    from analytics_pipelines.lib.kpi.query import KpiQueryError, period_label, read_values
+    from analytics_pipelines.lib.settings import get_settings
+    from analytics_pipelines.lib.warehouse import Warehouse
+
     settings = get_settings()
     catalog = load_catalog(settings.catalog_dir)
     kpi = catalog.kpis.get(args.name)

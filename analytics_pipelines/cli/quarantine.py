@@ -6,17 +6,11 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from analytics_pipelines.lib.catalog import SourceSpec, load_catalog
-from analytics_pipelines.lib.clean.replay import (
-    quarantine_summary,
-    rebuild_clean,
-    replay_quarantine,
-)
-from analytics_pipelines.lib.clean.schema import SchemaDriftError
-from analytics_pipelines.lib.settings import load_settings
-from analytics_pipelines.lib.warehouse import Warehouse
+if TYPE_CHECKING:
+    from analytics_pipelines.lib.catalog import SourceSpec
+    from analytics_pipelines.lib.warehouse import Warehouse
 
 
 def register(commands: Any) -> None:
@@ -47,6 +41,10 @@ class UnknownSource(Exception):
 @contextmanager
 def _source_and_warehouse(name: str) -> Iterator[tuple[SourceSpec, Warehouse]]:
     """The declared source and a one-connection warehouse, closed when the command ends."""
+    from analytics_pipelines.lib.catalog import load_catalog
+    from analytics_pipelines.lib.settings import load_settings
+    from analytics_pipelines.lib.warehouse import Warehouse
+
     settings = load_settings()
     source = load_catalog(settings.catalog_dir).sources.get(name)
     if source is None:
@@ -73,6 +71,8 @@ def _reports_unknown_source(
 
 @_reports_unknown_source
 def run_show(args: argparse.Namespace) -> int:
+    from analytics_pipelines.lib.clean.replay import quarantine_summary
+
     with _source_and_warehouse(args.source) as (source, warehouse):
         summary = quarantine_summary(warehouse, source)
     print(f"{summary.rows} quarantined rows in {source.name}")
@@ -86,6 +86,9 @@ def run_show(args: argparse.Namespace) -> int:
 
 @_reports_unknown_source
 def run_replay(args: argparse.Namespace) -> int:
+    from analytics_pipelines.lib.clean.replay import replay_quarantine
+    from analytics_pipelines.lib.clean.schema import SchemaDriftError
+
     with _source_and_warehouse(args.source) as (source, warehouse):
         try:
             report = replay_quarantine(warehouse, source)
@@ -102,6 +105,8 @@ def run_replay(args: argparse.Namespace) -> int:
 
 @_reports_unknown_source
 def run_rebuild(args: argparse.Namespace) -> int:
+    from analytics_pipelines.lib.clean.replay import rebuild_clean
+
     with _source_and_warehouse(args.source) as (source, warehouse):
         report = rebuild_clean(warehouse, source)
     print(

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from analytics_pipelines.lib.catalog.cron import is_valid_cron
+
 ColumnType = Literal["string", "integer", "decimal", "boolean", "date", "timestamp"]
 FileFormat = Literal["csv", "jsonl", "parquet", "xlsx"]
 Grain = Literal["hour", "day", "week", "month", "quarter", "year"]
@@ -148,13 +150,11 @@ class KpiSpec(_Strict):
     @field_validator("refresh_cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        import dagster as dg
-
-        # Dagster is the one who runs the schedule, so its own cron parser is the judge.
-        try:
-            dg.ScheduleDefinition(name="cron_check", cron_schedule=value, job_name="cron_check")
-        except dg.DagsterInvalidDefinitionError:
-            raise ValueError(f"refresh_cron {value!r} is not a valid cron expression") from None
+        if not is_valid_cron(value):
+            raise ValueError(
+                f"refresh_cron {value!r} is not a valid cron expression "
+                "(five fields: minute hour day-of-month month day-of-week, or @daily / @hourly …)"
+            )
         return value
 
     @field_validator("grains")

@@ -20,6 +20,7 @@ import polars as pl
 
 from analytics_pipelines.lib.catalog import SourceSpec
 from analytics_pipelines.lib.catalog.models import SourceFile
+from analytics_pipelines.lib.demo.defaults import DEFAULT_SHARES, DEFAULT_START, Shares
 from analytics_pipelines.lib.demo.errors import DemoError
 from analytics_pipelines.lib.demo.inventory import InventoryProfile
 from analytics_pipelines.lib.demo.orders import OrdersProfile
@@ -30,7 +31,6 @@ from analytics_pipelines.lib.demo.writers import writer_for
 from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
 from analytics_pipelines.lib.storage import ObjectStore
 
-DEFAULT_START = date(2026, 1, 5)
 CHUNK_ROWS = 200_000
 # Rows of one file kept to be re-sent by the next file: bounded whatever the file size.
 CARRY_ROWS = 2_000
@@ -41,21 +41,6 @@ PROFILES: dict[str, type[Profile]] = {
     "inventory_movements": InventoryProfile,
     "support_tickets": TicketsProfile,
 }
-
-
-@dataclass(frozen=True)
-class Shares:
-    """Fractions of each file's rows: rule-breaking, repeated primary keys, events from earlier days."""
-
-    bad: float = 0.015
-    duplicate: float = 0.01
-    late: float = 0.01
-
-    def __post_init__(self) -> None:
-        for name in ("bad", "duplicate", "late"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 0.2:
-                raise DemoError(f"{name} share must be between 0 and 0.2, got {value}")
 
 
 @dataclass(frozen=True)
@@ -238,7 +223,7 @@ def generate_source(
     seed: int,
     start: date = DEFAULT_START,
     files_per_source: int | None = None,
-    shares: Shares = Shares(),
+    shares: Shares = DEFAULT_SHARES,
 ) -> SourceSummary:
     """Write `rows` rows of `spec` split into files under its landing prefix in `store`.
 
@@ -270,7 +255,7 @@ def generate_demo(
     seed: int,
     start: date = DEFAULT_START,
     files_per_source: int | None = None,
-    shares: Shares = Shares(),
+    shares: Shares = DEFAULT_SHARES,
 ) -> list[SourceSummary]:
     """Generate every given source (`rows` rows each); DemoError names a source it cannot generate."""
     specs = list(sources)

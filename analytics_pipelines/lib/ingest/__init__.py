@@ -1,15 +1,45 @@
 """Ingestion: object versions from the landing area into `raw.<source>`, recorded in the ledger."""
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from analytics_pipelines.lib.ingest.errors import FileRejected
-from analytics_pipelines.lib.ingest.ledger import DUPLICATE, FAILED, LOADED, SUPERSEDED
-from analytics_pipelines.lib.ingest.loader import (
-    FileOutcome,
-    LoadReport,
-    load_object,
-    load_pending,
-    preview_rows,
-)
-from analytics_pipelines.lib.ingest.raw_tables import ensure_raw_table
+
+if TYPE_CHECKING:
+    from analytics_pipelines.lib.ingest.ledger import DUPLICATE, FAILED, LOADED, SUPERSEDED
+    from analytics_pipelines.lib.ingest.loader import (
+        FileOutcome,
+        LoadReport,
+        load_object,
+        load_pending,
+        preview_rows,
+    )
+    from analytics_pipelines.lib.ingest.raw_tables import ensure_raw_table
+
+# The loader pulls in polars, pyarrow and the clean-while-loading path: it is imported when one
+# of its names is first used, so `lib.ingest.file_status` (the CLI's `files`, `health`) stays light.
+_LAZY = {
+    "DUPLICATE": "ledger",
+    "FAILED": "ledger",
+    "LOADED": "ledger",
+    "SUPERSEDED": "ledger",
+    "FileOutcome": "loader",
+    "LoadReport": "loader",
+    "load_object": "loader",
+    "load_pending": "loader",
+    "preview_rows": "loader",
+    "ensure_raw_table": "raw_tables",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "DUPLICATE",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from analytics_pipelines.lib.storage.base import (
@@ -11,7 +12,19 @@ from analytics_pipelines.lib.storage.base import (
     StorageError,
 )
 from analytics_pipelines.lib.storage.local import LocalFolderStore
-from analytics_pipelines.lib.storage.s3 import S3Store
+
+if TYPE_CHECKING:
+    from analytics_pipelines.lib.storage.s3 import S3Store
+
+
+def __getattr__(name: str) -> Any:
+    # boto3 costs most of a second to import: only S3 users pay for it.
+    if name == "S3Store":
+        from analytics_pipelines.lib.storage.s3 import S3Store
+
+        return S3Store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "LocalFolderStore",
@@ -37,6 +50,8 @@ def open_store(
     if parts.scheme == "file":
         return LocalFolderStore(unquote(parts.path))
     if parts.scheme == "s3" and parts.netloc:
+        from analytics_pipelines.lib.storage.s3 import S3Store
+
         return S3Store(
             parts.netloc,
             parts.path,
