@@ -293,3 +293,26 @@ def test_the_newest_current_version_wins_among_the_displaced(
     assert pipe.counts(x.file_id) == (3, 1, 0, 2)
     assert pipe.counts(w.file_id) == (1, 1, 0, 0)
     pipe.assert_reconciles(files=4, raw=7, clean=3, quarantined=0)
+
+
+def test_reconciliation_covers_a_loaded_version_not_cleaned_yet_and_duplicates(
+    warehouse: Warehouse, local_store: ObjectStore
+) -> None:
+    pipe = Pipeline(warehouse, local_store, fused=False)
+    [x] = pipe.deliver("x.csv", X)[0].outcomes
+    pipe.store.write(f"{pipe.source.landing_prefix}/x_copy.csv", X.encode())
+    pipe.store.write(f"{pipe.source.landing_prefix}/y.csv", Y.encode())
+    report = load_pending(pipe.source, pipe.store, warehouse)
+    copy, y = sorted(report.outcomes, key=lambda o: o.key)
+
+    result = reconcile(warehouse, pipe.source)
+
+    assert copy.status == "duplicate"
+    assert result.problems == [
+        f"file {y.file_id} ({y.key}): loaded but not cleaned yet: its 2 raw rows are in"
+        f" neither clean.{pipe.source.name} nor quarantine"
+    ]
+    clean_pending(warehouse, pipe.source)
+    assert pipe.counts(x.file_id) == (3, 1, 0, 2)
+    # x, its duplicate (no rows of its own) and y.
+    pipe.assert_reconciles(files=3, raw=5, clean=3, quarantined=0)
