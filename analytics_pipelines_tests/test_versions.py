@@ -316,3 +316,26 @@ def test_reconciliation_covers_a_loaded_version_not_cleaned_yet_and_duplicates(
     assert pipe.counts(x.file_id) == (3, 1, 0, 2)
     # x, its duplicate (no rows of its own) and y.
     pipe.assert_reconciles(files=3, raw=5, clean=3, quarantined=0)
+
+
+def test_a_rollback_after_a_failed_version_settles_the_failure(
+    warehouse: Warehouse, store: ObjectStore
+) -> None:
+    pipe = Pipeline(warehouse, store, fused=False)
+    [a1] = pipe.deliver("orders.csv", A)[0].outcomes
+    [b] = pipe.deliver("orders.csv", HEADER + "O-1,2024-03-01 10:00,north,1,extra\n")[0].outcomes
+    assert b.status == "failed"
+
+    [a2] = pipe.deliver("orders.csv", A)[0].outcomes
+
+    # A's rows never left: the key is back at them, and B's failure is no longer open.
+    assert (a2.status, a2.duplicate_of) == ("duplicate", a1.file_id)
+    assert pipe.versions() == [
+        ("orders.csv", "loaded", None),
+        ("orders.csv", "superseded", a2.file_id),
+        ("orders.csv", "duplicate", None),
+    ]
+    assert pipe.clean_rows() == expected_clean([A])
+    assert pipe.day_totals() == expected_day_totals(expected_clean([A]))
+    # The failed version counts with no rows.
+    pipe.assert_reconciles(files=3, raw=4, clean=3, quarantined=1)
