@@ -339,3 +339,23 @@ def test_a_rollback_after_a_failed_version_settles_the_failure(
     assert pipe.day_totals() == expected_day_totals(expected_clean([A]))
     # The failed version counts with no rows.
     pipe.assert_reconciles(files=3, raw=4, clean=3, quarantined=1)
+
+
+def test_a_correction_that_duplicates_another_file_reinstates_too(
+    warehouse: Warehouse, local_store: ObjectStore
+) -> None:
+    pipe = Pipeline(warehouse, local_store, fused=True)
+    [x] = pipe.deliver("x.csv", X)[0].outcomes
+    [z] = pipe.deliver("z.csv", Y_CORRECTED)[0].outcomes
+    [y] = pipe.deliver("y.csv", Y)[0].outcomes
+    assert pipe.counts(z.file_id) == (1, 0, 0, 1)
+
+    # y.csv is corrected to the content z.csv already delivered: no rows of its own.
+    [y2] = pipe.deliver("y.csv", Y_CORRECTED)[0].outcomes
+
+    assert (y2.status, y2.duplicate_of, y2.superseded) == ("duplicate", z.file_id, [y.file_id])
+    assert pipe.clean_rows() == expected_clean([X, Y_CORRECTED])
+    assert pipe.day_totals() == {day("2024-04-10"): Decimal(5 + 7 + 2)}
+    assert pipe.counts(x.file_id) == (3, 2, 0, 1)
+    assert pipe.counts(z.file_id) == (1, 1, 0, 0)
+    pipe.assert_reconciles(files=4, raw=6, clean=3, quarantined=0)
