@@ -20,7 +20,10 @@ def build_clean_checks(source: SourceSpec) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(
         asset=asset,
         name=RECONCILIATION,
-        description="Every cleaned file version: raw rows = clean + quarantined + replaced.",
+        description=(
+            "Every current file version (and every cleaned superseded one):"
+            " raw rows = clean + quarantined + replaced."
+        ),
     )
     def reconciliation(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         result = reconcile(warehouse.get_warehouse(), source)

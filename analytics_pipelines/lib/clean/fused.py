@@ -7,6 +7,10 @@ Protocol with the loader (one file version, all on the loader's side of the run)
   raw transaction committed (raw first: a crash in between leaves the file loaded and not
   cleaned, which the SQL path picks up); `abort()` otherwise. Anything the fast path cannot do exactly (see `fast.Declined`), a key already in
   clean, or a key repeated across batches, leaves the file to the SQL path (`clean_pending`).
+
+A correction (the version superseded an earlier one of its key) is never committed here: its
+predecessor's rows must leave clean and the rows that predecessor had displaced from older
+versions must win again (lib/clean/reinstate), which the SQL path does in the same run.
 """
 
 from __future__ import annotations

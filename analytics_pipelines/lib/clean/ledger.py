@@ -2,6 +2,7 @@
 
 For every file version `row_count = clean_rows + quarantined_rows + replaced_rows`; a row moves
 between the counters of its own file only (clean → replaced when a newer row takes its key,
+replaced → clean when the version that took it is superseded and the row wins again,
 quarantined → clean when a replay lets it pass).
 """
 
@@ -54,6 +55,23 @@ def superseded_to_retire(conn: Connection, source: str) -> dict[int, tuple[int |
         )
     )
     return {int(r[0]): (None if r[1] is None else int(r[1]), int(r[2])) for r in rows}
+
+
+def versions_with_replaced_rows(conn: Connection, source: str) -> list[int]:
+    """Current, cleaned versions with rows not in clean though they passed: displaced rows."""
+    return [
+        int(file_id)
+        for file_id in conn.execute(
+            sa.select(ledger.c.file_id)
+            .where(
+                ledger.c.source == source,
+                ledger.c.status == "loaded",
+                ledger.c.cleaned_at.is_not(None),
+                ledger.c.replaced_rows > 0,
+            )
+            .order_by(ledger.c.file_id)
+        ).scalars()
+    ]
 
 
 def retire(conn: Connection, file_ids: list[int]) -> None:

@@ -22,6 +22,7 @@ from analytics_pipelines.lib.tables import (
     CLEANED_AT,
     FILE_ID,
     LINE,
+    SQL_TYPES,
     clean_table,
     quarantine_rows,
     touched_periods,
@@ -190,21 +191,56 @@ def merge_stage(conn: Connection, source: SourceSpec, stage: sa.Table) -> MergeO
     return outcome
 
 
+VACATED_KEYS = "_vacated_keys"
+
+
+@dataclass
+class Removal:
+    """Rows taken out of clean: per file, and the primary keys they left empty (`vacated`)."""
+
+    removed: dict[int, int] = field(default_factory=dict)
+    vacated: sa.Table | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.removed.values())
+
+
+def vacated_keys_table(source: SourceSpec) -> sa.Table:
+    """A transaction-local table of primary keys (typed as in clean) that lost their clean row."""
+    return sa.Table(
+        VACATED_KEYS,
+        sa.MetaData(),
+        *(sa.Column(k, SQL_TYPES[source.column(k).type]) for k in source.primary_key),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
+
+
 def remove_files_from_clean(
     conn: Connection, source: SourceSpec, attribution: dict[int, int]
-) -> dict[int, int]:
-    """Delete the clean rows of the given files, recording the slots they leave.
+) -> Removal:
+    """Delete the clean rows of the given files, recording the slots they leave and their keys.
 
     `attribution` maps each file whose rows go to the file the touched slots are recorded for
-    (a superseded version's slots are recorded for its correction). Returns rows removed per file.
+    (a superseded version's slots are recorded for its correction). The keys left empty are
+    kept in `Removal.vacated` for the rest of the transaction: an older current version may
+    hold a row for them again (see reinstate.reinstate_vacated).
     """
     if not attribution:
-        return {}
+        return Removal()
     clean = clean_table(source)
+    pk = list(source.primary_key)
+    vacated = vacated_keys_table(source)
+    vacated.create(conn)
     deleted = (
         sa.delete(clean)
         .where(clean.c[FILE_ID].in_(list(attribution)))
-        .returning(clean.c[FILE_ID].label("file_id"), clean.c[source.event_time].label("event"))
+        .returning(
+            clean.c[FILE_ID].label("file_id"),
+            clean.c[source.event_time].label("event"),
+            *(clean.c[k] for k in pk),
+        )
         .cte("deleted")
     )
     mapping = sa.values(
@@ -225,10 +261,16 @@ def remove_files_from_clean(
         )
         .cte("recorded")
     )
+    keep_keys = (
+        sa.insert(vacated).from_select(pk, sa.select(*(deleted.c[k] for k in pk))).cte("kept_keys")
+    )
     statement = (
-        sa.select(deleted.c.file_id, sa.func.count()).group_by(deleted.c.file_id).add_cte(record)
+        sa.select(deleted.c.file_id, sa.func.count())
+        .group_by(deleted.c.file_id)
+        .add_cte(record)
+        .add_cte(keep_keys)
     )
     removed: dict[int, int] = defaultdict(int)
     for file_id, count in conn.execute(statement):
         removed[int(file_id)] = int(count)
-    return dict(removed)
+    return Removal(dict(removed), vacated)

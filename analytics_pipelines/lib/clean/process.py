@@ -15,6 +15,7 @@ from analytics_pipelines.lib.clean.merge import (
     remove_files_from_clean,
     stage_counts,
 )
+from analytics_pipelines.lib.clean.reinstate import reinstate_vacated
 from analytics_pipelines.lib.clean.schema import ensure_clean_table, raw_columns
 from analytics_pipelines.lib.clean.stage import RawInput, build_stage, raw_input_table
 from analytics_pipelines.lib.logging import get_logger
@@ -39,6 +40,8 @@ class CleanReport:
     replaced_rows: int = 0
     displaced_rows: int = 0
     removed_rows: int = 0
+    # Rows of older current versions that win again once the version that displaced them left.
+    reinstated_rows: int = 0
     retired_files: tuple[int, ...] = ()
     schema_changes: tuple[str, ...] = ()
 
@@ -55,7 +58,8 @@ def clean_pending(warehouse: Warehouse, source: SourceSpec) -> CleanReport:
     """Validate, type and de-duplicate every loaded, not yet cleaned file version of `source`.
 
     Rows that pass go to `clean.<source>`, failing rows to `quarantine.rows`; superseded
-    versions leave clean; the ledger counters and the touched 15-minute slots are recorded in
+    versions leave clean, and the rows they had displaced from older current versions come
+    back (lib/clean/reinstate); the ledger counters and the touched 15-minute slots are recorded in
     the same transaction. Raises SchemaDriftError (changing nothing) on an incompatible catalog.
     """
     with warehouse.begin() as conn:
@@ -66,18 +70,25 @@ def clean_pending(warehouse: Warehouse, source: SourceSpec) -> CleanReport:
         changes = ensure_clean_table(conn, source)
 
         retiring = book.superseded_to_retire(conn, source.name)
-        removed = remove_files_from_clean(
+        removal = remove_files_from_clean(
             conn,
             source,
             {fid: (cause or fid) for fid, (cause, in_clean) in retiring.items() if in_clean > 0},
         )
         book.retire(conn, list(retiring))
+        # Before the new batch: it competes with the reinstated rows under the usual rule.
+        reinstated = (
+            sum(reinstate_vacated(conn, source, removal.vacated).landed.values())
+            if removal.vacated is not None
+            else 0
+        )
 
         pending = book.pending_files(conn, source.name)
         if not pending:
             return CleanReport(
                 source=source.name,
-                removed_rows=sum(removed.values()),
+                removed_rows=removal.total,
+                reinstated_rows=reinstated,
                 retired_files=tuple(sorted(retiring)),
                 schema_changes=tuple(changes),
             )
@@ -135,7 +146,8 @@ def clean_pending(warehouse: Warehouse, source: SourceSpec) -> CleanReport:
             quarantined_rows=totals["quarantined"],
             replaced_rows=totals["replaced"],
             displaced_rows=sum(displaced.values()),
-            removed_rows=sum(removed.values()),
+            removed_rows=removal.total,
+            reinstated_rows=reinstated,
             retired_files=tuple(sorted(retiring)),
             schema_changes=tuple(changes),
         )

@@ -29,8 +29,13 @@ class Reconciliation:
 
 
 def reconcile(warehouse: Warehouse, source: SourceSpec) -> Reconciliation:
-    """Per cleaned file version: raw = clean + quarantined + replaced, and the counters match
-    the rows actually present in clean and in quarantine."""
+    """Per file version: raw = clean + quarantined + replaced, and the counters match the rows
+    actually present in clean and in quarantine.
+
+    Every current version is covered (loaded ones, and duplicates, which hold no rows): a
+    loaded version not cleaned yet is a problem, since its rows are in neither place. Superseded
+    versions are covered once cleaned (their rows count as replaced, their quarantine stays).
+    """
     with warehouse.connect() as conn:
         if live_columns(conn, CLEAN_SCHEMA, source.name) is None:
             return Reconciliation(0, 0, 0, 0, 0, [])
@@ -56,6 +61,8 @@ def reconcile(warehouse: Warehouse, source: SourceSpec) -> Reconciliation:
                 sa.func.coalesce(ledger.c.replaced_rows, 0),
                 sa.func.coalesce(in_clean.c.n, 0),
                 sa.func.coalesce(in_quarantine.c.n, 0),
+                # Cleaned, or a duplicate: it has no rows of its own to clean.
+                sa.or_(ledger.c.cleaned_at.is_not(None), ledger.c.status == "duplicate"),
             )
             .select_from(
                 ledger.outerjoin(in_clean, in_clean.c.file_id == ledger.c.file_id).outerjoin(
@@ -64,8 +71,10 @@ def reconcile(warehouse: Warehouse, source: SourceSpec) -> Reconciliation:
             )
             .where(
                 ledger.c.source == source.name,
-                ledger.c.cleaned_at.is_not(None),
-                ledger.c.status.in_(["loaded", "superseded"]),
+                sa.or_(
+                    ledger.c.status.in_(["loaded", "duplicate"]),
+                    sa.and_(ledger.c.status == "superseded", ledger.c.cleaned_at.is_not(None)),
+                ),
             )
             .order_by(ledger.c.file_id)
         ).all()
@@ -80,9 +89,14 @@ def reconcile(warehouse: Warehouse, source: SourceSpec) -> Reconciliation:
         ).scalar_one()
     problems: list[str] = []
     totals = [0, 0, 0, 0]
-    for file_id, key, raw, cln, qua, rep, actual_clean, actual_quarantine in rows:
+    for file_id, key, raw, cln, qua, rep, actual_clean, actual_quarantine, settled in rows:
         where = f"file {file_id} ({key})"
-        if raw != cln + qua + rep:
+        if not settled:
+            problems.append(
+                f"{where}: loaded but not cleaned yet: its {raw} raw rows are in neither"
+                f" clean.{source.name} nor quarantine"
+            )
+        elif raw != cln + qua + rep:
             problems.append(
                 f"{where}: {raw} raw rows but {cln} clean + {qua} quarantined + {rep} replaced"
             )

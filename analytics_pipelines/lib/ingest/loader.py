@@ -246,7 +246,16 @@ def _mark_duplicate(
         conn, file_id, status=ledger.DUPLICATE, duplicate_of=original, row_count=0
     )
     same_key_original = ledger.version(conn, original).object_key == info.key
-    superseded = [] if same_key_original else _retire_earlier(conn, source, info.key, file_id)
+    if not same_key_original:
+        superseded = _retire_earlier(conn, source, info.key, file_id)
+    else:
+        # The key is back at the content it holds (A, failed B, A): B's failure is settled.
+        superseded = []
+        for version in ledger.earlier_versions(conn, source.name, info.key, file_id):
+            if version.status == ledger.FAILED:
+                ledger.update_version(
+                    conn, version.file_id, status=ledger.SUPERSEDED, superseded_by=file_id
+                )
     return FileOutcome(
         info.key, info.etag, ledger.DUPLICATE, file_id, duplicate_of=original, superseded=superseded
     )
