@@ -12,6 +12,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from analytics_pipelines.lib.kpi.expression_sql import (
+    compile_derived,
+    compile_filter,
+    compile_measure,
+)
 from analytics_pipelines.lib.kpi.expressions import (
     Aggregate,
     And,
@@ -31,9 +36,6 @@ from analytics_pipelines.lib.kpi.expressions import (
     Not,
     Number,
     Or,
-    compile_derived,
-    compile_filter,
-    compile_measure,
     parse_derived,
     parse_filter,
     parse_measure,

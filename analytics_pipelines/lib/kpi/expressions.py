@@ -1,4 +1,4 @@
-"""The KPI expression language: a safe tokenizer, recursive-descent parser and SQLAlchemy compiler.
+"""The KPI expression language: a safe tokenizer and recursive-descent parser (SQL: `expression_sql`).
 
 Three small grammars share one tokenizer:
 
@@ -29,15 +29,12 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import operator
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, NamedTuple, TypeAlias, assert_never, cast, get_args
-
-import sqlalchemy as sa
 
 __all__ = [
     "AGGREGATE_FUNCTIONS",
@@ -67,10 +64,6 @@ __all__ = [
     "Not",
     "Number",
     "Or",
-    "SqlElements",
-    "compile_derived",
-    "compile_filter",
-    "compile_measure",
     "parse_derived",
     "parse_filter",
     "parse_measure",
@@ -1021,136 +1014,3 @@ def parse_derived(text: str, kpi_names: Collection[str]) -> Derived:
     if not any(isinstance(node, KpiRef) for node in _arithmetic_nodes(result.node)):
         raise parser.error(result.start, "a derived KPI must reference at least one KPI")
     return Derived(text, result.node)
-
-
-# --------------------------------------------------------------------------------------------
-# Compilation to SQLAlchemy Core
-# --------------------------------------------------------------------------------------------
-
-_ARITHMETIC_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
-    "+": operator.add,
-    "-": operator.sub,
-    "*": operator.mul,
-}
-_COMPARISON_OPERATORS: dict[ComparisonOperator, Callable[[Any, Any], Any]] = {
-    "=": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-
-_Resolver = Callable[[str], sa.ColumnElement[Any]]
-
-# A plain mapping or a SQLAlchemy column collection such as ``table.c`` / ``subquery.c``.
-SqlElements: TypeAlias = (
-    Mapping[str, sa.ColumnElement[Any]] | sa.ColumnCollection[str, sa.ColumnElement[Any]]
-)
-
-
-def _resolver(elements: SqlElements, what: str) -> _Resolver:
-    def resolve(name: str) -> sa.ColumnElement[Any]:
-        try:
-            return elements[name]
-        except KeyError:
-            raise KeyError(f"no SQL expression supplied for {what} {name!r}") from None
-
-    return resolve
-
-
-def _numeric(value: Decimal) -> sa.ColumnElement[Any]:
-    return sa.literal(value, sa.Numeric())
-
-
-def _compile_arithmetic(node: Arithmetic, resolve: _Resolver) -> sa.ColumnElement[Any]:
-    match node:
-        case Number(value=value):
-            return _numeric(value)
-        case ColumnRef(name=name) | KpiRef(name=name):
-            return resolve(name)
-        case Negate(operand=operand):
-            return -_compile_arithmetic(operand, resolve)
-        case BinaryOp(op="/", left=left, right=right):
-            numerator = sa.cast(_compile_arithmetic(left, resolve), sa.Numeric())
-            denominator = sa.cast(_compile_arithmetic(right, resolve), sa.Numeric())
-            return numerator / sa.func.nullif(denominator, _numeric(Decimal(0)), type_=sa.Numeric())
-        case BinaryOp(op=op, left=left, right=right):
-            result: sa.ColumnElement[Any] = _ARITHMETIC_OPERATORS[op](
-                _compile_arithmetic(left, resolve), _compile_arithmetic(right, resolve)
-            )
-            return result
-        case Aggregate(function="count", argument=None):
-            return sa.func.count()
-        case Aggregate(function=function, argument=argument):
-            assert argument is not None
-            compiled = _compile_arithmetic(argument, resolve)
-            if function == "count_distinct":
-                return sa.func.count(sa.distinct(compiled))
-            aggregate: sa.ColumnElement[Any] = getattr(sa.func, function)(compiled)
-            return aggregate
-        case _:
-            assert_never(node)
-
-
-def _bind(constant: Constant) -> sa.ColumnElement[Any]:
-    sql_type: sa.types.TypeEngine[Any]
-    match constant.type:
-        case "integer" | "decimal":
-            sql_type = sa.Numeric()
-        case "string":
-            sql_type = sa.String()
-        case "boolean":
-            sql_type = sa.Boolean()
-        case "date":
-            sql_type = sa.Date()
-        case "timestamp":
-            aware = isinstance(constant.value, dt.datetime) and constant.value.tzinfo is not None
-            sql_type = sa.DateTime(timezone=aware)
-        case _:
-            assert_never(constant.type)
-    return sa.literal(constant.value, sql_type)
-
-
-def _compile_condition(node: Condition, resolve: _Resolver) -> sa.ColumnElement[bool]:
-    def side(value: ColumnRef | Constant) -> sa.ColumnElement[Any]:
-        return resolve(value.name) if isinstance(value, ColumnRef) else _bind(value)
-
-    match node:
-        case Comparison(op=op, left=left, right=right):
-            compared: sa.ColumnElement[bool] = _COMPARISON_OPERATORS[op](side(left), side(right))
-            return compared
-        case InList(column=column, values=values, negated=negated):
-            element = resolve(column.name)
-            binds = [_bind(value) for value in values]
-            return element.not_in(binds) if negated else element.in_(binds)
-        case IsNull(column=column, negated=negated):
-            element = resolve(column.name)
-            return element.is_not(None) if negated else element.is_(None)
-        case BooleanColumn(column=column):
-            # Plain SQL truth semantics (NULL is not true), matching "flag = true".
-            flag: sa.ColumnElement[bool] = resolve(column.name)
-            return flag
-        case And(operands=operands):
-            return sa.and_(*(_compile_condition(o, resolve) for o in operands))
-        case Or(operands=operands):
-            return sa.or_(*(_compile_condition(o, resolve) for o in operands))
-        case Not(operand=operand):
-            return sa.not_(_compile_condition(operand, resolve))
-        case _:
-            assert_never(node)
-
-
-def compile_measure(m: Measure, cols: SqlElements) -> sa.ColumnElement[Any]:
-    """Build the aggregate SQL expression; ``cols`` maps column names to column elements."""
-    return _compile_arithmetic(m.root, _resolver(cols, "column"))
-
-
-def compile_filter(f: Filter, cols: SqlElements) -> sa.ColumnElement[bool]:
-    """Build the boolean SQL expression; every literal becomes a bound parameter."""
-    return _compile_condition(f.root, _resolver(cols, "column"))
-
-
-def compile_derived(d: Derived, kpis: SqlElements) -> sa.ColumnElement[Any]:
-    """Build the SQL expression over already-computed KPI values; ``x / 0`` yields NULL."""
-    return _compile_arithmetic(d.root, _resolver(kpis, "KPI"))

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from analytics_pipelines.lib.kpi.expression_sql import SqlElements, compile_derived, compile_measure
 from analytics_pipelines.lib.kpi.expressions import (
     Aggregate,
     Arithmetic,
@@ -24,9 +25,6 @@ from analytics_pipelines.lib.kpi.expressions import (
     KpiRef,
     Measure,
     Negate,
-    SqlElements,
-    compile_derived,
-    compile_measure,
 )
 
 ROLLUP_FUNCTIONS = frozenset({"sum", "count", "min", "max", "avg"})

@@ -18,7 +18,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from analytics_pipelines.lib.catalog.models import Grain
-from analytics_pipelines.lib.kpi.expressions import compile_derived, compile_filter, compile_measure
+from analytics_pipelines.lib.kpi.expression_sql import (
+    compile_derived,
+    compile_filter,
+    compile_measure,
+)
 from analytics_pipelines.lib.kpi.periods import (
     local_midnight_sql,
     period_end_sql,
