@@ -8,6 +8,7 @@ from analytics_pipelines.lib.storage.base import (
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
+    ObjectUnreadable,
     StorageError,
 )
 from analytics_pipelines.lib.storage.local import LocalFolderStore
@@ -18,6 +19,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectStore",
+    "ObjectUnreadable",
     "S3Store",
     "StorageError",
     "open_store",
