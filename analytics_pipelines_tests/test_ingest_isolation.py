@@ -414,6 +414,28 @@ def test_s3_folder_marker_is_not_a_delivery(s3_store: S3Store, warehouse: Wareho
     _assert_good_ones_loaded(warehouse, source)
 
 
+def test_s3_archived_object_fails_and_the_others_load(
+    s3_store: S3Store, warehouse: Warehouse
+) -> None:
+    source = make_source()
+    _good_beside(s3_store, source)
+    archived = key_of(source, "m_cold.csv")
+    s3_store.client.put_object(
+        Bucket=s3_store.bucket,
+        Key=f"{s3_store.prefix}{archived}",
+        Body=HEADER + b"C1,2024-03-01,north,1\n",
+        StorageClass="GLACIER",
+    )
+
+    load_pending(source, s3_store, warehouse)
+
+    assert _statuses(warehouse, source)["m_cold.csv"] == (
+        "failed",
+        f"{archived} is archived in a cold storage class (e.g. GLACIER): restore it to load it",
+    )
+    _assert_good_ones_loaded(warehouse, source)
+
+
 def test_s3_marker_pages_still_list_everything(s3_store: S3Store) -> None:
     for name in ["a/", "a/1.csv", "b/", "b/2.csv", "c/", "c/3.csv"]:
         s3_store.client.put_object(

@@ -141,8 +141,8 @@ class LocalFolderStore(ObjectStore):
 
     def _read_path(self, key: str) -> Path:
         """The path a key names, without resolving links (they are judged by `_describe`)."""
-        parts = key.split("/")
-        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        parts = [p for p in key.split("/") if p not in ("", ".")]
+        if not parts or key.startswith("/") or ".." in parts:
             raise ObjectNotFound(f"no object {key!r} in {self.describe()}: not a plain key")
         return self.root.joinpath(*parts)
 
