@@ -367,6 +367,33 @@ def test_extra_header_text_is_kept_in_the_ledger(store: ObjectStore, warehouse: 
     ]
 
 
+def test_new_columns_are_seen_by_the_clean_while_loading_path(
+    store: ObjectStore, warehouse: Warehouse
+) -> None:
+    source = make_source()
+    key = key_of(source, "a.csv")
+    good = b"".join(b"A%d,2024-03-01,north,1,XMAS\n" % n for n in range(40))
+    bad = b"B1,2024-03-01,south,abc,NY\n"
+    store.write(key, HEADER.rstrip(b"\n") + b",Coupon Code\n" + good + bad)
+
+    report = load_pending(source, store, warehouse, keys=[key], clean_while_loading=True)
+
+    [outcome] = report.outcomes
+    assert (outcome.status, outcome.cleaned, outcome.extra_columns) == (
+        "loaded",
+        True,
+        ["coupon_code"],
+    )
+    [entry] = ledger_rows(warehouse, source)
+    assert (entry["clean_rows"], entry["quarantined_rows"]) == (40, 1)
+    with warehouse.connect() as conn:
+        [quarantined] = conn.execute(
+            sa.text("SELECT raw_values FROM quarantine.rows WHERE file_id = :f"),
+            {"f": entry["file_id"]},
+        ).scalars()
+    assert quarantined["coupon_code"] == "NY" and quarantined["amount"] == "abc"
+
+
 def test_foreign_prefix_run_key_is_refused_before_loading(
     store: ObjectStore, warehouse: Warehouse, database_url: str
 ) -> None:
