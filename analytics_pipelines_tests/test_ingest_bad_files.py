@@ -53,7 +53,6 @@ BAD_CSV = {
         "missing required column(s) ordered_at",
     ),
     "empty": (b"", "the file is empty"),
-    "header_only": (HEADER, "no data rows"),
     "truncated_gzip": (_truncated_gzip(), "gzip data is truncated"),
     "unterminated_quote": (HEADER + b'Q1,2024-03-01,"north,1\n', "never closed"),
     "duplicate_header": (b"order_id,ordered_at,region,region\nX,2024-03-01,a,b\n", "appears twice"),

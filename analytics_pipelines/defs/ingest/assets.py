@@ -7,7 +7,13 @@ import dagster as dg
 from pydantic import Field
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
-from analytics_pipelines.lib.ingest import FileOutcome, LoadReport, load_pending, preview_rows
+from analytics_pipelines.lib.ingest import (
+    FileOutcome,
+    KeysRefused,
+    LoadReport,
+    load_pending,
+    preview_rows,
+)
 from analytics_pipelines.lib.ingest.config import definitions_catalog
 from analytics_pipelines.lib.ingest.file_status import failures_summary
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
@@ -53,6 +59,13 @@ def report_metadata(report: LoadReport, preview: list[dict[str, Any]]) -> dict[s
         "files_duplicate": len(report.with_status("duplicate")),
         "files_failed": len(report.failures),
         "files_superseded": len(report.superseded_file_ids),
+        # Committed by an earlier run of these keys that stopped before cleaning (no
+        # materialisation reported them): counted here, so the history accounts for them.
+        "files_loaded_earlier": len(report.loaded_earlier),
+        "rows_loaded_earlier": dg.MetadataValue.int(sum(o.rows for o in report.loaded_earlier)),
+        "loaded_earlier_file_ids": dg.MetadataValue.json(
+            [o.file_id for o in report.loaded_earlier]
+        ),
         "rows_loaded": dg.MetadataValue.int(report.rows),
         "dagster/row_count": dg.MetadataValue.int(report.rows),
         "loaded_file_ids": dg.MetadataValue.json(report.loaded_file_ids),
@@ -111,19 +124,32 @@ def build_raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
         # load; the clean step then only handles what that fast path left to it.
         cleaning = dg.AssetKey(["clean", source.name]) in _assets_of_run(context)
         with bound_context(**run_context_fields(context), source=source.name):
-            report = load_pending(
-                source,
-                object_store.get_store(),
-                warehouse.get_warehouse(),
-                keys=config.keys or None,
-                run_id=context.run_id,
-                clean_while_loading=cleaning,
-            )
+            try:
+                report = load_pending(
+                    source,
+                    object_store.get_store(),
+                    warehouse.get_warehouse(),
+                    keys=config.keys or None,
+                    run_id=context.run_id,
+                    clean_while_loading=cleaning,
+                )
+            except KeysRefused as refused:
+                # A hand-launched run naming another source's (or lake/) keys: refused whole.
+                raise dg.Failure(
+                    description=str(refused),
+                    metadata={"landing_prefix": source.landing_prefix},
+                    allow_retries=False,
+                ) from None
             preview = preview_rows(
                 warehouse.get_warehouse(), source, report.loaded_file_ids, PREVIEW_ROWS
             )
         for failure in report.failures:
             context.log.error(f"file {failure.key} failed: {failure.error}")
+        for earlier in report.loaded_earlier:
+            context.log.info(
+                f"file {earlier.key} was loaded by an earlier run ({earlier.rows} row(s)) "
+                "that stopped before cleaning it"
+            )
         context.log.info(
             f"{source.name}: {len(report.loaded_file_ids)} file(s) loaded, {report.rows} row(s), "
             f"{len(report.with_status('duplicate'))} duplicate(s), {len(report.failures)} failed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from analytics_pipelines.lib.ingest.errors import FileRejected
+from analytics_pipelines.lib.ingest.errors import FileRejected, KeysRefused
 
 if TYPE_CHECKING:
     from analytics_pipelines.lib.ingest.ledger import DUPLICATE, FAILED, LOADED, SUPERSEDED
@@ -14,9 +14,8 @@ if TYPE_CHECKING:
         LoadReport,
         load_object,
         load_pending,
-        preview_rows,
     )
-    from analytics_pipelines.lib.ingest.raw_tables import ensure_raw_table
+    from analytics_pipelines.lib.ingest.raw_tables import ensure_raw_table, preview_rows
 
 # The loader pulls in polars, pyarrow and the clean-while-loading path: it is imported when one
 # of its names is first used, so `lib.ingest.file_status` (the CLI's `files`, `health`) stays light.
@@ -29,7 +28,7 @@ _LAZY = {
     "LoadReport": "loader",
     "load_object": "loader",
     "load_pending": "loader",
-    "preview_rows": "loader",
+    "preview_rows": "raw_tables",
     "ensure_raw_table": "raw_tables",
 }
 
@@ -48,6 +47,7 @@ __all__ = [
     "SUPERSEDED",
     "FileOutcome",
     "FileRejected",
+    "KeysRefused",
     "LoadReport",
     "ensure_raw_table",
     "load_object",

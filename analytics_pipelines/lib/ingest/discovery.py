@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest import ledger
-from analytics_pipelines.lib.ingest.loader import is_candidate
+from analytics_pipelines.lib.ingest.objects import is_candidate
 from analytics_pipelines.lib.storage import ObjectInfo, ObjectStore
 from analytics_pipelines.lib.warehouse import Warehouse
 

@@ -54,6 +54,7 @@ class StagedJson:
     rows: int
     targets: list[str]
     extra: list[str]
+    extra_headers: dict[str, str]
 
 
 def _first_bad_line(conn: Connection) -> str:
@@ -100,7 +101,7 @@ def stage_and_insert_jsonl(
         raise FileRejected("the file is empty (no JSON objects)")
     mapping = map_columns(source, keys)
     if mapping.extra:
-        add_extra_columns(warehouse, source.name, mapping.extra)
+        add_extra_columns(conn, source.name, mapping.extra)
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     statement = sql.SQL(
@@ -121,4 +122,6 @@ def stage_and_insert_jsonl(
         rows = int(cursor.rowcount)
     finally:
         cursor.close()
-    return StagedJson(rows=rows, targets=mapping.targets, extra=mapping.extra)
+    return StagedJson(
+        rows=rows, targets=mapping.targets, extra=mapping.extra, extra_headers=mapping.extra_headers
+    )

@@ -4,16 +4,24 @@ Per file: take the source's advisory lock, skip versions the ledger already know
 content already loaded (duplicate), COPY the bytes with lineage filled by column defaults,
 replace the rows of the key's earlier version (superseded), and record the outcome. A file
 that cannot be read leaves no rows: its transaction rolls back and a `failed` ledger row with
-the reason is written on its own.
+the reason is written on its own, and the next file is loaded. Which errors concern one
+object (recorded) and which the whole run (propagated, files stay pending): see `objects`.
+
+`raw.<source>` changes only with a successful load: columns for a file's extra header names
+are added in its load transaction, right before the COPY, after checking PostgreSQL's
+column budget. That ALTER holds an ACCESS EXCLUSIVE lock on the table until the file commits:
+loads of the source are serialised by the advisory lock anyway; a clean stage reading raw
+waits for that commit (it holds no lock this transaction needs, so they cannot deadlock); the
+clean-while-loading side reads no raw table (the raw columns are read on this connection,
+which sees its own new columns). A header-only file is a delivery with 0 rows.
 """
 
 from __future__ import annotations
 
-import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import IO, Any, cast
+from typing import IO, cast
 
 import psycopg2
 import sqlalchemy as sa
@@ -27,6 +35,12 @@ from analytics_pipelines.lib.ingest.errors import FileRejected
 from analytics_pipelines.lib.ingest.event_range import event_date_range
 from analytics_pipelines.lib.ingest.event_text import EventTextReader
 from analytics_pipelines.lib.ingest.jsonl import stage_and_insert_jsonl
+from analytics_pipelines.lib.ingest.objects import (
+    candidates,
+    failure_reason,
+    pages,
+    refuse_foreign_keys,
+)
 from analytics_pipelines.lib.ingest.raw_tables import (
     FILE_ID_SETTING,
     add_extra_columns,
@@ -42,8 +56,9 @@ from analytics_pipelines.lib.ingest.readers import plan_copy
 from analytics_pipelines.lib.ingest.streams import HashingReader
 from analytics_pipelines.lib.ingest.translate import describe_copy_error
 from analytics_pipelines.lib.logging import get_logger
-from analytics_pipelines.lib.storage import ObjectInfo, ObjectNotFound, ObjectStore
+from analytics_pipelines.lib.storage import ObjectInfo, ObjectStore
 from analytics_pipelines.lib.tables import FILE_ID, LINE, LOADED_AT, RAW_SCHEMA
+from analytics_pipelines.lib.tables import ledger as ledger_table
 from analytics_pipelines.lib.warehouse import Warehouse, copy_from
 
 log = get_logger("analytics_pipelines.ingest")
@@ -63,6 +78,7 @@ class FileOutcome:
     duplicate_of: int | None = None
     superseded: list[int] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
+    extra_column_headers: dict[str, str] = field(default_factory=dict)
     business_date_min: date | None = None
     business_date_max: date | None = None
     # True when the file was also cleaned while loading (see lib/clean/fused).
@@ -75,6 +91,9 @@ class LoadReport:
 
     source: str
     outcomes: list[FileOutcome] = field(default_factory=list)
+    # Requested versions an earlier run loaded but did not clean (it stopped in between):
+    # committed rows that no materialisation has reported yet.
+    loaded_earlier: list[FileOutcome] = field(default_factory=list)
 
     def with_status(self, status: str) -> list[FileOutcome]:
         return [o for o in self.outcomes if o.status == status]
@@ -104,25 +123,13 @@ class LoadReport:
         return sorted({c for o in self.outcomes for c in o.extra_columns})
 
 
-def is_candidate(key: str) -> bool:
-    """Hidden files (`.DS_Store`, editor swap files) are not deliveries."""
-    return not posixpath.basename(key).startswith(".")
-
-
-def _database_error(error: BaseException) -> psycopg2.Error | None:
-    """The driver error behind a data problem (SQLSTATE class 22), else None."""
-    original = getattr(error, "orig", error)
-    if isinstance(original, psycopg2.DataError):
-        return original
-    return None
-
-
 @dataclass
 class _Copied:
     rows: int
     content_hash: str
     size: int
     extra_columns: list[str]
+    extra_headers: dict[str, str]
     present_columns: list[str]
     # The business-date range read beside the COPY; None when the SQL query must tell.
     dates: tuple[date | None, date | None] | None = None
@@ -146,10 +153,11 @@ def _copy_file(
             if plan.kind == "jsonl":
                 staged = stage_and_insert_jsonl(conn, warehouse, source, plan)
                 rows, targets, extra = staged.rows, staged.targets, staged.extra
+                headers = staged.extra_headers
             else:
                 mapping = map_columns(source, plan.columns)
                 if mapping.extra:
-                    add_extra_columns(warehouse, source.name, mapping.extra)
+                    add_extra_columns(conn, source.name, mapping.extra)
                 run_sql(
                     conn,
                     sql.SQL("SELECT setval(%s::regclass, %s, false)"),
@@ -181,13 +189,13 @@ def _copy_file(
                     fused.end_of_input()
                 if event_text is not None:
                     dates = event_text.dates(rows)
-                targets, extra = mapping.targets, mapping.extra
+                targets, extra, headers = mapping.targets, mapping.extra, mapping.extra_headers
             hashing.drain()
         finally:
             if event_text is not None:
                 event_text.abort()
             plan.close()
-    return _Copied(rows, hashing.hexdigest, hashing.size, extra, targets, dates)
+    return _Copied(rows, hashing.hexdigest, hashing.size, extra, headers, targets, dates)
 
 
 def _retire_earlier(conn: Connection, source: SourceSpec, key: str, file_id: int) -> list[int]:
@@ -306,8 +314,6 @@ def _load_in_transaction(
             [file_id],
         )
         return _mark_duplicate(conn, source, info, file_id, original)
-    if copied.rows == 0:
-        raise FileRejected("the file has no data rows")
     if fused is not None:
         # The clean side read the same text: it also knows the business dates, mostly.
         fused.finish(copied.rows)
@@ -324,6 +330,7 @@ def _load_in_transaction(
         status=ledger.LOADED,
         row_count=copied.rows,
         extra_columns=copied.extra_columns or None,
+        extra_column_headers=copied.extra_headers or None,
         business_date_min=low,
         business_date_max=high,
         loaded_at=sa.func.now(),
@@ -336,6 +343,7 @@ def _load_in_transaction(
         rows=copied.rows,
         superseded=superseded,
         extra_columns=copied.extra_columns,
+        extra_column_headers=copied.extra_headers,
         business_date_min=low,
         business_date_max=high,
     )
@@ -369,12 +377,17 @@ def load_object(
     run_id: str | None = None,
     clean_while_loading: bool = False,
 ) -> FileOutcome:
-    """Load one object version; bad files end `failed` (returned, not raised).
+    """Load one object version; a version that cannot be loaded ends `failed` (returned, not raised).
 
     With `clean_while_loading`, a new CSV file is also cleaned from the same bytes (see
     lib/clean/fused); corrections and anything that fast path declines stay for the clean stage.
     Infrastructure errors (database or store unreachable) propagate: the file stays pending.
     """
+    if info.problem is not None:
+        # Listed as unreadable (a FIFO, a link out of the folder...): never opened.
+        outcome = _record_failure(warehouse, source, info, info.problem, run_id)
+        _log_outcome(source, outcome)
+        return outcome
     fused = (
         fused_clean.FusedClean(warehouse, source)
         if clean_while_loading and source.format == "csv"
@@ -388,51 +401,58 @@ def load_object(
             if outcome.status == ledger.LOADED and not outcome.superseded and outcome.file_id:
                 outcome.cleaned = fused.commit(outcome.file_id) is not None
             fused.abort()
-    except FileRejected as rejected:
-        outcome = _record_failure(warehouse, source, info, str(rejected), run_id)
-    except (psycopg2.Error, sa.exc.DBAPIError) as error:
-        data_error = _database_error(error)
-        if data_error is None:
+    except Exception as error:
+        reason = failure_reason(error, source)
+        if reason is None:
             raise
-        reason = describe_copy_error(data_error, source, 1, 0)
         outcome = _record_failure(warehouse, source, info, reason, run_id)
     finally:
         if fused is not None:
             fused.abort()
+    _log_outcome(source, outcome)
+    return outcome
+
+
+def _log_outcome(source: SourceSpec, outcome: FileOutcome) -> None:
     log.info(
         "ingest file",
         source=source.name,
-        key=info.key,
+        key=outcome.key,
         status=outcome.status,
         rows=outcome.rows,
         file_id=outcome.file_id,
         error=outcome.error,
     )
-    return outcome
 
 
-def _candidates(
-    source: SourceSpec, store: ObjectStore, keys: Sequence[str] | None
-) -> Iterator[ObjectInfo]:
-    if keys is None:
-        yield from (i for i in store.iter_all(source.landing_prefix) if is_candidate(i.key))
-        return
-    for key in keys:
-        try:
-            yield store.head(key)
-        except ObjectNotFound:
-            log.warning("object vanished before loading", source=source.name, key=key)
-
-
-def _pages(items: Iterator[ObjectInfo], size: int) -> Iterator[list[ObjectInfo]]:
-    page: list[ObjectInfo] = []
-    for item in items:
-        page.append(item)
-        if len(page) >= size:
-            yield page
-            page = []
-    if page:
-        yield page
+def _loaded_earlier(
+    conn: Connection, source: str, versions: Sequence[tuple[str, str]], run_id: str | None
+) -> list[FileOutcome]:
+    """Of these current versions, those another run loaded and nothing cleaned yet."""
+    if not versions:
+        return []
+    wanted = set(versions)
+    rows = conn.execute(
+        sa.select(
+            ledger_table.c.object_key,
+            ledger_table.c.etag,
+            ledger_table.c.file_id,
+            ledger_table.c.row_count,
+        )
+        .where(
+            ledger_table.c.source == source,
+            ledger_table.c.object_key.in_(sorted({k for k, _ in wanted})),
+            ledger_table.c.status == ledger.LOADED,
+            ledger_table.c.cleaned_at.is_(None),
+            ledger_table.c.run_id.is_distinct_from(run_id),
+        )
+        .order_by(ledger_table.c.file_id)
+    )
+    return [
+        FileOutcome(r.object_key, r.etag, ledger.LOADED, int(r.file_id), rows=int(r.row_count or 0))
+        for r in rows
+        if (r.object_key, r.etag) in wanted
+    ]
 
 
 def load_pending(
@@ -444,12 +464,22 @@ def load_pending(
     run_id: str | None = None,
     clean_while_loading: bool = False,
 ) -> LoadReport:
-    """Load every object version under the source's landing prefix (or `keys`) not yet in the ledger."""
+    """Load every object version under the source's landing prefix (or `keys`) not yet in the ledger.
+
+    KeysRefused, before anything is loaded, when a key is not under the landing prefix. For
+    `keys` (a run launched for them), versions loaded by an earlier run that stopped before
+    cleaning them are reported in `loaded_earlier`.
+    """
+    if keys is not None:
+        refuse_foreign_keys(source, keys)
     ensure_raw_table(warehouse, source)
     report = LoadReport(source.name)
-    for page in _pages(_candidates(source, store, keys), LEDGER_PAGE):
+    for page in pages(candidates(source, store, keys), LEDGER_PAGE):
         with warehouse.connect() as conn:
             known = ledger.known_versions(conn, source.name, [i.key for i in page])
+            if keys is not None:
+                settled = [(i.key, i.etag) for i in page if (i.key, i.etag) in known]
+                report.loaded_earlier += _loaded_earlier(conn, source.name, settled, run_id)
         for info in page:
             if (info.key, info.etag) in known:
                 continue
@@ -464,27 +494,3 @@ def load_pending(
             if outcome.status != SKIPPED:
                 report.outcomes.append(outcome)
     return report
-
-
-def preview_rows(
-    warehouse: Warehouse, source: SourceSpec, file_ids: Sequence[int], limit: int = 5
-) -> list[dict[str, Any]]:
-    """The first rows loaded from these files, for the materialisation's preview."""
-    if not file_ids:
-        return []
-    statement = sql.SQL("SELECT * FROM {} WHERE {} = ANY(%s) ORDER BY {}, {} LIMIT %s").format(
-        table_ident(source.name),
-        sql.Identifier(FILE_ID),
-        sql.Identifier(FILE_ID),
-        sql.Identifier(LINE),
-    )
-    with warehouse.connect() as conn:
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None
-        cursor = dbapi.cursor()
-        try:
-            cursor.execute(statement, [list(file_ids), limit])
-            names = [d[0] for d in cursor.description or ()]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-        finally:
-            cursor.close()

@@ -26,6 +26,8 @@ _FILE_ID_FUNCTION_DDL = (
     "AS $fn$ SELECT current_setting('analytics.file_id')::bigint $fn$"
 )
 _IDENTIFIER_MAX = 63
+# PostgreSQL's limit on a table's columns; dropped columns keep their slot and count too.
+MAX_TABLE_COLUMNS = 1600
 
 
 def run_sql(
@@ -71,6 +73,8 @@ class ColumnMapping:
     targets: list[str]
     extra: list[str]
     missing: list[str]
+    # Extra raw column -> the header text the file spelled it with (kept in the ledger).
+    extra_headers: dict[str, str]
 
 
 def map_columns(source: SourceSpec, received: Sequence[str]) -> ColumnMapping:
@@ -78,6 +82,7 @@ def map_columns(source: SourceSpec, received: Sequence[str]) -> ColumnMapping:
     declared = {c.name for c in source.columns}
     targets: list[str] = []
     extra: list[str] = []
+    extra_headers: dict[str, str] = {}
     seen: dict[str, int] = {}
     for position, name in enumerate(received, start=1):
         if name in declared:
@@ -94,6 +99,7 @@ def map_columns(source: SourceSpec, received: Sequence[str]) -> ColumnMapping:
         targets.append(target)
         if target not in declared:
             extra.append(target)
+            extra_headers[target] = name
     missing = [c.name for c in source.columns if c.name not in seen]
     required_missing = [c.name for c in source.columns if c.required and c.name not in seen]
     if required_missing:
@@ -102,7 +108,7 @@ def map_columns(source: SourceSpec, received: Sequence[str]) -> ColumnMapping:
             f"missing required column(s) {', '.join(required_missing)} "
             f"(the header has: {shown or 'nothing'})"
         )
-    return ColumnMapping(targets=targets, extra=extra, missing=missing)
+    return ColumnMapping(targets=targets, extra=extra, missing=missing, extra_headers=extra_headers)
 
 
 def existing_columns(conn: Connection, source: str) -> list[str]:
@@ -203,16 +209,35 @@ def _add_columns(conn: Connection, source: str, columns: Iterable[str]) -> None:
     )
 
 
-def add_extra_columns(warehouse: Warehouse, source: str, columns: Sequence[str]) -> list[str]:
-    """Add text columns for received columns the table lacks; returns those actually added.
+def column_slots_used(conn: Connection, source: str) -> int:
+    """Columns of `raw.<source>` as PostgreSQL counts them against its limit: dropped ones too."""
+    rows = run_sql(
+        conn,
+        sql.SQL("SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"),
+        [f'{RAW_SCHEMA}."{source}"'],
+    )
+    return int(rows[0][0])
 
-    Runs in its own short transaction so the ACCESS EXCLUSIVE lock is not held for a whole load.
+
+def add_extra_columns(conn: Connection, source: str, columns: Sequence[str]) -> list[str]:
+    """Add text columns for received columns the table lacks, in the caller's transaction.
+
+    Called inside the load's transaction, just before the COPY that fills them: a file that
+    fails afterwards rolls its columns back with its rows. FileRejected (nothing changed) when
+    the table cannot take that many more columns. The ALTER holds an ACCESS EXCLUSIVE lock on
+    `raw.<source>` until the load commits (see the loader's docstring for who waits on it).
     """
-    with warehouse.begin() as conn:
-        current = set(existing_columns(conn, source))
-        new = [c for c in columns if c not in current]
-        if new:
-            _add_columns(conn, source, new)
+    current = set(existing_columns(conn, source))
+    new = [c for c in columns if c not in current]
+    if not new:
+        return []
+    room = MAX_TABLE_COLUMNS - column_slots_used(conn, source)
+    if len(new) > room:
+        raise FileRejected(
+            f"the header adds {len(new):,} columns; raw.{source} can take {max(room, 0):,} more: "
+            f"PostgreSQL allows {MAX_TABLE_COLUMNS:,}, dropped ones included"
+        )
+    _add_columns(conn, source, new)
     return new
 
 
@@ -221,3 +246,27 @@ def lock_source(conn: Connection, source: str) -> None:
     run_sql(
         conn, sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"), [f"ingest:{source}"]
     )
+
+
+def preview_rows(
+    warehouse: Warehouse, source: SourceSpec, file_ids: Sequence[int], limit: int = 5
+) -> list[dict[str, Any]]:
+    """The first rows loaded from these files, for the materialisation's preview."""
+    if not file_ids:
+        return []
+    statement = sql.SQL("SELECT * FROM {} WHERE {} = ANY(%s) ORDER BY {}, {} LIMIT %s").format(
+        table_ident(source.name),
+        sql.Identifier(FILE_ID),
+        sql.Identifier(FILE_ID),
+        sql.Identifier(LINE),
+    )
+    with warehouse.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(statement, [list(file_ids), limit])
+            names = [d[0] for d in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        finally:
+            cursor.close()

@@ -9,6 +9,7 @@ from analytics_pipelines.lib.storage.base import (
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
+    ObjectUnreadable,
     StorageError,
 )
 from analytics_pipelines.lib.storage.local import LocalFolderStore
@@ -31,6 +32,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectStore",
+    "ObjectUnreadable",
     "S3Store",
     "StorageError",
     "open_store",

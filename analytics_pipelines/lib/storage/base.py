@@ -11,10 +11,19 @@ from typing import IO
 
 
 class StorageError(Exception):
-    """The store is unreachable or refused an operation; the message is for people."""
+    """The store is unreachable or refused an operation; the message is for people.
+
+    Raised as such, it concerns the whole store (or a whole folder of it): callers let it
+    propagate. The subclasses below concern one object only.
+    """
 
 
-class ObjectNotFound(StorageError):
+class ObjectUnreadable(StorageError):
+    """This one object cannot be read (permissions, not a regular file, archived, ...); other
+    objects may be fine. The message is the reason to record for it."""
+
+
+class ObjectNotFound(ObjectUnreadable):
     """No object at that key."""
 
 
@@ -24,6 +33,11 @@ class ObjectInfo:
     size: int
     etag: str
     modified: datetime
+    # Set when the listing found something at this key that cannot be read as an object (a
+    # FIFO, a link out of the storage folder, a file without read permission): the reason.
+    # Such entries are listed, never opened, so the loader can record them as failed.
+    # Their etag is derived from the entry's metadata: it changes when the entry is fixed.
+    problem: str | None = None
 
 
 class ObjectStore(abc.ABC):
@@ -41,15 +55,21 @@ class ObjectStore(abc.ABC):
     def list(
         self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000
     ) -> list[ObjectInfo]:
-        """At most `limit` objects under `prefix` whose key sorts after `start_after`."""
+        """At most `limit` objects under `prefix` whose key sorts after `start_after`.
+
+        Folder markers (S3 keys ending in `/`) are not objects and are never listed.
+        """
 
     @abc.abstractmethod
     def head(self, key: str) -> ObjectInfo:
-        """Metadata of one object; ObjectNotFound if absent."""
+        """Metadata of one object; ObjectNotFound if absent (an unreadable one: see `problem`)."""
 
     @abc.abstractmethod
     def open(self, key: str) -> AbstractContextManager[IO[bytes]]:
-        """A streaming binary reader of the object's content."""
+        """A streaming binary reader of the object's content.
+
+        ObjectUnreadable (opening or while reading) when this object cannot be read.
+        """
 
     @abc.abstractmethod
     def write(self, key: str, data: bytes | IO[bytes]) -> ObjectInfo:

@@ -1,4 +1,10 @@
-"""Object store on S3 or MinIO, spoken to over HTTP with boto3 (path-style, custom endpoint)."""
+"""Object store on S3 or MinIO, spoken to over HTTP with boto3 (path-style, custom endpoint).
+
+Keys ending in `/` are folder markers (zero-byte objects S3 and MinIO consoles create), not
+deliveries: listings leave them out. Errors of one object (missing, access denied to that
+object while the bucket is readable, archived in a cold storage class) are ObjectUnreadable;
+anything else (endpoint down, bucket missing or denied) is a StorageError about the store.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +19,11 @@ from analytics_pipelines.lib.storage.base import (
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
+    ObjectUnreadable,
     StorageError,
 )
+
+_DENIED = ("403", "AccessDenied")
 
 
 def _reason(error: Exception, bucket: str) -> str:
@@ -78,26 +87,37 @@ class S3Store(ObjectStore):
     def list(
         self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000
     ) -> list[ObjectInfo]:
-        request: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Prefix": self._full(prefix),
-            "MaxKeys": limit,
-        }
-        if start_after:
-            request["StartAfter"] = self._full(start_after)
-        try:
-            response = self.client.list_objects_v2(**request)
-        except (ClientError, BotoCoreError) as error:
-            raise StorageError(_reason(error, self.bucket)) from error
-        return [
-            ObjectInfo(
-                key=self._relative(item["Key"]),
-                size=int(item["Size"]),
-                etag=str(item["ETag"]).strip('"'),
-                modified=item["LastModified"],
-            )
-            for item in response.get("Contents", [])
-        ]
+        listed: list[ObjectInfo] = []
+        after = self._full(start_after) if start_after else None
+        # Markers are left out, so a page may need a further request to hold `limit` objects
+        # (a short page means "no more" to the callers).
+        while len(listed) < limit:
+            request: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Prefix": self._full(prefix),
+                "MaxKeys": limit - len(listed),
+            }
+            if after:
+                request["StartAfter"] = after
+            try:
+                response = self.client.list_objects_v2(**request)
+            except (ClientError, BotoCoreError) as error:
+                raise StorageError(_reason(error, self.bucket)) from error
+            contents = response.get("Contents", [])
+            listed += [
+                ObjectInfo(
+                    key=self._relative(item["Key"]),
+                    size=int(item["Size"]),
+                    etag=str(item["ETag"]).strip('"'),
+                    modified=item["LastModified"],
+                )
+                for item in contents
+                if not str(item["Key"]).endswith("/")
+            ]
+            if not contents or not response.get("IsTruncated"):
+                break
+            after = str(contents[-1]["Key"])
+        return listed
 
     def _fetch(self, operation: str, key: str) -> dict[str, Any]:
         """Call a per-object operation, naming a missing object apart from other failures."""
@@ -106,8 +126,18 @@ class S3Store(ObjectStore):
                 Bucket=self.bucket, Key=self._full(key)
             )
         except ClientError as error:
-            if str(error.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+            code = str(error.response.get("Error", {}).get("Code"))
+            if code in ("404", "NoSuchKey"):
                 raise ObjectNotFound(f"no object {key!r} in {self.describe()}") from error
+            if code == "InvalidObjectState":
+                raise ObjectUnreadable(
+                    f"{key} is archived in a cold storage class (e.g. GLACIER): restore it "
+                    "to load it"
+                ) from error
+            if code in _DENIED:
+                # Denied for the whole bucket (credentials, policy) is the store's problem.
+                self.check()
+                raise ObjectUnreadable(f"permission denied reading {key}") from error
             raise StorageError(_reason(error, self.bucket)) from error
         except BotoCoreError as error:
             raise StorageError(_reason(error, self.bucket)) from error
