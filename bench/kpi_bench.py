@@ -36,7 +36,7 @@ from alembic.config import Config
 
 from analytics_pipelines.lib.catalog import Catalog, load_catalog
 from analytics_pipelines.lib.kpi.engine import ensure_event_time_index, refresh_kpi
-from analytics_pipelines.lib.kpi.expressions import compile_filter, compile_measure
+from analytics_pipelines.lib.kpi.expression_sql import compile_filter, compile_measure
 from analytics_pipelines.lib.kpi.periods import period_start_sql
 from analytics_pipelines.lib.kpi.plan import KpiPlan, plan_catalog
 from analytics_pipelines.lib.pgserver import LocalPostgres, free_port
