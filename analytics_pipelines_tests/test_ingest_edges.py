@@ -152,3 +152,19 @@ def test_a_catalog_with_a_nul_in_a_filter_does_not_load(tmp_path: Path) -> None:
     message = str(refused.value)
     assert "sales.yaml" in message
     assert "filter: at position 13: a NUL character" in message
+
+
+def test_a_nul_in_a_json_lines_value_is_named_with_its_line(
+    local_store: LocalFolderStore, warehouse: Warehouse
+) -> None:
+    source = make_source("jsonl")
+    lines = [
+        b'{"order_id": "J1", "ordered_at": "2024-03-01", "region": "north", "amount": 1}',
+        b'{"order_id": "J2", "ordered_at": "2024-03-01", "region": "no\\u0000rth", "amount": 1}',
+    ]
+    local_store.write(key_of(source, "nul.jsonl"), b"\n".join(lines) + b"\n")
+    load_pending(source, local_store, warehouse)
+    [entry] = ledger_rows(warehouse, source)
+    assert entry["status"] == "failed"
+    assert "NUL" in entry["error"], entry["error"]
+    assert "line 2" in entry["error"], entry["error"]

@@ -31,7 +31,7 @@ STAGE = "_ingest_lines"
 _FIRST_BAD_LINE = """
 CREATE OR REPLACE FUNCTION pg_temp.ingest_first_bad_json_line(OUT bad_line bigint, OUT reason text)
 LANGUAGE plpgsql AS $fn$
-DECLARE r record;
+DECLARE r record; detail text;
 BEGIN
   FOR r IN SELECT n, line FROM pg_temp._ingest_lines
            WHERE line IS NOT NULL AND btrim(line) <> '' ORDER BY n LOOP
@@ -40,9 +40,19 @@ BEGIN
         bad_line := r.n; reason := 'is a JSON ' || json_typeof(r.line::json) || ', not an object';
         RETURN;
       END IF;
-    EXCEPTION WHEN others THEN
-      bad_line := r.n; reason := 'is not valid JSON (' || SQLERRM || ')';
-      RETURN;
+      -- Values become text: an escape text cannot hold (\\u0000) fails here, not in the INSERT.
+      PERFORM r.line::jsonb;
+    EXCEPTION
+      WHEN untranslatable_character THEN
+        GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+        bad_line := r.n;
+        reason := CASE WHEN detail LIKE '%u0000%'
+          THEN 'a value holds a NUL character (\\u0000), which PostgreSQL text cannot hold'
+          ELSE 'a value holds a character PostgreSQL text cannot hold (' || SQLERRM || ')' END;
+        RETURN;
+      WHEN others THEN
+        bad_line := r.n; reason := 'is not valid JSON (' || SQLERRM || ')';
+        RETURN;
     END;
   END LOOP;
 END $fn$
@@ -117,11 +127,16 @@ def stage_and_insert_jsonl(
         definitions=sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(k)) for k in keys),
     )
     cursor = dbapi.cursor()
+    nested = conn.begin_nested()
     try:
         cursor.execute(statement)
         rows = int(cursor.rowcount)
+    except psycopg2.DataError:
+        nested.rollback()
+        raise FileRejected(_first_bad_line(conn)) from None
     finally:
         cursor.close()
+    nested.commit()
     return StagedJson(
         rows=rows, targets=mapping.targets, extra=mapping.extra, extra_headers=mapping.extra_headers
     )
