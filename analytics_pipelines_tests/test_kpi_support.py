@@ -186,9 +186,12 @@ def expected_values(
     measure: Callable[[pd.DataFrame], Any],
     keep: Callable[[pd.DataFrame], pd.Series] | None = None,
 ) -> dict[tuple[str, dt.datetime, frozenset[tuple[str, Any]]], float | None]:
-    """KPI values per grain, period and every subset of the dimensions (the total included)."""
-    data = frame[keep(frame)] if keep is not None else frame
-    data = data[data["at"].notna()]
+    """KPI values per grain, period and every subset of the dimensions (the total included).
+
+    A cell exists where the source has rows (before the KPI's filter); the measure sees the
+    rows of the cell that `keep` keeps, possibly none (a count of 0, a sum of 0).
+    """
+    data = frame[frame["at"].notna()]
     result: dict[tuple[str, dt.datetime, frozenset[tuple[str, Any]]], float | None] = {}
     for grain in grains:
         periods = pandas_period_start(data["at"], grain, timezone)
@@ -202,7 +205,7 @@ def expected_values(
                         (name, None if pd.isna(value) else value)
                         for name, value in zip(subset, key[1:], strict=True)
                     )
-                    value = measure(group)
+                    value = measure(group[keep(group)] if keep is not None else group)
                     start = key[0].to_pydatetime().astimezone(UTC)
                     result[(grain, start, dims)] = None if pd.isna(value) else float(value)
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -139,6 +140,8 @@ class KpiSpec(_Strict):
         default=None, description="arithmetic over other KPIs of the same source"
     )
     filter: str | None = None
+    # What a sum over no matching row is (a count is 0 anyway); null keeps it NULL.
+    fill_nulls_with: Decimal | None = Decimal(0)
     dimensions: list[Name] = []
     grains: list[Grain] = Field(default_factory=lambda: list[Grain](["day"]), min_length=1)
     timezone: str = "UTC"

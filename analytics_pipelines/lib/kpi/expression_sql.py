@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import operator
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeAlias, assert_never
 
@@ -78,31 +79,46 @@ def _numeric(value: Decimal) -> sa.ColumnElement[Any]:
     return sa.literal(value, sa.Numeric())
 
 
-def _compile_arithmetic(node: Arithmetic, resolve: _Resolver) -> sa.ColumnElement[Any]:
+@dataclass(frozen=True)
+class _Aggregation:
+    """How aggregates are built: the filter each one applies, what a sum of no row is."""
+
+    where: sa.ColumnElement[bool] | None = None
+    empty_sum: Decimal | None = None
+
+
+_PLAIN = _Aggregation()
+
+
+def _compile_arithmetic(
+    node: Arithmetic, resolve: _Resolver, how: _Aggregation = _PLAIN
+) -> sa.ColumnElement[Any]:
     match node:
         case Number(value=value):
             return _numeric(value)
         case ColumnRef(name=name) | KpiRef(name=name):
             return resolve(name)
         case Negate(operand=operand):
-            return -_compile_arithmetic(operand, resolve)
+            return -_compile_arithmetic(operand, resolve, how)
         case BinaryOp(op="/", left=left, right=right):
-            numerator = sa.cast(_compile_arithmetic(left, resolve), sa.Numeric())
-            denominator = sa.cast(_compile_arithmetic(right, resolve), sa.Numeric())
+            numerator = sa.cast(_compile_arithmetic(left, resolve, how), sa.Numeric())
+            denominator = sa.cast(_compile_arithmetic(right, resolve, how), sa.Numeric())
             return numerator / sa.func.nullif(denominator, _numeric(Decimal(0)), type_=sa.Numeric())
         case BinaryOp(op=op, left=left, right=right):
             result: sa.ColumnElement[Any] = _ARITHMETIC_OPERATORS[op](
-                _compile_arithmetic(left, resolve), _compile_arithmetic(right, resolve)
+                _compile_arithmetic(left, resolve, how), _compile_arithmetic(right, resolve, how)
             )
             return result
         case Aggregate(function="count", argument=None):
-            return sa.func.count()
+            return _filtered(sa.func.count(), how)
         case Aggregate(function=function, argument=argument):
             assert argument is not None
-            compiled = _compile_arithmetic(argument, resolve)
+            compiled = _compile_arithmetic(argument, resolve, how)
             if function == "count_distinct":
-                return sa.func.count(sa.distinct(compiled))
-            aggregate: sa.ColumnElement[Any] = getattr(sa.func, function)(compiled)
+                return _filtered(sa.func.count(sa.distinct(compiled)), how)
+            aggregate: sa.ColumnElement[Any] = _filtered(getattr(sa.func, function)(compiled), how)
+            if function == "sum" and how.empty_sum is not None:
+                return sa.func.coalesce(aggregate, _numeric(how.empty_sum))
             return aggregate
         case _:
             assert_never(node)
@@ -156,9 +172,24 @@ def _compile_condition(node: Condition, resolve: _Resolver) -> sa.ColumnElement[
             assert_never(node)
 
 
-def compile_measure(m: Measure, cols: SqlElements) -> sa.ColumnElement[Any]:
-    """Build the aggregate SQL expression; ``cols`` maps column names to column elements."""
-    return _compile_arithmetic(m.root, _resolver(cols, "column"))
+def _filtered(aggregate: Any, how: _Aggregation) -> sa.ColumnElement[Any]:
+    return aggregate if how.where is None else aggregate.filter(how.where)
+
+
+def compile_measure(
+    m: Measure,
+    cols: SqlElements,
+    *,
+    where: sa.ColumnElement[bool] | None = None,
+    empty_sum: Decimal | None = None,
+) -> sa.ColumnElement[Any]:
+    """Build the aggregate SQL expression; ``cols`` maps column names to column elements.
+
+    ``where`` becomes every aggregate's ``FILTER (WHERE …)``, so a group whose rows all fail it
+    still gets a value (a count of 0) instead of no row; a sum over no row is ``empty_sum``
+    (NULL when None).
+    """
+    return _compile_arithmetic(m.root, _resolver(cols, "column"), _Aggregation(where, empty_sum))
 
 
 def compile_filter(f: Filter, cols: SqlElements) -> sa.ColumnElement[bool]:

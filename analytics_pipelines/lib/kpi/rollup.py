@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -125,11 +126,23 @@ class Rollup:
     def _indexed(self) -> list[tuple[int, Aggregate]]:
         return list(enumerate(aggregates_of(self.measure)))
 
-    def partials(self, cols: SqlElements) -> list[sa.ColumnElement[Any]]:
-        """Labelled partial aggregates over the clean rows (for the finest periods)."""
+    def partials(
+        self,
+        cols: SqlElements,
+        *,
+        where: sa.ColumnElement[bool] | None = None,
+        empty_sum: Decimal | None = None,
+    ) -> list[sa.ColumnElement[Any]]:
+        """Labelled partial aggregates over the clean rows (for the finest periods).
+
+        A partial sum over no matching row is `empty_sum`: summed again, partials of 0 give 0.
+        """
         return [
             compile_measure(
-                Measure(self.measure.text, part.aggregate, self.measure.value_type), cols
+                Measure(self.measure.text, part.aggregate, self.measure.value_type),
+                cols,
+                where=where,
+                empty_sum=empty_sum if aggregate.function == "sum" else None,
             ).label(part.name)
             for index, aggregate in self._indexed
             for part in _parts(index, aggregate)

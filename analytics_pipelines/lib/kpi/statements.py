@@ -153,9 +153,9 @@ def insert_measure(plan: KpiPlan, windows: Windows, roll_up: bool = True) -> sa.
     needed = sorted(
         set(kpi.dimensions) | plan.measure.columns | (plan.filter.columns if plan.filter else set())
     )
+    # The filter is not a WHERE: it goes into each aggregate (FILTER (WHERE …)), so a period and
+    # dimension combination with clean rows but none passing the filter gets 0, not no row.
     conditions = [in_window]
-    if plan.filter is not None:
-        conditions.append(compile_filter(plan.filter, clean.c))
     extra = (
         [period_start_sql("hour", moment, kpi.timezone).label("_hour")] if "hour" in windows else []
     )
@@ -234,6 +234,10 @@ def _truncated(grain: Grain, local: sa.ColumnElement[Any]) -> sa.ColumnElement[A
     return sa.func.date_trunc(sa.literal(grain, sa.Text()), local, type_=sa.DateTime())
 
 
+def _measure_filter(plan: KpiPlan, cols: Any) -> sa.ColumnElement[bool] | None:
+    return compile_filter(plan.filter, cols) if plan.filter is not None else None
+
+
 def _periods(
     plan: KpiPlan, windows: Windows, rows: sa.Subquery, needed: list[str]
 ) -> tuple[sa.Subquery, sa.ColumnElement[Any]]:
@@ -246,9 +250,15 @@ def _periods(
     grouping see the "C" collation; min/max of a text keep the database's order.
     """
     assert plan.measure is not None
+    # Filter columns keep the database's collation: a filter may compare text with < or >.
+    filtered = plan.filter.columns if plan.filter is not None else set()
     bytewise = bytewise_text_columns(
         plan.measure,
-        {name for name in plan.kpi.dimensions if plan.source.column(name).type == "string"},
+        {
+            name
+            for name in plan.kpi.dimensions
+            if plan.source.column(name).type == "string" and name not in filtered
+        },
     )
 
     def column(name: str) -> sa.ColumnElement[Any]:
@@ -263,7 +273,13 @@ def _periods(
         ),
         *(column(name) for name in needed),
     ).subquery("periods")
-    return periods, compile_measure(plan.measure, periods.c)
+    value = compile_measure(
+        plan.measure,
+        periods.c,
+        where=_measure_filter(plan, periods.c),
+        empty_sum=plan.kpi.fill_nulls_with,
+    )
+    return periods, value
 
 
 def _rolled_up_periods(
@@ -281,7 +297,13 @@ def _rolled_up_periods(
     fine_period = rows.c._hour if by_hour else _truncated("day", rows.c._local)
     dimensions = [rows.c[name] for name in plan.kpi.dimensions]
     fine = (
-        sa.select(fine_period.label("_fine"), *dimensions, *rollup.partials(rows.c))
+        sa.select(
+            fine_period.label("_fine"),
+            *dimensions,
+            *rollup.partials(
+                rows.c, where=_measure_filter(plan, rows.c), empty_sum=plan.kpi.fill_nulls_with
+            ),
+        )
         .group_by(fine_period, *dimensions)
         .subquery("fine")
     )
