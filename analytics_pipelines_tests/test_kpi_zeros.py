@@ -150,3 +150,63 @@ def test_a_filter_that_matches_nothing_in_a_cell_gives_zero(warehouse: Warehouse
     # No row at all for a region on a day: no cell (south had no rows on the 30th).
     south_30 = ("day", _utc_midnight(DAYS[2]), frozenset({("region", "south")}))
     assert south_30 not in stored_values(warehouse, names["returns"])
+
+
+def test_a_filter_literal_outside_allowed_values_is_refused_with_a_suggestion() -> None:
+    import pytest
+
+    from analytics_pipelines.lib.catalog import CatalogError, ColumnSpec
+
+    source = make_source(unique("kpi_allowed"))
+    columns = [
+        c
+        if c.name != "status"
+        else ColumnSpec(name="status", allowed_values=["placed", "cancelled"])
+        for c in source.columns
+    ]
+    source = source.model_copy(update={"columns": columns})
+    typo = make_kpi(unique("typo"), source.name, measure="count(*)", filter="status = 'canceled'")
+    in_list = make_kpi(
+        unique("listed"), source.name, measure="count(*)", filter="status in ('placed', 'shiped')"
+    )
+    dimension = make_kpi(unique("dims"), source.name, measure="count(*)", dimensions=["regoin"])
+    fine = make_kpi(unique("fine"), source.name, measure="count(*)", filter="status != 'placed'")
+    catalog = make_catalog([source], [typo, in_list, dimension, fine])
+
+    with pytest.raises(CatalogError) as refused:
+        plan_kpi(catalog, typo.name)
+    assert "filter: 'canceled' is not an allowed value of status (placed, cancelled)" in str(
+        refused.value
+    )
+    assert "did you mean 'cancelled'?" in str(refused.value)
+    with pytest.raises(CatalogError, match="'shiped' is not an allowed value of status"):
+        plan_kpi(catalog, in_list.name)
+    with pytest.raises(CatalogError, match=r"regoin \(did you mean 'region'\?\)"):
+        plan_kpi(catalog, dimension.name)
+    assert plan_kpi(catalog, fine.name).filter is not None
+
+
+def test_catalog_validate_names_a_filter_typo_and_a_dimension_typo(tmp_path) -> None:
+    import shutil
+
+    import pytest
+
+    from analytics_pipelines.lib.catalog import CatalogError, load_catalog
+    from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
+
+    catalog = tmp_path / "catalog"
+    shutil.copytree(DEMO_CATALOG_DIR, catalog)
+    sales = catalog / "kpis" / "sales.yaml"
+    text = sales.read_text()
+    assert "filter: status != 'cancelled'" in text and "dimensions: [region]" in text
+    text = text.replace("filter: status != 'cancelled'", "filter: status != 'canceled'", 1)
+    sales.write_text(text.replace("dimensions: [region]", "dimensions: [regoin]", 1))
+
+    with pytest.raises(CatalogError) as refused:
+        load_catalog(catalog)
+    message = str(refused.value)
+    assert "filter: 'canceled' is not an allowed value of status" in message
+    assert "did you mean 'cancelled'?" in message
+    assert (
+        "dimensions: 'regoin' is not a column of source orders (did you mean 'region'?)" in message
+    )

@@ -88,6 +88,7 @@ def _check_kpis(catalog: Catalog, problems: list[str]) -> None:
         parse_filter,
         parse_measure,
     )
+    from analytics_pipelines.lib.kpi.plan import did_you_mean, values_outside_allowed
 
     for kpi in catalog.kpis.values():
         where = f"{catalog.origins[kpi.name]}: kpi {kpi.name}"
@@ -102,12 +103,17 @@ def _check_kpis(catalog: Catalog, problems: list[str]) -> None:
             if dimension not in types:
                 problems.append(
                     f"{where}: dimensions: {dimension!r} is not a column of source {source.name}"
+                    + did_you_mean(dimension, types)
                 )
         try:
             if kpi.measure is not None:
                 parse_measure(kpi.measure, types)
             if kpi.filter is not None:
-                parse_filter(kpi.filter, types)
+                condition = parse_filter(kpi.filter, types)
+                problems.extend(
+                    f"{where}: filter: {problem}"
+                    for problem in values_outside_allowed(condition.root, source)
+                )
             if kpi.derived is not None:
                 derived = parse_derived(kpi.derived, [n for n in catalog.kpis if n != kpi.name])
                 for ref in sorted(derived.references):

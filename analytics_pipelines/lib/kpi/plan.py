@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from analytics_pipelines.lib.catalog import Catalog, CatalogError, KpiSpec, SourceSpec
 from analytics_pipelines.lib.kpi.expressions import (
+    And,
+    ColumnRef,
+    Comparison,
+    Condition,
+    Constant,
     Derived,
     Filter,
+    InList,
     Measure,
+    Not,
+    Or,
     parse_derived,
     parse_filter,
     parse_measure,
@@ -52,7 +62,10 @@ def plan_kpi(catalog: Catalog, name: str) -> KpiPlan:
     missing = [d for d in kpi.dimensions if d not in types]
     if missing:
         raise CatalogError(
-            [f"{where}: dimensions: not columns of source {source.name}: {', '.join(missing)}"]
+            [
+                f"{where}: dimensions: not columns of source {source.name}: "
+                + ", ".join(f"{d}{did_you_mean(d, types)}" for d in missing)
+            ]
         )
     derived = None
     if kpi.derived is not None:
@@ -67,13 +80,52 @@ def plan_kpi(catalog: Catalog, name: str) -> KpiPlan:
                         f"this KPI in {kpi.timezone}; use the same time zone"
                     ]
                 )
+    condition = parse_filter(kpi.filter, types) if kpi.filter is not None else None
+    if condition is not None:
+        unknown = list(values_outside_allowed(condition.root, source))
+        if unknown:
+            raise CatalogError([f"{where}: filter: {problem}" for problem in unknown])
     return KpiPlan(
         kpi=kpi,
         source=source,
         measure=parse_measure(kpi.measure, types) if kpi.measure is not None else None,
-        filter=parse_filter(kpi.filter, types) if kpi.filter is not None else None,
+        filter=condition,
         derived=derived,
     )
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `names`, or nothing."""
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def values_outside_allowed(node: Condition, source: SourceSpec) -> Iterator[str]:
+    """Literals compared with a column that declares `allowed_values` but are not among them.
+
+    Such a filter can never match a clean row (the clean layer quarantines other values), so
+    `status = 'canceled'` where only 'cancelled' exists is a typo that would make the KPI 0.
+    """
+    pairs: list[tuple[ColumnRef, Constant]] = []
+    match node:
+        case Comparison(op="=" | "!=", left=ColumnRef() as column, right=Constant() as value):
+            pairs.append((column, value))
+        case Comparison(op="=" | "!=", left=Constant() as value, right=ColumnRef() as column):
+            pairs.append((column, value))
+        case InList(column=column, values=values):
+            pairs.extend((column, value) for value in values)
+        case And(operands=operands) | Or(operands=operands):
+            for operand in operands:
+                yield from values_outside_allowed(operand, source)
+        case Not(operand=operand):
+            yield from values_outside_allowed(operand, source)
+    for column, value in pairs:
+        allowed = source.column(column.name).allowed_values
+        if allowed is not None and isinstance(value.value, str) and value.value not in allowed:
+            yield (
+                f"{value.value!r} is not an allowed value of {column.name} "
+                f"({', '.join(allowed)}){did_you_mean(value.value, allowed)}"
+            )
 
 
 def plan_catalog(catalog: Catalog) -> dict[str, KpiPlan]:
