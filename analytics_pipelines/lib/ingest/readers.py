@@ -55,6 +55,9 @@ class CopyPlan:
             item.close()
 
 
+_LINE_END_BYTES = b"\r\n"
+
+
 class TrailingBlankLinesDropped(io.RawIOBase):
     """Passes a CSV body through, except the empty lines at its very end.
 
@@ -86,9 +89,12 @@ class TrailingBlankLinesDropped(io.RawIOBase):
                     self._ready = self._held if end < 0 else self._held[: end + 1]
                 self._held = b""
                 return
-            data = self._held + chunk
-            body = data.rstrip(b"\r\n")
-            self._held = data[len(body) :]
+            data = self._held + chunk if self._held else chunk
+            end = len(data)
+            while end and data[end - 1] in _LINE_END_BYTES:  # only the trailing run is scanned
+                end -= 1
+            # Most chunks end inside a line: nothing is held back and nothing is copied.
+            body, self._held = (data, b"") if end == len(data) else (data[:end], data[end:])
             if body:
                 self._data_seen = True
                 self._ready = body
