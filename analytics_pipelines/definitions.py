@@ -22,7 +22,7 @@ def defs() -> dg.Definitions:
         raise SystemExit(2) from None
     configure_logging(settings.log_format, settings.log_level)
     try:
-        loaded = dg.load_from_defs_folder(project_root=Path(__file__).parent.parent)
+        loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     except CatalogError as error:
         sys.stderr.write(f"{error}\n")
         raise SystemExit(2) from None

@@ -12,12 +12,16 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
+
+from analytics_pipelines.cli.dev import DAGSTER_DEV_YAML
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -290,39 +294,65 @@ def test_dagster_yaml_storage_and_run_queue() -> None:
     assert config["concurrency"]["pools"]["default_limit"] >= 1
 
 
-def test_dagster_yaml_validates_against_dagster_schema(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Dagster itself accepts the file, and names a driver that is installed."""
-    from dagster._config import process_config
-    from dagster._config.field_utils import Shape
-    from dagster._core.instance.config import dagster_instance_config
-    from dagster._core.storage.config import pg_config
-    from dagster_postgres.utils import pg_url_from_config
-    from sqlalchemy.engine import make_url
+def _dagster_instance_info(dagster_home: Path, env: Mapping[str, str]) -> str:
+    """`dagster instance info`: Dagster loads the instance from `dagster_home` and connects."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "instance", "info"],
+        env={**os.environ, **env, "DAGSTER_HOME": str(dagster_home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
-    for name, value in {
-        "DAGSTER_PG_HOST": "postgres",
-        "DAGSTER_PG_USER": "analytics",
-        "DAGSTER_PG_PASSWORD": "secret",
-        "DAGSTER_PG_DB": "dagster",
-        "DAGSTER_PG_PORT": "5432",
-    }.items():
-        monkeypatch.setenv(name, value)
+
+def test_shipped_dagster_yaml_loads_and_connects(tmp_path: Path, scratch_database_url: str) -> None:
+    """Dagster accepts the file, resolves its {env: ...} values and reaches PostgreSQL with them."""
+    url = make_url(scratch_database_url)
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    info = _dagster_instance_info(
+        tmp_path,
+        {
+            "DAGSTER_PG_HOST": str(url.host),
+            "DAGSTER_PG_USER": str(url.username),
+            "DAGSTER_PG_PASSWORD": str(url.password or ""),
+            "DAGSTER_PG_DB": str(url.database),
+            "DAGSTER_PG_PORT": str(url.port),
+        },
+    )
+    assert "run_storage: PostgresRunStorage" in info
+    assert "event_log_storage: PostgresEventLogStorage" in info
+    assert "module: dagster\n  class: DefaultRunLauncher" in info
+    assert "max_concurrent_runs: 4" in info
+    # It reached the database: Dagster's schema is there and current.
+    assert "run_storage:\n    current: " in info
 
-    config, instance_class = dagster_instance_config(str(tmp_path))
 
-    assert instance_class is None
-    # What the storage classes do with their section: resolve the {env: ...} values.
-    postgres = process_config(Shape(pg_config()), config["storage"]["postgres"])
-    assert postgres.success, postgres.errors
-    assert postgres.value is not None
-    url = make_url(pg_url_from_config(postgres.value))
-    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which is not installed.
-    assert url.get_dialect().driver == "psycopg2"
-    assert url.host == "postgres"
-    assert url.database == "dagster"
+def test_dev_instance_has_the_shipped_shape(tmp_path: Path, scratch_database_url: str) -> None:
+    """`analytics-pipelines dev` writes the same sections as dagster.yaml, and Dagster loads it."""
+    shipped = load_yaml("dagster.yaml")
+    dev = yaml.safe_load(DAGSTER_DEV_YAML)
+    for section in ("run_coordinator", "run_launcher"):
+        assert {k: dev[section][k] for k in ("module", "class")} == {
+            k: shipped[section][k] for k in ("module", "class")
+        }, section
+    assert "max_concurrent_runs" not in dev["run_coordinator"].get("config", {})
+    assert dev["concurrency"]["runs"]["max_concurrent_runs"] >= 1
+    assert set(dev["concurrency"]["pools"]) == set(shipped["concurrency"]["pools"])
+
+    (tmp_path / "dagster.yaml").write_text(DAGSTER_DEV_YAML)
+    info = _dagster_instance_info(tmp_path, {"DAGSTER_PG_URL": scratch_database_url})
+    assert "run_storage: PostgresRunStorage" in info
+    assert "module: dagster\n  class: DefaultRunLauncher" in info
+    assert "max_concurrent_runs: 4" in info
+
+
+def test_dagster_yaml_names_an_installed_driver() -> None:
+    """SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which is not installed."""
+    scheme = load_yaml("dagster.yaml")["storage"]["postgres"]["postgres_db"]["scheme"]
+    assert make_url(f"{scheme}://u@h/d").get_dialect().driver == "psycopg2"
 
 
 def test_workspace_points_at_the_grpc_code_location() -> None:

@@ -28,14 +28,24 @@ storage:
   postgres:
     postgres_url:
       env: DAGSTER_PG_URL
+# The shape of the shipped dagster.yaml: run limits under `concurrency:`, classes by their public
+# module; only the queue's pace differs.
 run_coordinator:
-  module: dagster.core.run_coordinator
+  module: dagster
   class: QueuedRunCoordinator
   config:
-    max_concurrent_runs: 4
     # Dequeue at once: on a laptop the queue's default pace is most of a dropped file's latency.
     dequeue_use_threads: true
     dequeue_interval_seconds: 1
+run_launcher:
+  module: dagster
+  class: DefaultRunLauncher
+concurrency:
+  runs:
+    max_concurrent_runs: 4
+  pools:
+    default_limit: 2
+    granularity: op
 telemetry:
   enabled: false
 """

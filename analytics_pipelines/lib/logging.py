@@ -72,7 +72,8 @@ def bound_context(**values: Any) -> Iterator[None]:
 
 def run_context_fields(context: Any) -> dict[str, Any]:
     """The identifying fields of a Dagster asset/op execution context."""
-    fields: dict[str, Any] = {"run_id": getattr(context, "run_id", None)}
+    run = getattr(context, "run", None)
+    fields: dict[str, Any] = {"run_id": run.run_id if run is not None else None}
     try:
         fields["asset_key"] = context.asset_key.to_user_string()
     except Exception:

@@ -100,13 +100,20 @@ def copy_from(
 ) -> int:
     """Stream `stream` into `schema.table(columns)` with COPY inside the caller's transaction.
 
-    Identifiers are quoted by psycopg2; option values are literals quoted by psycopg2 too.
+    Identifiers are quoted by psycopg2; option values are literals quoted by psycopg2 too. The
+    format and the option names are keywords, not values, so they come from allow-lists.
     Returns the number of rows COPY reported.
     """
-    opts: list[sql.Composable] = [sql.SQL("FORMAT {}").format(sql.SQL(format))]
+    if format.lower() not in _COPY_FORMATS:
+        raise ValueError(
+            f"unsupported COPY format {format!r} (one of: {', '.join(sorted(_COPY_FORMATS))})"
+        )
+    opts: list[sql.Composable] = [sql.SQL("FORMAT {}").format(sql.SQL(format.lower()))]
     for key, value in (options or {}).items():
         if key.upper() not in _COPY_OPTIONS:
-            raise ValueError(f"unsupported COPY option {key!r}")
+            raise ValueError(
+                f"unsupported COPY option {key!r} (one of: {', '.join(sorted(_COPY_OPTIONS))})"
+            )
         rendered = (
             sql.SQL("true" if value else "false") if isinstance(value, bool) else sql.Literal(value)
         )
@@ -127,6 +134,7 @@ def copy_from(
         cursor.close()
 
 
+_COPY_FORMATS = frozenset({"text", "csv", "binary"})
 _COPY_OPTIONS = frozenset(
     {"DELIMITER", "NULL", "HEADER", "QUOTE", "ESCAPE", "ENCODING", "FORCE_NOT_NULL"}
 )

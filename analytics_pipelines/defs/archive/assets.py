@@ -40,7 +40,7 @@ def build_archive_asset(source: SourceSpec) -> dg.AssetsDefinition:
                 warehouse.get_warehouse(),
                 object_store.get_store(),
                 source,
-                run_id=context.run_id,
+                run_id=context.run.run_id,
             )
             result.raw_rows_deleted = purge_raw(warehouse.get_warehouse(), source)
         days = [day.isoformat() for day in result.dates_archived]

@@ -73,7 +73,7 @@ def build_clean_asset(source: SourceSpec) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         with bound_context(**run_context_fields(context)):
             db = warehouse.get_warehouse()
-            fused = _cleaned_while_loading(db, source, context.run_id)
+            fused = _cleaned_while_loading(db, source, context.run.run_id)
             try:
                 report = clean_pending(db, source)
             except SchemaDriftError as error:

@@ -6,6 +6,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from analytics_pipelines.defs.ingest.sensors import ingest_job_name
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest import (
     FileOutcome,
@@ -80,11 +81,22 @@ def report_metadata(report: LoadReport, preview: list[dict[str, Any]]) -> dict[s
 
 
 def _assets_of_run(context: dg.AssetExecutionContext) -> AbstractSet[dg.AssetKey]:
-    """Every asset this run materialises (`selected_asset_keys` holds only this step's)."""
+    """Every asset this run materialises (`selected_asset_keys` holds only this step's).
+
+    A run of a selection names its assets (`DagsterRun.asset_selection`). A run of a whole job
+    names none (None; empty from `execute_in_process`), and Dagster has no public API that
+    lists a job's assets. The one whole job that runs raw/<source> is ours, `ingest_<source>`:
+    raw/<source> and what directly depends on it, which every catalog source has as
+    clean/<source> (sensors.build_ingest_job). Any other job runs only this step as far as
+    this asset can tell, so it loads without the fast clean path.
+    """
     selection = context.run.asset_selection
-    if selection is not None:
+    if selection:
         return selection
-    return context.job_def.asset_layer.selected_asset_keys
+    source = context.asset_key.path[-1]
+    if context.job_name == ingest_job_name(source):
+        return {context.asset_key, dg.AssetKey(["clean", source])}
+    return {context.asset_key}
 
 
 def build_raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
@@ -130,7 +142,7 @@ def build_raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                     object_store.get_store(),
                     warehouse.get_warehouse(),
                     keys=config.keys or None,
-                    run_id=context.run_id,
+                    run_id=context.run.run_id,
                     clean_while_loading=cleaning,
                 )
             except KeysRefused as refused:

@@ -119,7 +119,7 @@ def merge_stage(conn: Connection, source: SourceSpec, stage: sa.Table) -> MergeO
     winners = (
         sa.select(*(stage.c[name] for name in [*data_columns, FILE_ID, LINE]))
         .where(stage.c[OK])
-        .distinct(*(stage.c[k] for k in pk))
+        .ext(postgresql.distinct_on(*(stage.c[k] for k in pk)))
         .order_by(*(stage.c[k] for k in pk), stage.c[FILE_ID].desc(), stage.c[LINE].desc())
         .cte("winners")
     )

@@ -9,6 +9,7 @@ from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.storage import ObjectInfo
@@ -68,7 +69,7 @@ def current_versions(
             ledger.c.status,
             ledger.c.retry_requested_at,
         )
-        .distinct(ledger.c.object_key)
+        .ext(distinct_on(ledger.c.object_key))
         .where(ledger.c.source == source, ledger.c.object_key.in_(keys))
         .order_by(ledger.c.object_key, ledger.c.file_id.desc())
     )

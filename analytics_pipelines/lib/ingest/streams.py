@@ -48,7 +48,7 @@ class HashingReader(io.RawIOBase):
 
 
 class PrefixedReader(io.RawIOBase):
-    """A reader that first returns `prefix`, then the rest of `raw` (used after peeking a header)."""
+    """A reader that first returns `prefix`, then the rest of `raw` (bytes already consumed)."""
 
     def __init__(self, prefix: bytes, raw: IO[bytes]) -> None:
         self._prefix = prefix
@@ -137,14 +137,16 @@ class SafeGzipReader(io.RawIOBase):
 
 
 def peek(raw: IO[bytes], size: int) -> tuple[bytes, IO[bytes]]:
-    """The first `size` bytes and a reader that still yields them."""
-    head = b""
-    while len(head) < size:
-        chunk = raw.read(size - len(head))
-        if not chunk:
-            break
-        head += chunk
-    return head, cast(IO[bytes], PrefixedReader(head, raw))
+    """The first `size` bytes and a reader that still yields them (`io.BufferedReader.peek`).
+
+    One read of `raw` fills the buffer; the readers given here (the store's body through
+    HashingReader, gunzip) return as many bytes as asked for unless the data ends.
+    """
+    if isinstance(raw, io.BufferedReader):
+        buffered = raw
+    else:
+        buffered = io.BufferedReader(cast(io.RawIOBase, raw), CHUNK)
+    return buffered.peek(size)[:size], cast(IO[bytes], buffered)
 
 
 def maybe_decompress(raw: IO[bytes], compression: str, key: str) -> IO[bytes]:

@@ -215,7 +215,7 @@ class KpiDefinitions:
     sensor: dg.SensorDefinition | None
 
 
-def build_kpi_jobs(plans: dict[str, KpiPlan], start: str) -> dict[str, AssetJob]:
+def build_kpi_jobs(plans: dict[str, KpiPlan]) -> dict[str, AssetJob]:
     by_zone: dict[str, list[str]] = defaultdict(list)
     for plan in plans.values():
         by_zone[plan.kpi.timezone].append(plan.name)
@@ -223,7 +223,6 @@ def build_kpi_jobs(plans: dict[str, KpiPlan], start: str) -> dict[str, AssetJob]
         zone: dg.define_asset_job(
             name=job_name(zone),
             selection=dg.AssetSelection.assets(*(kpi_asset_key(n) for n in sorted(names))),
-            partitions_def=kpi_partitions(zone, start),
             description=f"Refreshes KPIs computed in {zone} for a day or a range of days.",
         )
         for zone, names in sorted(by_zone.items())
@@ -417,7 +416,7 @@ def build_kpi_definitions(
     plans = plan_catalog(catalog)
     if not plans:
         return KpiDefinitions([], {}, [], None)
-    jobs = build_kpi_jobs(plans, start)
+    jobs = build_kpi_jobs(plans)
     return KpiDefinitions(
         assets=[build_kpi_asset(plan, start, plans) for plan in plans.values()],
         jobs=jobs,
