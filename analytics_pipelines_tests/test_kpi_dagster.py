@@ -415,7 +415,7 @@ def test_schedules_target_the_current_local_day(setup: Setup) -> None:
     defs = dg.Definitions(
         assets=setup.built.assets, schedules=setup.built.schedules, resources=setup.resources
     )
-    daily = defs.get_schedule_def("kpi_refresh_daily_at_0600_europe_berlin")
+    daily = defs.resolve_schedule_def("kpi_refresh_daily_at_0600_europe_berlin")
     with dg.instance_for_test() as instance:
         data = daily.evaluate_tick(
             dg.build_schedule_context(

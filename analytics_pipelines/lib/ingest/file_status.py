@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.ingest.ledger import (
@@ -152,7 +153,7 @@ def latest_failed_deliveries(conn: Connection, sources: Iterable[str]) -> list[F
     """Per source, its newest ledger row when that row is a failure."""
     newest = (
         sa.select(*_COLUMNS)
-        .distinct(ledger.c.source)
+        .ext(distinct_on(ledger.c.source))
         .where(ledger.c.source.in_(sorted(set(sources))))
         .order_by(ledger.c.source, ledger.c.file_id.desc())
         .subquery()
@@ -179,7 +180,7 @@ class RetryResult:
 def _current_failed(conn: Connection, source: str) -> list[FileVersion]:
     newest = (
         sa.select(*_COLUMNS)
-        .distinct(ledger.c.object_key)
+        .ext(distinct_on(ledger.c.object_key))
         .where(ledger.c.source == source)
         .order_by(ledger.c.object_key, ledger.c.file_id.desc())
         .subquery()
