@@ -7,6 +7,7 @@ its own) and a temporary local store, drops an orders file into the landing fold
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -169,3 +170,6 @@ def test_a_dropped_file_moves_the_kpis_and_a_correction_moves_them_back(
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
+        # The daemon's code server outlives a SIGTERM to the group and would be left running.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(daemon.pid, signal.SIGKILL)
