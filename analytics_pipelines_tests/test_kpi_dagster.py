@@ -153,6 +153,9 @@ def test_materialising_a_day_writes_every_grain_and_a_preview(
     # Day and month, each: north, south and the total.
     assert units["rows_day"].value == 3 and units["rows_month"].value == 3
     assert "region=north" in str(units["preview"].value)
+    # The Berlin day of the partition, as people write it, not the UTC instant it starts at.
+    assert "| 2026-03-29 | region=north |" in str(units["preview"].value)
+    assert "T23:00:00" not in str(units["preview"].value)
     stored = stored_values(warehouse, setup.per_line.name)
     berlin_day = dt.datetime(2026, 3, 28, 23, tzinfo=UTC)
     assert stored[("day", berlin_day, frozenset())] == Decimal(1)

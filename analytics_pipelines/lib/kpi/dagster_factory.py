@@ -123,10 +123,10 @@ def _number(value: Any) -> Any:
 def _preview_markdown(result: RefreshResult) -> str:
     if not result.preview:
         return "_no values in the refreshed days_"
-    lines = ["| period start | dimensions | value |", "|---|---|---|"]
+    lines = ["| period | dimensions | value |", "|---|---|---|"]
     for row in result.preview:
         dims = ", ".join(f"{k}={v}" for k, v in sorted(row["dimensions"].items())) or "total"
-        lines.append(f"| {row['period_start'].isoformat()} | {dims} | {_number(row['value'])} |")
+        lines.append(f"| {row['period']} | {dims} | {_number(row['value'])} |")
     return "\n".join(lines)
 
 

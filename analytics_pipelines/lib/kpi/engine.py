@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -21,6 +22,7 @@ from analytics_pipelines.lib.catalog import SourceSpec
 from analytics_pipelines.lib.catalog.models import Grain
 from analytics_pipelines.lib.kpi.periods import covering_window, local_midnight_sql
 from analytics_pipelines.lib.kpi.plan import KpiPlan
+from analytics_pipelines.lib.kpi.query import period_label
 from analytics_pipelines.lib.kpi.statements import delete_window, insert_values
 from analytics_pipelines.lib.kpi.views import ensure_view
 from analytics_pipelines.lib.logging import get_logger
@@ -128,8 +130,16 @@ def _preview(
         .order_by(kpi_values.c.period_start, sa.cast(kpi_values.c.dimensions, sa.Text()))
         .limit(PREVIEW_ROWS)
     ).all()
+    zone = ZoneInfo(tz)
+    # The period as people in the KPI's zone name it (a Berlin day is 2026-01-05, not
+    # 2026-01-04T23:00:00+00:00); period_start stays the stored instant.
     return [
-        {"period_start": row.period_start, "dimensions": row.dimensions, "value": row.value}
+        {
+            "period": period_label(grain, row.period_start.astimezone(zone)),
+            "period_start": row.period_start,
+            "dimensions": row.dimensions,
+            "value": row.value,
+        }
         for row in rows
     ]
 
