@@ -510,10 +510,16 @@ def _known(names: Collection[str], limit: int = 20) -> str:
     return shown + (", ..." if len(ordered) > limit else "")
 
 
-def _did_you_mean(name: str, names: Collection[str]) -> str:
+def closest_name(name: str, names: Collection[str]) -> str | None:
+    """The name a typo most likely meant: same letters in another case first, else the closest."""
     folded = [n for n in names if n.lower() == name.lower()]
     close = folded or difflib.get_close_matches(name, list(names), n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return close[0] if close else None
+
+
+def _did_you_mean(name: str, names: Collection[str]) -> str:
+    close = closest_name(name, names)
+    return f"; did you mean '{close}'?" if close else ""
 
 
 class _Parser:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from analytics_pipelines.lib.kpi.expressions import (
     Measure,
     Not,
     Or,
+    closest_name,
     parse_derived,
     parse_filter,
     parse_measure,
@@ -96,8 +96,8 @@ def plan_kpi(catalog: Catalog, name: str) -> KpiPlan:
 
 def did_you_mean(name: str, names: Iterable[str]) -> str:
     """` (did you mean 'x'?)` for the closest of `names`, or nothing."""
-    close = difflib.get_close_matches(name, list(names), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest_name(name, list(names))
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def values_outside_allowed(node: Condition, source: SourceSpec) -> Iterator[str]:
