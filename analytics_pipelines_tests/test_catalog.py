@@ -99,7 +99,7 @@ def test_derived_kpi_across_time_zones_and_reserved_names_are_refused(catalog_di
         load_catalog(catalog_dir)
     problems = "\n".join(caught.value.problems)
     assert (
-        "kpi average_order_value: derived: 'net_revenue' must have the same timezone (UTC)"
-        in problems
+        "kpi average_order_value: derived: 'net_revenue' is computed in Europe/Berlin, "
+        "this KPI in UTC; inputs must use the same time zone" in problems
     )
     assert "kpi kpi_values: name: 'kpi_values' is reserved" in problems

@@ -159,7 +159,7 @@ def full_table_group_by(warehouse: Warehouse, plans: list[KpiPlan]) -> int:
     groups = 0
     with warehouse.connect() as conn:
         for plan in plans:
-            if plan.measure is None:
+            if plan.measure is None or plan.source is None:
                 continue
             table = clean_table(plan.source)
             day = period_start_sql("day", table.c[plan.source.event_time], plan.kpi.timezone)

@@ -95,6 +95,8 @@ def render(
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from analytics_pipelines.lib.kpi.validation import sources_of
+
     catalog = load_catalog(catalog_dir(None))
     headers = [
         "name",
@@ -111,7 +113,7 @@ def run_list(args: argparse.Namespace) -> int:
         [
             k.name,
             k.value_chain,
-            k.source,
+            ", ".join(sources_of(k, catalog.kpis)),
             k.unit,
             ",".join(k.dimensions),
             ",".join(k.grains),

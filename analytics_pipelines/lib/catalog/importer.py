@@ -11,9 +11,9 @@ name               KPI or source name (lower case, digits, `_`)
 value_chain        value chain (the Dagster group)
 description        one line; required for KPIs
 unit               KPI unit, e.g. EUR
-source             KPI: the source it is computed from
+source             KPI: the source a measure is computed from (optional for derived)
 measure            KPI: e.g. `sum(quantity * unit_price)`; or use `derived`
-derived            KPI: arithmetic over other KPIs of the same source, e.g. `net / orders`
+derived            KPI: arithmetic over other KPIs (of any source), e.g. `net / orders`
 filter             KPI: e.g. `status in ('placed', 'shipped')`
 dimensions         list, e.g. `region; channel`
 grains             list of hour day week month quarter year (default: day)
@@ -225,64 +225,6 @@ def _validate(model: type[BaseModel], data: dict[str, Any], label: str, problems
         return None
 
 
-def _check_expressions(
-    kpi: KpiSpec,
-    label: str,
-    sources: dict[str, SourceSpec],
-    kpis: dict[str, KpiSpec],
-    problems: list[str],
-) -> None:
-    from analytics_pipelines.lib.kpi.expressions import (
-        Derived,
-        ExpressionError,
-        parse_derived,
-        parse_filter,
-        parse_measure,
-    )
-
-    source = sources.get(kpi.source)
-    if source is None:
-        problems.append(
-            f"{label}: source: unknown source {kpi.source!r} "
-            f"(known: {', '.join(sorted(sources)) or 'none'})"
-        )
-        return
-    types = source.column_types
-    for dimension in kpi.dimensions:
-        if dimension not in types:
-            problems.append(
-                f"{label}: dimensions: {dimension!r} is not a column of source {source.name}"
-            )
-    for field_name, parse in (
-        ("measure", lambda text: parse_measure(text, types)),
-        ("filter", lambda text: parse_filter(text, types)),
-        ("derived", lambda text: parse_derived(text, [n for n in kpis if n != kpi.name])),
-    ):
-        text = getattr(kpi, field_name)
-        if text is None:
-            continue
-        try:
-            parsed = parse(text)
-        except ExpressionError as error:
-            problems.append(
-                f"{label}: {field_name}: at position {error.position}: {error.reason} (in {text!r})"
-            )
-            continue
-        if isinstance(parsed, Derived):
-            for ref in sorted(parsed.references):
-                other = kpis[ref]
-                if other.source != kpi.source or sorted(other.dimensions) != sorted(kpi.dimensions):
-                    problems.append(
-                        f"{label}: derived: {ref!r} must have the same source and dimensions"
-                    )
-                if other.timezone != kpi.timezone:
-                    problems.append(f"{label}: derived: {ref!r} must have the same time zone")
-                if other.derived is not None:
-                    problems.append(f"{label}: derived: {ref!r} is itself derived")
-                if not set(kpi.grains) <= set(other.grains):
-                    problems.append(f"{label}: derived: {ref!r} lacks some of the grains")
-
-
 def parse_sheet(path: Path, catalog: Catalog | None) -> ImportResult:
     """Validate every row of the sheet against itself and `catalog`; raise on any problem."""
     _, records = read_sheet(path)
@@ -332,8 +274,10 @@ def parse_sheet(path: Path, catalog: Catalog | None) -> ImportResult:
         **({} if catalog is None else catalog.kpis),
         **{k.name: k for k in reversed(result.kpis)},
     }
+    from analytics_pipelines.lib.kpi.validation import kpi_problems
+
     for label, kpi in rows:
-        _check_expressions(kpi, label, sources, kpis, problems)
+        problems.extend(f"{label}: {problem}" for problem in kpi_problems(kpi, sources, kpis))
     if problems:
         raise CatalogImportError(sorted(problems, key=_row_number))
     return result

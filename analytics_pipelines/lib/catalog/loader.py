@@ -12,9 +12,6 @@ from pydantic import BaseModel, ValidationError
 
 from analytics_pipelines.lib.catalog.models import KpiFile, KpiSpec, SourceFile, SourceSpec
 
-# Each KPI gets a view kpi.<name> beside the system table.
-RESERVED_KPI_NAMES = frozenset({"kpi_values"})
-
 
 class CatalogError(Exception):
     """The catalog is invalid; `problems` lists each one as 'file: entry: reason'."""
@@ -82,67 +79,14 @@ def _read(path: Path, key: str, model: type[BaseModel], problems: list[str]) -> 
 
 
 def _check_kpis(catalog: Catalog, problems: list[str]) -> None:
-    from analytics_pipelines.lib.kpi.expressions import (
-        ExpressionError,
-        parse_derived,
-        parse_filter,
-        parse_measure,
-    )
-    from analytics_pipelines.lib.kpi.plan import did_you_mean, values_outside_allowed
+    # Imported here: the rules parse expressions, which `import lib.catalog` alone does not need.
+    from analytics_pipelines.lib.kpi.validation import kpi_problems
 
-    for kpi in catalog.kpis.values():
-        where = f"{catalog.origins[kpi.name]}: kpi {kpi.name}"
-        if kpi.name in RESERVED_KPI_NAMES:
-            problems.append(f"{where}: name: {kpi.name!r} is reserved (it names a system table)")
-        source = catalog.sources.get(kpi.source)
-        if source is None:
-            problems.append(f"{where}: source: unknown source {kpi.source!r}")
-            continue
-        types = source.column_types
-        for dimension in kpi.dimensions:
-            if dimension not in types:
-                problems.append(
-                    f"{where}: dimensions: {dimension!r} is not a column of source {source.name}"
-                    + did_you_mean(dimension, types)
-                )
-        try:
-            if kpi.measure is not None:
-                parse_measure(kpi.measure, types)
-            if kpi.filter is not None:
-                condition = parse_filter(kpi.filter, types)
-                problems.extend(
-                    f"{where}: filter: {problem}"
-                    for problem in values_outside_allowed(condition.root, source)
-                )
-            if kpi.derived is not None:
-                derived = parse_derived(kpi.derived, [n for n in catalog.kpis if n != kpi.name])
-                for ref in sorted(derived.references):
-                    other = catalog.kpis[ref]
-                    if other.source != kpi.source or sorted(other.dimensions) != sorted(
-                        kpi.dimensions
-                    ):
-                        problems.append(
-                            f"{where}: derived: {ref!r} must have the same source and dimensions"
-                        )
-                    if other.derived is not None:
-                        problems.append(
-                            f"{where}: derived: {ref!r} is itself derived; combine measures only"
-                        )
-                    if other.timezone != kpi.timezone:
-                        problems.append(
-                            f"{where}: derived: {ref!r} must have the same timezone ({kpi.timezone})"
-                        )
-                    if not set(kpi.grains) <= set(other.grains):
-                        problems.append(
-                            f"{where}: derived: {ref!r} lacks some of the grains {kpi.grains}"
-                        )
-        except ExpressionError as error:
-            field_name = (
-                "measure"
-                if kpi.measure is not None and error.expression == kpi.measure
-                else ("filter" if error.expression == kpi.filter else "derived")
-            )
-            problems.append(f"{where}: {field_name}: {error}")
+    for name, kpi in catalog.kpis.items():
+        where = f"{catalog.origins[name]}: kpi {name}"
+        problems.extend(
+            f"{where}: {problem}" for problem in kpi_problems(kpi, catalog.sources, catalog.kpis)
+        )
 
 
 def load_catalog(root: str | Path) -> Catalog:

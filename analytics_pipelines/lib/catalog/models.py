@@ -134,10 +134,11 @@ class KpiSpec(_Strict):
     value_chain: Name
     description: str = Field(min_length=1)
     unit: str = ""
-    source: Name
+    # The source a measure aggregates; a derived KPI takes its inputs' sources (optional there).
+    source: Name | None = None
     measure: str | None = None
     derived: str | None = Field(
-        default=None, description="arithmetic over other KPIs of the same source"
+        default=None, description="arithmetic over other KPIs, of any source"
     )
     filter: str | None = None
     # What a sum over no matching row is (a count is 0 anyway); null keeps it NULL.
@@ -169,6 +170,10 @@ class KpiSpec(_Strict):
     def _one_kind(self) -> KpiSpec:
         if (self.measure is None) == (self.derived is None):
             raise ValueError("declare exactly one of measure or derived")
+        if self.measure is not None and self.source is None:
+            raise ValueError(
+                "a measure KPI needs source: the source whose clean rows it aggregates"
+            )
         if self.derived is not None and self.filter is not None:
             raise ValueError(
                 "a derived KPI takes the filters of the KPIs it combines; remove filter"

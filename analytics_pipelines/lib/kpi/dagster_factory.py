@@ -146,7 +146,10 @@ def _materialization(result: RefreshResult) -> dg.MaterializeResult:
 def build_kpi_asset(plan: KpiPlan, start: str, plans: dict[str, KpiPlan]) -> dg.AssetsDefinition:
     kpi = plan.kpi
     sources = kpi_sources(plans, plan.name)
-    deps = [clean_asset_key(kpi.source), *(kpi_asset_key(ref) for ref in plan.inputs)]
+    # A measure reads its clean table; a derived KPI the values of its inputs, of any source.
+    deps = [clean_asset_key(s.name) for s in ([plan.source] if plan.source else [])] + [
+        kpi_asset_key(ref) for ref in plan.inputs
+    ]
     freshness = (
         dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=kpi.freshness_hours))
         if kpi.freshness_hours
@@ -164,7 +167,7 @@ def build_kpi_asset(plan: KpiPlan, start: str, plans: dict[str, KpiPlan]) -> dg.
         freshness_policy=freshness,
         metadata={
             "unit": kpi.unit,
-            "source": kpi.source,
+            "source": ", ".join(s.name for s in sources),
             "expression": kpi.measure or kpi.derived or "",
             "filter": kpi.filter or "",
             "dimensions": ", ".join(kpi.dimensions),

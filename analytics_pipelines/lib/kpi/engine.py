@@ -172,15 +172,15 @@ def refresh_kpi(
     containing them; everything is replaced in one transaction."""
     if last_day < first_day:
         raise ValueError(f"empty date range {first_day}..{last_day}")
-    kpi = plan.kpi
-    if plan.measure is not None:
-        ensure_event_time_index(warehouse, plan.source)
+    kpi, source = plan.kpi, plan.source
+    if source is not None:
+        ensure_event_time_index(warehouse, source)
     with warehouse.begin() as conn:
         ensure_view(conn, kpi)
     grains: list[GrainRefresh] = []
     with warehouse.begin() as conn:
-        if plan.measure is not None and not clean_table_exists(conn, plan.source):
-            reason = f"clean.{plan.source.name} does not exist yet: no data loaded for this source"
+        if source is not None and not clean_table_exists(conn, source):
+            reason = f"clean.{source.name} does not exist yet: no data loaded for this source"
             log.warning("kpi refresh skipped", kpi=kpi.name, reason=reason)
             return RefreshResult(kpi.name, first_day, last_day, skipped=reason)
         # Runs of the same KPI (schedule, sensor, backfill) take turns instead of colliding.

@@ -87,7 +87,8 @@ def kpi_sources(plans: Mapping[str, KpiPlan], name: str) -> list[SourceSpec]:
             continue
         seen.add(current)
         plan = plans[current]
-        found[plan.source.name] = plan.source
+        if plan.source is not None:
+            found[plan.source.name] = plan.source
         pending.extend(plan.inputs)
     return [found[s] for s in sorted(found)]
 

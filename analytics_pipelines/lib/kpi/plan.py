@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from analytics_pipelines.lib.catalog import Catalog, CatalogError, KpiSpec, SourceSpec
 from analytics_pipelines.lib.kpi.expressions import (
-    And,
-    ColumnRef,
-    Comparison,
-    Condition,
-    Constant,
     Derived,
     Filter,
-    InList,
     Measure,
-    Not,
-    Or,
-    closest_name,
     parse_derived,
     parse_filter,
     parse_measure,
 )
-
-# `kpi.kpi_values` lives next to the per-KPI views: a KPI of that name would shadow the table.
-RESERVED_KPI_NAMES = frozenset({"kpi_values"})
+from analytics_pipelines.lib.kpi.validation import did_you_mean, kpi_problems
 
 
 @dataclass(frozen=True)
 class KpiPlan:
     kpi: KpiSpec
-    source: SourceSpec
+    source: SourceSpec | None  # the source a measure aggregates; None for a derived KPI
     measure: Measure | None
     filter: Filter | None
     derived: Derived | None
@@ -50,82 +38,34 @@ def plan_kpi(catalog: Catalog, name: str) -> KpiPlan:
     """Resolve one KPI; raise CatalogError when it cannot be computed as declared."""
     kpi = catalog.kpis.get(name)
     if kpi is None:
-        known = ", ".join(sorted(catalog.kpis)) or "none"
-        raise CatalogError([f"kpi {name}: not in the catalog (known: {known})"])
-    where = f"{catalog.origins.get(name, catalog.root)}: kpi {name}"
-    if name in RESERVED_KPI_NAMES:
-        raise CatalogError([f"{where}: name: {name!r} is reserved for the KPI values table"])
-    source = catalog.sources.get(kpi.source)
-    if source is None:
-        raise CatalogError([f"{where}: source: unknown source {kpi.source!r}"])
-    types = source.column_types
-    missing = [d for d in kpi.dimensions if d not in types]
-    if missing:
         raise CatalogError(
             [
-                f"{where}: dimensions: not columns of source {source.name}: "
-                + ", ".join(f"{d}{did_you_mean(d, types)}" for d in missing)
+                f"kpi {name}: not in the catalog{did_you_mean(name, catalog.kpis)} "
+                f"(known: {', '.join(sorted(catalog.kpis)) or 'none'})"
             ]
         )
-    derived = None
+    where = f"{catalog.origins.get(name, catalog.root)}: kpi {name}"
+    problems = kpi_problems(kpi, catalog.sources, catalog.kpis)
+    if problems:
+        raise CatalogError([f"{where}: {problem}" for problem in problems])
     if kpi.derived is not None:
-        derived = parse_derived(kpi.derived, [n for n in catalog.kpis if n != name])
-        for ref in sorted(derived.references):
-            other = catalog.kpis[ref]
-            # Periods are joined by their start instant: inputs in another zone would not line up.
-            if other.timezone != kpi.timezone:
-                raise CatalogError(
-                    [
-                        f"{where}: derived: {ref!r} is computed in {other.timezone}, "
-                        f"this KPI in {kpi.timezone}; use the same time zone"
-                    ]
-                )
-    condition = parse_filter(kpi.filter, types) if kpi.filter is not None else None
-    if condition is not None:
-        unknown = list(values_outside_allowed(condition.root, source))
-        if unknown:
-            raise CatalogError([f"{where}: filter: {problem}" for problem in unknown])
+        return KpiPlan(
+            kpi=kpi,
+            source=None,
+            measure=None,
+            filter=None,
+            derived=parse_derived(kpi.derived, [n for n in catalog.kpis if n != name]),
+        )
+    assert kpi.source is not None and kpi.measure is not None
+    source = catalog.sources[kpi.source]
+    types = source.column_types
     return KpiPlan(
         kpi=kpi,
         source=source,
-        measure=parse_measure(kpi.measure, types) if kpi.measure is not None else None,
-        filter=condition,
-        derived=derived,
+        measure=parse_measure(kpi.measure, types),
+        filter=parse_filter(kpi.filter, types) if kpi.filter is not None else None,
+        derived=None,
     )
-
-
-def did_you_mean(name: str, names: Iterable[str]) -> str:
-    """` (did you mean 'x'?)` for the closest of `names`, or nothing."""
-    close = closest_name(name, list(names))
-    return f" (did you mean {close!r}?)" if close else ""
-
-
-def values_outside_allowed(node: Condition, source: SourceSpec) -> Iterator[str]:
-    """Literals compared with a column that declares `allowed_values` but are not among them.
-
-    Such a filter can never match a clean row (the clean layer quarantines other values), so
-    `status = 'canceled'` where only 'cancelled' exists is a typo that would make the KPI 0.
-    """
-    pairs: list[tuple[ColumnRef, Constant]] = []
-    match node:
-        case Comparison(op="=" | "!=", left=ColumnRef() as column, right=Constant() as value):
-            pairs.append((column, value))
-        case Comparison(op="=" | "!=", left=Constant() as value, right=ColumnRef() as column):
-            pairs.append((column, value))
-        case InList(column=column, values=values):
-            pairs.extend((column, value) for value in values)
-        case And(operands=operands) | Or(operands=operands):
-            for operand in operands:
-                yield from values_outside_allowed(operand, source)
-        case Not(operand=operand):
-            yield from values_outside_allowed(operand, source)
-    for column, value in pairs:
-        allowed = source.column(column.name).allowed_values
-        if allowed is not None and isinstance(value.value, str) and value.value not in allowed:
-            yield (
-                f"{value.value!r} is not an allowed value of {column.name} "
-                f"({', '.join(allowed)}){did_you_mean(value.value, allowed)}"
-            )
 
 
 def plan_catalog(catalog: Catalog) -> dict[str, KpiPlan]:

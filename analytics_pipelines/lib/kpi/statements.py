@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from analytics_pipelines.lib.catalog.models import Grain
 from analytics_pipelines.lib.kpi.expression_sql import (
@@ -130,7 +130,7 @@ def insert_measure(plan: KpiPlan, windows: Windows, roll_up: bool = True) -> sa.
     With `roll_up` (and a measure that allows it) the rows are first aggregated per finest
     period and dimension combination; every grain and dimension subset is rolled up from those.
     """
-    assert plan.measure is not None
+    assert plan.measure is not None and plan.source is not None
     kpi, source = plan.kpi, plan.source
     tz = sa.literal(kpi.timezone, sa.Text())
     clean = clean_table(source)
@@ -249,7 +249,8 @@ def _periods(
     collation (every database default is one) is byte equality. Only distinct counts and
     grouping see the "C" collation; min/max of a text keep the database's order.
     """
-    assert plan.measure is not None
+    assert plan.measure is not None and plan.source is not None
+    source = plan.source
     # Filter columns keep the database's collation: a filter may compare text with < or >.
     filtered = plan.filter.columns if plan.filter is not None else set()
     bytewise = bytewise_text_columns(
@@ -257,7 +258,7 @@ def _periods(
         {
             name
             for name in plan.kpi.dimensions
-            if plan.source.column(name).type == "string" and name not in filtered
+            if source.column(name).type == "string" and name not in filtered
         },
     )
 
@@ -342,6 +343,12 @@ def insert_derived(plan: KpiPlan, grain: Grain, start: dt.date, end: dt.date) ->
     values = kpi_values.c
     labels = {ref: f"_in{index}" for index, ref in enumerate(plan.inputs)}
     dimensions = sa.cast(values.dimensions, JSONB)
+    # Inputs may be broken down by more dimensions than this KPI (and come from other sources):
+    # only their cells broken down by a subset of this KPI's dimensions line up with its cells.
+    own_breakdowns = (
+        dimensions.op("-")(sa.literal(list(plan.kpi.dimensions), ARRAY(sa.Text())))
+        == _empty_object()
+    )
     pivot = (
         sa.select(
             values.period_start,
@@ -357,6 +364,7 @@ def insert_derived(plan: KpiPlan, grain: Grain, start: dt.date, end: dt.date) ->
             values.grain == grain,
             values.period_start >= low,
             values.period_start < high,
+            own_breakdowns,
         )
         .group_by(values.period_start, values.period_end, dimensions)
         .subquery("inputs")

@@ -1,0 +1,160 @@
+"""What a KPI declaration must satisfy against the rest of its catalog.
+
+One set of rules, applied by the catalog loader (`catalog validate`, definitions), the sheet
+importer and the planner. Each problem is a line that names the field first
+(`dimensions: 'regoin' is not a column of source orders (did you mean 'region'?)`); callers add
+where the KPI was declared. Needs no SQLAlchemy: the read-only CLI validates catalogs with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+
+from analytics_pipelines.lib.catalog.models import KpiSpec, SourceSpec
+from analytics_pipelines.lib.kpi.expressions import (
+    And,
+    ColumnRef,
+    Comparison,
+    Condition,
+    Constant,
+    ExpressionError,
+    InList,
+    Not,
+    Or,
+    closest_name,
+    parse_derived,
+    parse_filter,
+    parse_measure,
+)
+
+# `kpi.kpi_values` lives next to the per-KPI views: a KPI of that name would shadow the table.
+RESERVED_KPI_NAMES = frozenset({"kpi_values"})
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `names`, or nothing."""
+    close = closest_name(name, list(names))
+    return f" (did you mean {close!r}?)" if close else ""
+
+
+def values_outside_allowed(node: Condition, source: SourceSpec) -> Iterator[str]:
+    """Literals compared with a column that declares `allowed_values` but are not among them.
+
+    Such a filter can never match a clean row (the clean layer quarantines other values), so
+    `status = 'canceled'` where only 'cancelled' exists is a typo that would make the KPI 0.
+    """
+    pairs: list[tuple[ColumnRef, Constant]] = []
+    match node:
+        case Comparison(op="=" | "!=", left=ColumnRef() as column, right=Constant() as value):
+            pairs.append((column, value))
+        case Comparison(op="=" | "!=", left=Constant() as value, right=ColumnRef() as column):
+            pairs.append((column, value))
+        case InList(column=column, values=values):
+            pairs.extend((column, value) for value in values)
+        case And(operands=operands) | Or(operands=operands):
+            for operand in operands:
+                yield from values_outside_allowed(operand, source)
+        case Not(operand=operand):
+            yield from values_outside_allowed(operand, source)
+    for column, value in pairs:
+        allowed = source.column(column.name).allowed_values
+        if allowed is not None and isinstance(value.value, str) and value.value not in allowed:
+            yield (
+                f"{value.value!r} is not an allowed value of {column.name} "
+                f"({', '.join(allowed)}){did_you_mean(value.value, allowed)}"
+            )
+
+
+def kpi_problems(
+    kpi: KpiSpec, sources: Mapping[str, SourceSpec], kpis: Mapping[str, KpiSpec]
+) -> list[str]:
+    """Everything wrong with `kpi` given the catalog's `sources` and `kpis` (empty: it is fine)."""
+    problems: list[str] = []
+    if kpi.name in RESERVED_KPI_NAMES:
+        problems.append(f"name: {kpi.name!r} is reserved (it names the KPI values table)")
+    if kpi.source is not None and kpi.source not in sources:
+        problems.append(
+            f"source: unknown source {kpi.source!r}{did_you_mean(kpi.source, sources)} "
+            f"(known: {', '.join(sorted(sources)) or 'none'})"
+        )
+        return problems
+    if kpi.derived is not None:
+        problems.extend(_derived_problems(kpi, sources, kpis))
+        return problems
+    assert kpi.source is not None and kpi.measure is not None  # KpiSpec requires both
+    source = sources[kpi.source]
+    types = source.column_types
+    problems.extend(
+        f"dimensions: {dimension!r} is not a column of source {source.name}"
+        + did_you_mean(dimension, types)
+        for dimension in kpi.dimensions
+        if dimension not in types
+    )
+    try:
+        parse_measure(kpi.measure, types)
+    except ExpressionError as error:
+        problems.append(f"measure: {error}")
+    if kpi.filter is not None:
+        try:
+            condition = parse_filter(kpi.filter, types)
+        except ExpressionError as error:
+            problems.append(f"filter: {error}")
+        else:
+            problems.extend(
+                f"filter: {problem}" for problem in values_outside_allowed(condition.root, source)
+            )
+    return problems
+
+
+def sources_of(kpi: KpiSpec, kpis: Mapping[str, KpiSpec]) -> list[str]:
+    """The sources a KPI's values come from: its own, or its inputs' (sorted; empty when the
+    derived expression does not parse)."""
+    if kpi.derived is None:
+        return [kpi.source] if kpi.source is not None else []
+    try:
+        derived = parse_derived(kpi.derived, [n for n in kpis if n != kpi.name])
+    except ExpressionError:
+        return []
+    return sorted({s for ref in derived.references for s in sources_of(kpis[ref], kpis)})
+
+
+def _derived_problems(
+    kpi: KpiSpec, sources: Mapping[str, SourceSpec], kpis: Mapping[str, KpiSpec]
+) -> Iterator[str]:
+    """Inputs may come from any source; their values must line up cell for cell with this KPI's:
+    same time zone (periods are joined by their start instant), every grain of this KPI, and
+    every dimension of this KPI (an input broken down by more is read at this KPI's breakdowns)."""
+    assert kpi.derived is not None
+    try:
+        derived = parse_derived(kpi.derived, [n for n in kpis if n != kpi.name])
+    except ExpressionError as error:
+        yield f"derived: {error}"
+        return
+    input_sources: set[str] = set()
+    for ref in sorted(derived.references):
+        other = kpis[ref]
+        if other.derived is not None:
+            yield f"derived: {ref!r} is itself derived; combine measure KPIs only"
+            continue
+        assert other.source is not None
+        input_sources.add(other.source)
+        if other.timezone != kpi.timezone:
+            yield (
+                f"derived: {ref!r} is computed in {other.timezone}, this KPI in {kpi.timezone}; "
+                "inputs must use the same time zone"
+            )
+        missing_grains = [g for g in kpi.grains if g not in other.grains]
+        if missing_grains:
+            yield f"derived: {ref!r} has no {', '.join(missing_grains)} values (grains: {', '.join(other.grains)})"
+        missing = [d for d in kpi.dimensions if d not in other.dimensions]
+        if missing:
+            yield (
+                f"dimensions: {', '.join(missing)} not a dimension of input {ref!r} "
+                f"(it has: {', '.join(other.dimensions) or 'none'}); a derived KPI may use only "
+                "dimensions all its inputs have"
+            )
+    if kpi.source is not None and input_sources and kpi.source not in input_sources:
+        yield (
+            f"source: a derived KPI is computed from its inputs' sources "
+            f"({', '.join(sorted(input_sources))}); remove source or name one of them"
+        )
