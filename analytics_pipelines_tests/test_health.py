@@ -225,7 +225,7 @@ def test_a_landing_prefix_that_is_a_file_is_named(
     (local_store.root / "landing").mkdir()
     (local_store.root / misplaced.landing_prefix.rstrip("/")).write_bytes(GOOD)
 
-    report = check_health(warehouse, local_store, [misplaced, fine])
+    report = check_health(str(warehouse.url), local_store, [misplaced, fine])
 
     assert report["status"] == "degraded"
     assert report["landing"] == {

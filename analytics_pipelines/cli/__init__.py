@@ -33,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _is_users_to_fix(error):
             sys.stderr.write(f"{error}\n")
             return 2
+        unreachable = _database_unreachable(error)
+        if unreachable is not None:
+            sys.stderr.write(f"{unreachable}\n")
+            return 1
         raise
 
 
@@ -42,6 +46,19 @@ _USER_ERRORS = (
     ("analytics_pipelines.lib.settings", "SettingsError"),
     ("analytics_pipelines.lib.catalog", "CatalogError"),
 )
+
+
+def _database_unreachable(error: Exception) -> str | None:
+    """One line instead of a traceback when the database cannot be reached (or refuses us)."""
+    pg = sys.modules.get("analytics_pipelines.lib.pg")
+    if pg is None:
+        return None
+    if isinstance(error, pg.WarehouseError):
+        return str(error)
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc is not None and isinstance(error, sqlalchemy_exc.OperationalError):
+        return pg.describe_db_error(error)
+    return None
 
 
 def _is_users_to_fix(error: Exception) -> bool:

@@ -1,7 +1,7 @@
 """`analytics-pipelines files`: what became of each delivered file, and retrying failed ones.
 
-The database and catalog modules are imported inside the commands: `--help` and the other
-sub-commands do not pay for SQLAlchemy.
+The database and catalog modules are imported inside the commands: `--help` pays for neither,
+and the listing reads the ledger through psycopg2 alone (no SQLAlchemy: it answers at once).
 """
 
 from __future__ import annotations
@@ -9,15 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from analytics_pipelines.lib.catalog import SourceSpec
     from analytics_pipelines.lib.ingest.file_status import FileVersion
-    from analytics_pipelines.lib.warehouse import Warehouse
+    from analytics_pipelines.lib.settings import Settings
 
 USAGE = """
   analytics-pipelines files [SOURCE] [--status STATUS] [--format table|json] [--limit N]
@@ -71,19 +70,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-@contextmanager
-def _warehouse_and_sources() -> Iterator[tuple[Warehouse, dict[str, SourceSpec]]]:
+def _settings_and_sources() -> tuple[Settings, dict[str, SourceSpec]]:
     from analytics_pipelines.lib.catalog import load_catalog
     from analytics_pipelines.lib.settings import load_settings
-    from analytics_pipelines.lib.warehouse import Warehouse
 
     settings = load_settings()
-    sources = load_catalog(settings.catalog_dir).sources
-    warehouse = Warehouse(settings.database_url_plain, pool_size=1)
-    try:
-        yield warehouse, sources
-    finally:
-        warehouse.dispose()
+    return settings, load_catalog(settings.catalog_dir).sources
 
 
 def _declared(sources: dict[str, SourceSpec], name: str) -> SourceSpec:
@@ -139,6 +131,7 @@ def _table(versions: Sequence[FileVersion], with_source: bool) -> list[str]:
 
 def _list(args: argparse.Namespace, words: list[str]) -> int:
     from analytics_pipelines.lib.ingest import file_status
+    from analytics_pipelines.lib.pg import read_only
 
     if len(words) > 1:
         raise CommandError(f"expected at most one SOURCE, got {' '.join(words)!r}\nusage:{USAGE}")
@@ -148,12 +141,12 @@ def _list(args: argparse.Namespace, words: list[str]) -> int:
         raise CommandError(
             f"unknown status {args.status!r}: expected one of {', '.join(file_status.STATUSES)}"
         )
-    with _warehouse_and_sources() as (warehouse, sources):
-        source = _declared(sources, words[0]).name if words else None
-        with warehouse.connect() as conn:
-            versions = file_status.list_versions(
-                conn, source=source, status=args.status, limit=args.limit + 1
-            )
+    settings, sources = _settings_and_sources()
+    source = _declared(sources, words[0]).name if words else None
+    with read_only(settings.database_url_plain) as conn:
+        versions = file_status.list_versions(
+            conn, source=source, status=args.status, limit=args.limit + 1
+        )
     more, versions = len(versions) > args.limit, versions[: args.limit]
     if args.format == "json":
         print(json.dumps([v.as_json() for v in versions], indent=2))
@@ -169,27 +162,31 @@ def _list(args: argparse.Namespace, words: list[str]) -> int:
 
 
 def _retry(args: argparse.Namespace, words: list[str]) -> int:
-    from analytics_pipelines.lib.ingest import file_status
     from analytics_pipelines.lib.ingest.config import sensor_interval_seconds
+    from analytics_pipelines.lib.ingest.file_retry import RetryRefused, request_retry
+    from analytics_pipelines.lib.warehouse import Warehouse
 
     if not words or len(words) > 2:
         raise CommandError(f"expected `files retry SOURCE KEY|--file-id N|--all-failed`{USAGE}")
     key = words[1] if len(words) == 2 else None
     if [key is not None, args.file_id is not None, args.all_failed].count(True) != 1:
         raise CommandError("name what to retry: exactly one of KEY, --file-id N, --all-failed")
-    with _warehouse_and_sources() as (warehouse, sources):
-        source = _declared(sources, words[0])
-        if key is not None and not key.startswith(source.landing_prefix):
-            # A key relative to the landing prefix is what people copy from a file listing.
-            key = source.landing_prefix + key
-        try:
-            with warehouse.begin() as conn:
-                result = file_status.request_retry(
-                    conn, source.name, key=key, file_id=args.file_id, all_failed=args.all_failed
-                )
-        except file_status.RetryRefused as error:
-            sys.stderr.write(f"{error}\n")
-            return 1
+    settings, sources = _settings_and_sources()
+    source = _declared(sources, words[0])
+    if key is not None and not key.startswith(source.landing_prefix):
+        # A key relative to the landing prefix is what people copy from a file listing.
+        key = source.landing_prefix + key
+    warehouse = Warehouse(settings.database_url_plain, pool_size=1)
+    try:
+        with warehouse.begin() as conn:
+            result = request_retry(
+                conn, source.name, key=key, file_id=args.file_id, all_failed=args.all_failed
+            )
+    except RetryRefused as error:
+        sys.stderr.write(f"{error}\n")
+        return 1
+    finally:
+        warehouse.dispose()
     if args.format == "json":
         print(
             json.dumps(

@@ -20,14 +20,9 @@ def run(args: argparse.Namespace) -> int:
     from analytics_pipelines.lib.catalog import load_catalog
     from analytics_pipelines.lib.health import check_health, store_from_settings
     from analytics_pipelines.lib.settings import load_settings
-    from analytics_pipelines.lib.warehouse import Warehouse
 
     settings = load_settings()
     sources = load_catalog(settings.catalog_dir).sources.values()
-    warehouse = Warehouse(settings.database_url_plain, pool_size=1, connect_timeout=3)
-    try:
-        report = check_health(warehouse, store_from_settings(settings), sources)
-    finally:
-        warehouse.dispose()
+    report = check_health(settings.database_url_plain, store_from_settings(settings), sources)
     print(json.dumps(report))
     return 0 if report["status"] == "ok" else 1

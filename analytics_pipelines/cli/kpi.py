@@ -128,10 +128,11 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from analytics_pipelines.lib.kpi.periods import local_date
+    from zoneinfo import ZoneInfo
+
     from analytics_pipelines.lib.kpi.query import KpiQueryError, period_label, read_values
+    from analytics_pipelines.lib.pg import read_only
     from analytics_pipelines.lib.settings import get_settings
-    from analytics_pipelines.lib.warehouse import Warehouse
 
     settings = get_settings()
     catalog = load_catalog(settings.catalog_dir)
@@ -143,17 +144,14 @@ def run_show(args: argparse.Namespace) -> int:
         return 2
     grain = args.grain or kpi.grains[0]
     by = [d.strip() for item in args.by for d in item.split(",") if d.strip()]
-    last = args.last or local_date(dt.datetime.now(dt.UTC), kpi.timezone)
+    last = args.last or dt.datetime.now(ZoneInfo(kpi.timezone)).date()
     first = args.first or last - dt.timedelta(days=30 if grain in ("hour", "day") else 365)
-    warehouse = Warehouse(settings.database_url_plain, pool_size=1)
     try:
-        with warehouse.connect() as conn:
+        with read_only(settings.database_url_plain) as conn:
             values = read_values(conn, kpi, grain, first, last, by)
     except KpiQueryError as error:
         sys.stderr.write(f"{error}\n")
         return 2
-    finally:
-        warehouse.dispose()
     dims = sorted(set(by))
     headers = ["period", *dims, kpi.unit or "value"]
     if args.format == "table":

@@ -10,29 +10,10 @@ import sqlalchemy as sa
 from psycopg2 import sql
 from sqlalchemy.engine import Connection, Engine
 
+from analytics_pipelines.lib.pg import DbApiConnection, WarehouseError, describe_db_error
 from analytics_pipelines.lib.settings import mask_url, normalise_database_url
 
-
-class WarehouseError(Exception):
-    """The warehouse could not be reached or refused the operation; the message is for people."""
-
-
-def describe_db_error(error: BaseException) -> str:
-    """Turn a driver error into one line a person can act on."""
-    original = getattr(error, "orig", None) or error
-    text = str(original).strip().splitlines()[0] if str(original).strip() else repr(original)
-    lowered = text.lower()
-    if "password authentication failed" in lowered:
-        return "wrong user name or password"
-    if "connection refused" in lowered or "could not connect" in lowered:
-        return f"database unreachable ({text})"
-    if "timeout expired" in lowered or "timed out" in lowered:
-        return "database unreachable (connection timed out)"
-    if "does not exist" in lowered and "database" in lowered:
-        return text
-    if "could not translate host name" in lowered:
-        return f"database host unknown ({text})"
-    return text
+__all__ = ["Warehouse", "WarehouseError", "copy_from", "dbapi_connection", "describe_db_error"]
 
 
 class Warehouse:
@@ -89,6 +70,13 @@ class Warehouse:
             return conn.execute(statement, params or {}).scalar()
 
 
+def dbapi_connection(conn: Connection) -> DbApiConnection:
+    """The psycopg2 connection under `conn`, inside its transaction (for `lib.pg` queries, COPY)."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    return dbapi
+
+
 def copy_from(
     conn: Connection,
     table: tuple[str, str],
@@ -124,9 +112,7 @@ def copy_from(
         sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         sql.SQL(", ").join(opts),
     )
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None
-    cursor: Any = dbapi.cursor()
+    cursor: Any = dbapi_connection(conn).cursor()
     try:
         cursor.copy_expert(statement, stream, size=1 << 20)
         return int(cursor.rowcount)

@@ -9,6 +9,7 @@ from analytics_pipelines.lib import alerts
 from analytics_pipelines.lib.ingest import file_status
 from analytics_pipelines.lib.ingest.config import definitions_catalog, sensor_interval_seconds
 from analytics_pipelines.lib.settings import SettingsError, get_settings
+from analytics_pipelines.lib.warehouse import dbapi_connection
 from analytics_pipelines.resources import WarehouseResource
 
 FAILED_FILE_ALERT_SENSOR = "failed_file_alert_sensor"
@@ -50,7 +51,9 @@ def build_failed_file_alert_sensor(sources: Sequence[str]) -> dg.SensorDefinitio
         webhook_url = settings.alert_webhook_url
         started = time.monotonic()
         with warehouse.get_warehouse().connect() as conn:
-            pending = file_status.unalerted_failures(conn, watched, MAX_ALERTS_PER_TICK)
+            pending = file_status.unalerted_failures(
+                dbapi_connection(conn), watched, MAX_ALERTS_PER_TICK
+            )
         sent: list[int] = []
         for version in pending:
             if time.monotonic() - started > TICK_BUDGET_SECONDS:
@@ -69,7 +72,7 @@ def build_failed_file_alert_sensor(sources: Sequence[str]) -> dg.SensorDefinitio
                     f"{version.file_id} ({version.key}): retried on the next tick"
                 )
             with warehouse.get_warehouse().begin() as conn:
-                file_status.mark_alerted(conn, version.file_id)
+                file_status.mark_alerted(dbapi_connection(conn), version.file_id)
             sent.append(version.file_id)
         if not sent:
             return dg.SkipReason("no failed file version waits for an alert")

@@ -18,7 +18,7 @@ def check_platform_health(
     context: dg.OpExecutionContext, warehouse: WarehouseResource, object_store: ObjectStoreResource
 ) -> None:
     report = check_health(
-        warehouse.get_warehouse(),
+        warehouse.database_url,
         object_store.get_store(),
         definitions_catalog().sources.values(),
     )

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from analytics_pipelines.lib.ingest.errors import FileRejected, KeysRefused
 
 if TYPE_CHECKING:
-    from analytics_pipelines.lib.ingest.ledger import DUPLICATE, FAILED, LOADED, SUPERSEDED
     from analytics_pipelines.lib.ingest.loader import (
         FileOutcome,
         LoadReport,
@@ -16,14 +15,15 @@ if TYPE_CHECKING:
         load_pending,
     )
     from analytics_pipelines.lib.ingest.raw_tables import ensure_raw_table, preview_rows
+    from analytics_pipelines.lib.ingest.statuses import DUPLICATE, FAILED, LOADED, SUPERSEDED
 
 # The loader pulls in polars, pyarrow and the clean-while-loading path: it is imported when one
 # of its names is first used, so `lib.ingest.file_status` (the CLI's `files`, `health`) stays light.
 _LAZY = {
-    "DUPLICATE": "ledger",
-    "FAILED": "ledger",
-    "LOADED": "ledger",
-    "SUPERSEDED": "ledger",
+    "DUPLICATE": "statuses",
+    "FAILED": "statuses",
+    "LOADED": "statuses",
+    "SUPERSEDED": "statuses",
     "FileOutcome": "loader",
     "LoadReport": "loader",
     "load_object": "loader",

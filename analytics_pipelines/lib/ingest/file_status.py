@@ -1,34 +1,38 @@
-"""What became of each delivered file version: listings, operator retries, failure alerts, health.
+"""What became of each delivered file version: listings, failure alerts, health.
 
-Read and written through the ledger (`ingest.file_ledger`); the loader's own bookkeeping stays in
-`lib/ingest/ledger.py`.
+Read (and the alert mark written) through the ledger (`ingest.file_ledger`) with psycopg2 alone,
+so `analytics-pipelines files` and `health` answer at once; callers inside Dagster pass the
+connection under their SQLAlchemy one (`lib.warehouse.dbapi_connection`). Operator retries are in
+`lib/ingest/file_retry.py`, the loader's own bookkeeping in `lib/ingest/ledger.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import distinct_on
-from sqlalchemy.engine import Connection
+from psycopg2 import sql
 
-from analytics_pipelines.lib.ingest.ledger import (
-    DUPLICATE,
-    FAILED,
-    LOADED,
-    LOADING,
-    SUPERSEDED,
-    current_versions,
-)
-from analytics_pipelines.lib.tables import ledger
+from analytics_pipelines.lib.ingest.statuses import FAILED, STATUSES
+from analytics_pipelines.lib.pg import DbApiConnection, execute, fetch_all
 
-STATUSES = (LOADED, FAILED, DUPLICATE, SUPERSEDED, LOADING)
+__all__ = [
+    "STATUSES",
+    "FileVersion",
+    "failures_summary",
+    "latest_failed_deliveries",
+    "list_versions",
+    "mark_alerted",
+    "unalerted_failures",
+    "version_by_id",
+]
+
 SHORT_ETAG = 8
 # How many failed files a check's description names before it points to the full list.
 SUMMARY_FILES = 3
+LEDGER = sql.Identifier("ingest", "file_ledger")
 
 
 @dataclass(frozen=True)
@@ -70,22 +74,26 @@ class FileVersion:
         }
 
 
-_COLUMNS = (
-    ledger.c.source,
-    ledger.c.object_key,
-    ledger.c.file_id,
-    ledger.c.etag,
-    ledger.c.status,
-    ledger.c.row_count,
-    ledger.c.error,
-    ledger.c.discovered_at,
-    ledger.c.run_id,
-    ledger.c.alerted_at,
-    ledger.c.retry_requested_at,
+COLUMNS = sql.SQL(", ").join(
+    sql.Identifier(name)
+    for name in (
+        "source",
+        "object_key",
+        "file_id",
+        "etag",
+        "status",
+        "row_count",
+        "error",
+        "discovered_at",
+        "run_id",
+        "alerted_at",
+        "retry_requested_at",
+    )
 )
 
 
-def _version(row: Any) -> FileVersion:
+def version_of(row: Any) -> FileVersion:
+    """A FileVersion from a row holding COLUMNS."""
     return FileVersion(
         source=row.source,
         key=row.object_key,
@@ -101,160 +109,75 @@ def _version(row: Any) -> FileVersion:
     )
 
 
+def _versions(conn: DbApiConnection, statement: sql.Composable, params: Any) -> list[FileVersion]:
+    return [version_of(row) for row in fetch_all(conn, statement, params)]
+
+
 def list_versions(
-    conn: Connection, *, source: str | None = None, status: str | None = None, limit: int = 50
+    conn: DbApiConnection,
+    *,
+    source: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
 ) -> list[FileVersion]:
     """File versions, newest first, optionally of one source and one status."""
-    query = sa.select(*_COLUMNS).order_by(ledger.c.file_id.desc()).limit(limit)
+    conditions = [sql.SQL("TRUE")]
     if source is not None:
-        query = query.where(ledger.c.source == source)
+        conditions.append(sql.SQL("source = %(source)s"))
     if status is not None:
-        query = query.where(ledger.c.status == status)
-    return [_version(row) for row in conn.execute(query)]
+        conditions.append(sql.SQL("status = %(status)s"))
+    statement = sql.SQL(
+        "SELECT {columns} FROM {ledger} WHERE {where} ORDER BY file_id DESC LIMIT %(limit)s"
+    ).format(columns=COLUMNS, ledger=LEDGER, where=sql.SQL(" AND ").join(conditions))
+    return _versions(conn, statement, {"source": source, "status": status, "limit": limit})
 
 
-def version_by_id(conn: Connection, file_id: int) -> FileVersion | None:
-    row = conn.execute(sa.select(*_COLUMNS).where(ledger.c.file_id == file_id)).one_or_none()
-    return None if row is None else _version(row)
+def version_by_id(conn: DbApiConnection, file_id: int) -> FileVersion | None:
+    found = _versions(
+        conn,
+        sql.SQL("SELECT {} FROM {} WHERE file_id = %(file_id)s").format(COLUMNS, LEDGER),
+        {"file_id": file_id},
+    )
+    return found[0] if found else None
 
 
 # ---- failure alerts ------------------------------------------------------------------------------
 
 
-def unalerted_failures(conn: Connection, sources: Iterable[str], limit: int) -> list[FileVersion]:
+def unalerted_failures(
+    conn: DbApiConnection, sources: Iterable[str], limit: int
+) -> list[FileVersion]:
     """Failed versions of these sources whose alert has not been sent yet, oldest first."""
-    return [
-        _version(row)
-        for row in conn.execute(
-            sa.select(*_COLUMNS)
-            .where(
-                ledger.c.status == FAILED,
-                ledger.c.alerted_at.is_(None),
-                ledger.c.source.in_(sorted(set(sources))),
-            )
-            .order_by(ledger.c.file_id)
-            .limit(limit)
-        )
-    ]
+    statement = sql.SQL(
+        "SELECT {} FROM {} WHERE status = %(failed)s AND alerted_at IS NULL "
+        "AND source = ANY(%(sources)s) ORDER BY file_id LIMIT %(limit)s"
+    ).format(COLUMNS, LEDGER)
+    return _versions(
+        conn, statement, {"failed": FAILED, "sources": sorted(set(sources)), "limit": limit}
+    )
 
 
-def mark_alerted(conn: Connection, file_id: int) -> None:
-    conn.execute(
-        sa.update(ledger)
-        .where(ledger.c.file_id == file_id, ledger.c.alerted_at.is_(None))
-        .values(alerted_at=sa.func.now())
+def mark_alerted(conn: DbApiConnection, file_id: int) -> None:
+    execute(
+        conn,
+        sql.SQL(
+            "UPDATE {} SET alerted_at = now() WHERE file_id = %(file_id)s AND alerted_at IS NULL"
+        ).format(LEDGER),
+        {"file_id": file_id},
     )
 
 
 # ---- health --------------------------------------------------------------------------------------
 
 
-def latest_failed_deliveries(conn: Connection, sources: Iterable[str]) -> list[FileVersion]:
+def latest_failed_deliveries(conn: DbApiConnection, sources: Iterable[str]) -> list[FileVersion]:
     """Per source, its newest ledger row when that row is a failure."""
-    newest = (
-        sa.select(*_COLUMNS)
-        .ext(distinct_on(ledger.c.source))
-        .where(ledger.c.source.in_(sorted(set(sources))))
-        .order_by(ledger.c.source, ledger.c.file_id.desc())
-        .subquery()
-    )
-    rows = conn.execute(
-        sa.select(newest).where(newest.c.status == FAILED).order_by(newest.c.source)
-    )
-    return [_version(row) for row in rows]
-
-
-# ---- operator retries ----------------------------------------------------------------------------
-
-
-class RetryRefused(Exception):
-    """The named version cannot be retried; the message says why."""
-
-
-@dataclass
-class RetryResult:
-    marked: list[FileVersion] = field(default_factory=list)
-    already_requested: list[FileVersion] = field(default_factory=list)
-
-
-def _current_failed(conn: Connection, source: str) -> list[FileVersion]:
-    newest = (
-        sa.select(*_COLUMNS)
-        .ext(distinct_on(ledger.c.object_key))
-        .where(ledger.c.source == source)
-        .order_by(ledger.c.object_key, ledger.c.file_id.desc())
-        .subquery()
-    )
-    rows = conn.execute(
-        sa.select(newest).where(newest.c.status == FAILED).order_by(newest.c.file_id)
-    )
-    return [_version(row) for row in rows]
-
-
-def _retry_target_by_key(conn: Connection, source: str, key: str) -> FileVersion:
-    current = current_versions(conn, source, [key]).get(key)
-    if current is None:
-        raise RetryRefused(f"{source} has no delivery of {key!r} in the ledger")
-    target = version_by_id(conn, current.file_id)
-    assert target is not None
-    if target.status != FAILED:
-        raise RetryRefused(
-            f"the current version of {key} ({target.version}) is {target.status}, not failed:"
-            " nothing to retry"
-        )
-    return target
-
-
-def _retry_target_by_id(conn: Connection, source: str, file_id: int) -> FileVersion:
-    target = version_by_id(conn, file_id)
-    if target is None or target.source != source:
-        raise RetryRefused(f"file id {file_id} is not a version of {source}")
-    if target.status != FAILED:
-        raise RetryRefused(
-            f"file {file_id} ({target.key}) is {target.status}, not failed: nothing to retry"
-        )
-    current = current_versions(conn, source, [target.key])[target.key]
-    if current.file_id != file_id:
-        raise RetryRefused(
-            f"file {file_id} is not the current version of {target.key} (file {current.file_id} is)"
-        )
-    return target
-
-
-def request_retry(
-    conn: Connection,
-    source: str,
-    *,
-    key: str | None = None,
-    file_id: int | None = None,
-    all_failed: bool = False,
-) -> RetryResult:
-    """Mark failed versions for a new attempt (`retry_requested_at`); the landing sensor then
-    treats them as new. Exactly one of `key`, `file_id`, `all_failed` names what to retry."""
-    if [key is not None, file_id is not None, all_failed].count(True) != 1:
-        raise ValueError("name exactly one of key, file_id, all_failed")
-    if key is not None:
-        targets = [_retry_target_by_key(conn, source, key)]
-    elif file_id is not None:
-        targets = [_retry_target_by_id(conn, source, file_id)]
-    else:
-        targets = _current_failed(conn, source)
-    result = RetryResult()
-    result.already_requested = [t for t in targets if t.retry_requested_at is not None]
-    wanted = [t.file_id for t in targets if t.retry_requested_at is None]
-    if wanted:
-        marked = conn.execute(
-            sa.update(ledger)
-            .where(
-                ledger.c.file_id.in_(wanted),
-                ledger.c.status == FAILED,
-                ledger.c.retry_requested_at.is_(None),
-            )
-            .values(retry_requested_at=sa.func.now())
-            .returning(*_COLUMNS)
-        )
-        result.marked = sorted((_version(row) for row in marked), key=lambda v: v.file_id)
-    return result
+    statement = sql.SQL(
+        "SELECT * FROM (SELECT DISTINCT ON (source) {columns} FROM {ledger} "
+        "WHERE source = ANY(%(sources)s) ORDER BY source, file_id DESC) AS newest "
+        "WHERE status = %(failed)s ORDER BY source"
+    ).format(columns=COLUMNS, ledger=LEDGER)
+    return _versions(conn, statement, {"sources": sorted(set(sources)), "failed": FAILED})
 
 
 # ---- the raw asset's check -----------------------------------------------------------------------

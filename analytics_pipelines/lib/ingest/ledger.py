@@ -12,14 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.engine import Connection
 
+from analytics_pipelines.lib.ingest.statuses import DUPLICATE, FAILED, LOADED
 from analytics_pipelines.lib.storage import ObjectInfo
 from analytics_pipelines.lib.tables import ledger
-
-LOADED = "loaded"
-DUPLICATE = "duplicate"
-FAILED = "failed"
-SUPERSEDED = "superseded"
-LOADING = "loading"
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 

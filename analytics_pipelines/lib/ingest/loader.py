@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.clean import fused as fused_clean
-from analytics_pipelines.lib.ingest import ledger
+from analytics_pipelines.lib.ingest import ledger, statuses
 from analytics_pipelines.lib.ingest.errors import FileRejected
 from analytics_pipelines.lib.ingest.event_range import event_date_range
 from analytics_pipelines.lib.ingest.event_text import EventTextReader
@@ -100,15 +100,15 @@ class LoadReport:
 
     @property
     def rows(self) -> int:
-        return sum(o.rows for o in self.outcomes if o.status == ledger.LOADED)
+        return sum(o.rows for o in self.outcomes if o.status == statuses.LOADED)
 
     @property
     def failures(self) -> list[FileOutcome]:
-        return self.with_status(ledger.FAILED)
+        return self.with_status(statuses.FAILED)
 
     @property
     def loaded_file_ids(self) -> list[int]:
-        return [o.file_id for o in self.with_status(ledger.LOADED) if o.file_id is not None]
+        return [o.file_id for o in self.with_status(statuses.LOADED) if o.file_id is not None]
 
     @property
     def cleaned_file_ids(self) -> list[int]:
@@ -207,7 +207,7 @@ def _retire_earlier(conn: Connection, source: SourceSpec, key: str, file_id: int
     earlier = ledger.earlier_versions(conn, source.name, key, file_id)
     table = table_ident(source.name)
     for version in earlier:
-        if version.status != ledger.LOADED:
+        if version.status != statuses.LOADED:
             continue
         heirs = ledger.live_duplicates_of(conn, version.file_id, key)
         if heirs:
@@ -223,7 +223,7 @@ def _retire_earlier(conn: Connection, source: SourceSpec, key: str, file_id: int
             ledger.update_version(
                 conn,
                 heir,
-                status=ledger.LOADED,
+                status=statuses.LOADED,
                 duplicate_of=None,
                 row_count=old.row_count,
                 extra_columns=old.extra_columns,
@@ -242,16 +242,16 @@ def _retire_earlier(conn: Connection, source: SourceSpec, key: str, file_id: int
             )
     for version in earlier:
         ledger.update_version(
-            conn, version.file_id, status=ledger.SUPERSEDED, superseded_by=file_id
+            conn, version.file_id, status=statuses.SUPERSEDED, superseded_by=file_id
         )
-    return [v.file_id for v in earlier if v.status == ledger.LOADED]
+    return [v.file_id for v in earlier if v.status == statuses.LOADED]
 
 
 def _mark_duplicate(
     conn: Connection, source: SourceSpec, info: ObjectInfo, file_id: int, original: int
 ) -> FileOutcome:
     ledger.update_version(
-        conn, file_id, status=ledger.DUPLICATE, duplicate_of=original, row_count=0
+        conn, file_id, status=statuses.DUPLICATE, duplicate_of=original, row_count=0
     )
     same_key_original = ledger.version(conn, original).object_key == info.key
     if not same_key_original:
@@ -260,12 +260,17 @@ def _mark_duplicate(
         # The key is back at the content it holds (A, failed B, A): B's failure is settled.
         superseded = []
         for version in ledger.earlier_versions(conn, source.name, info.key, file_id):
-            if version.status == ledger.FAILED:
+            if version.status == statuses.FAILED:
                 ledger.update_version(
-                    conn, version.file_id, status=ledger.SUPERSEDED, superseded_by=file_id
+                    conn, version.file_id, status=statuses.SUPERSEDED, superseded_by=file_id
                 )
     return FileOutcome(
-        info.key, info.etag, ledger.DUPLICATE, file_id, duplicate_of=original, superseded=superseded
+        info.key,
+        info.etag,
+        statuses.DUPLICATE,
+        file_id,
+        duplicate_of=original,
+        superseded=superseded,
     )
 
 
@@ -290,7 +295,7 @@ def _load_in_transaction(
         conn,
         source.name,
         info,
-        status=ledger.LOADING,
+        status=statuses.LOADING,
         run_id=run_id,
         content_hash=info.etag if original else None,
     )
@@ -327,7 +332,7 @@ def _load_in_transaction(
     ledger.update_version(
         conn,
         file_id,
-        status=ledger.LOADED,
+        status=statuses.LOADED,
         row_count=copied.rows,
         extra_columns=copied.extra_columns or None,
         extra_column_headers=copied.extra_headers or None,
@@ -338,7 +343,7 @@ def _load_in_transaction(
     return FileOutcome(
         info.key,
         info.etag,
-        ledger.LOADED,
+        statuses.LOADED,
         file_id,
         rows=copied.rows,
         superseded=superseded,
@@ -357,15 +362,15 @@ def _record_failure(
         if (info.key, info.etag) in ledger.known_versions(conn, source.name, [info.key]):
             return FileOutcome(info.key, info.etag, SKIPPED)
         file_id = ledger.insert_version(
-            conn, source.name, info, status=ledger.FAILED, run_id=run_id, error=reason
+            conn, source.name, info, status=statuses.FAILED, run_id=run_id, error=reason
         )
         # An earlier failure of the same key is settled by this newer attempt; loaded data stays.
         for version in ledger.earlier_versions(conn, source.name, info.key, file_id):
-            if version.status == ledger.FAILED:
+            if version.status == statuses.FAILED:
                 ledger.update_version(
-                    conn, version.file_id, status=ledger.SUPERSEDED, superseded_by=file_id
+                    conn, version.file_id, status=statuses.SUPERSEDED, superseded_by=file_id
                 )
-    return FileOutcome(info.key, info.etag, ledger.FAILED, file_id, error=reason)
+    return FileOutcome(info.key, info.etag, statuses.FAILED, file_id, error=reason)
 
 
 def load_object(
@@ -398,7 +403,7 @@ def load_object(
             outcome = _load_in_transaction(conn, warehouse, source, store, info, run_id, fused)
         if fused is not None:
             # Raw is committed: the clean rows follow (a correction goes the SQL path's way).
-            if outcome.status == ledger.LOADED and not outcome.superseded and outcome.file_id:
+            if outcome.status == statuses.LOADED and not outcome.superseded and outcome.file_id:
                 outcome.cleaned = fused.commit(outcome.file_id) is not None
             fused.abort()
     except Exception as error:
@@ -442,14 +447,16 @@ def _loaded_earlier(
         .where(
             ledger_table.c.source == source,
             ledger_table.c.object_key.in_(sorted({k for k, _ in wanted})),
-            ledger_table.c.status == ledger.LOADED,
+            ledger_table.c.status == statuses.LOADED,
             ledger_table.c.cleaned_at.is_(None),
             ledger_table.c.run_id.is_distinct_from(run_id),
         )
         .order_by(ledger_table.c.file_id)
     )
     return [
-        FileOutcome(r.object_key, r.etag, ledger.LOADED, int(r.file_id), rows=int(r.row_count or 0))
+        FileOutcome(
+            r.object_key, r.etag, statuses.LOADED, int(r.file_id), rows=int(r.row_count or 0)
+        )
         for r in rows
         if (r.object_key, r.etag) in wanted
     ]

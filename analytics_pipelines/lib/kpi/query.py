@@ -1,4 +1,8 @@
-"""Read stored KPI values back: one grain, a range of local dates, one breakdown."""
+"""Read stored KPI values back: one grain, a range of local dates, one breakdown.
+
+Through psycopg2 alone (`lib.pg`): `analytics-pipelines kpi show` answers without importing
+SQLAlchemy.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,23 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from psycopg2 import sql
 
 from analytics_pipelines.lib.catalog import KpiSpec
 from analytics_pipelines.lib.catalog.models import Grain
-from analytics_pipelines.lib.kpi.periods import local_midnight_sql
-from analytics_pipelines.lib.tables import kpi_values
+from analytics_pipelines.lib.pg import DbApiConnection, fetch_all
+
+# The instant a local date starts in a zone (as `periods.local_midnight_sql` computes it); a
+# breakdown is the sorted set of a row's dimension names ('{}' the total).
+_VALUES = sql.SQL(
+    "SELECT period_start, period_end, dimensions, value FROM {table} "
+    "WHERE kpi = %(kpi)s AND grain = %(grain)s "
+    "AND period_start >= timezone(%(tz)s, CAST(%(first)s AS date)::timestamp) "
+    "AND period_start < timezone(%(tz)s, CAST(%(after)s AS date)::timestamp) "
+    "AND ARRAY(SELECT k FROM jsonb_object_keys(dimensions) AS k ORDER BY k) "
+    "= CAST(%(breakdown)s AS text[]) "
+    "ORDER BY period_start, CAST(dimensions AS text)"
+).format(table=sql.Identifier("kpi", "kpi_values"))
 
 
 class KpiQueryError(ValueError):
@@ -44,7 +58,7 @@ def period_label(grain: Grain, start: dt.datetime) -> str:
 
 
 def read_values(
-    conn: Connection,
+    conn: DbApiConnection,
     kpi: KpiSpec,
     grain: Grain,
     first_day: dt.date,
@@ -67,28 +81,19 @@ def read_values(
         )
     if last_day < first_day:
         raise KpiQueryError(f"--from {first_day} is after --to {last_day}")
-    tz = kpi.timezone
-    breakdown = sa.text(
-        "ARRAY(SELECT k FROM jsonb_object_keys(kpi.kpi_values.dimensions) AS k ORDER BY k) "
-        "= CAST(:breakdown AS text[])"
-    ).bindparams(breakdown=sorted(set(by)))
-    rows = conn.execute(
-        sa.select(
-            kpi_values.c.period_start,
-            kpi_values.c.period_end,
-            kpi_values.c.dimensions,
-            kpi_values.c.value,
-        )
-        .where(
-            kpi_values.c.kpi == kpi.name,
-            kpi_values.c.grain == grain,
-            kpi_values.c.period_start >= local_midnight_sql(first_day, tz),
-            kpi_values.c.period_start < local_midnight_sql(last_day + dt.timedelta(days=1), tz),
-            breakdown,
-        )
-        .order_by(kpi_values.c.period_start, sa.cast(kpi_values.c.dimensions, sa.Text()))
-    ).all()
-    zone = ZoneInfo(tz)
+    rows = fetch_all(
+        conn,
+        _VALUES,
+        {
+            "kpi": kpi.name,
+            "grain": grain,
+            "tz": kpi.timezone,
+            "first": first_day,
+            "after": last_day + dt.timedelta(days=1),
+            "breakdown": sorted(set(by)),
+        },
+    )
+    zone = ZoneInfo(kpi.timezone)
     return [
         KpiValue(
             row.period_start.astimezone(zone),
