@@ -14,7 +14,11 @@ from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog import KpiSpec
 from analytics_pipelines.lib.catalog.models import Grain
+
+# Re-exported: the engine and the CLI read labels from here.
+from analytics_pipelines.lib.kpi.display import period_label as period_label
 from analytics_pipelines.lib.kpi.periods import local_midnight_sql
+from analytics_pipelines.lib.kpi.targets import status_sql, target_sql
 from analytics_pipelines.lib.tables import kpi_values
 
 
@@ -28,19 +32,8 @@ class KpiValue:
     period_end: dt.datetime
     dimensions: dict[str, Any]
     value: Decimal | None
-
-
-def period_label(grain: Grain, start: dt.datetime) -> str:
-    """How people write the period: 2026-03-29 02:00+01:00, 2026-03-29, 2026-03, 2026-Q1, 2026."""
-    if grain == "hour":
-        return start.isoformat(sep=" ", timespec="minutes")
-    if grain in ("day", "week"):
-        return start.date().isoformat()
-    if grain == "month":
-        return f"{start.year}-{start.month:02d}"
-    if grain == "quarter":
-        return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
-    return str(start.year)
+    target: Decimal | None = None  # lib/kpi/targets.py: NULL where no target applies
+    target_status: str | None = None
 
 
 def read_values(
@@ -72,12 +65,15 @@ def read_values(
         "ARRAY(SELECT k FROM jsonb_object_keys(kpi.kpi_values.dimensions) AS k ORDER BY k) "
         "= CAST(:breakdown AS text[])"
     ).bindparams(breakdown=sorted(set(by)))
+    target = target_sql(kpi, kpi_values.c.grain, kpi_values.c.dimensions)
     rows = conn.execute(
         sa.select(
             kpi_values.c.period_start,
             kpi_values.c.period_end,
             kpi_values.c.dimensions,
             kpi_values.c.value,
+            target.label("target"),
+            status_sql(kpi, kpi_values.c.value, target).label("target_status"),
         )
         .where(
             kpi_values.c.kpi == kpi.name,
@@ -95,6 +91,8 @@ def read_values(
             row.period_end.astimezone(zone),
             dict(row.dimensions),
             row.value,
+            row.target,
+            row.target_status,
         )
         for row in rows
     ]

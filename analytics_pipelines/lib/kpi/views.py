@@ -1,7 +1,11 @@
-"""One view per KPI (`kpi.<name>`) for BI tools: local period start, dimension columns, value.
+"""One view per KPI (`kpi.<name>`) for BI tools: local period start, dimension columns, value,
+target and target status (lib/kpi/targets.py).
 
 DDL takes no bind parameters, so the KPI name and time zone are quoted as SQL literals and the
 names as identifiers by psycopg2.sql; both were validated by the catalog (name pattern, IANA zone).
+The target columns are SQLAlchemy expressions shared with `kpi show` and the target check,
+rendered with literal values by SQLAlchemy's PostgreSQL compiler (validated decimals and grain
+names only).
 A comment on the view records a hash of its definition: the view is only replaced when the
 definition changes, which keeps refreshes from taking the view's exclusive lock every time.
 """
@@ -9,13 +13,17 @@ definition changes, which keeps refreshes from taking the view's exclusive lock 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import psycopg2
 import sqlalchemy as sa
 from psycopg2 import sql
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog import KpiSpec
+from analytics_pipelines.lib.kpi.targets import status_sql, target_sql
+from analytics_pipelines.lib.tables import kpi_values
 
 SCHEMA = "kpi"
 _FIXED_COLUMNS = (
@@ -26,6 +34,8 @@ _FIXED_COLUMNS = (
     "period_end",
     "breakdown",
     "value",
+    "target",
+    "target_status",
     "computed_at",
 )
 
@@ -35,8 +45,18 @@ def dimension_column(name: str) -> str:
     return f"{name}_dim" if name in _FIXED_COLUMNS else name
 
 
+def _literal_sql(expression: sa.ColumnElement[Any]) -> sql.SQL:
+    compiled = expression.compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    )
+    return sql.SQL(str(compiled))
+
+
 def view_definition(kpi: KpiSpec) -> sql.Composed:
     tz = sql.Literal(kpi.timezone)
+    row = kpi_values.alias("v")
+    # The target is computed once per row in a lateral select, the status compares with it.
+    target = sa.table("t", sa.column("target")).c.target
     dimensions = [
         sql.SQL("v.dimensions ->> {} AS {}").format(
             sql.Literal(name), sql.Identifier(dimension_column(name))
@@ -55,21 +75,26 @@ def view_definition(kpi: KpiSpec) -> sql.Composed:
             "ARRAY(SELECT k FROM jsonb_object_keys(v.dimensions) AS k ORDER BY k) AS breakdown"
         ),
         sql.SQL("v.value"),
+        sql.SQL("t.target"),
+        sql.SQL("{} AS target_status").format(_literal_sql(status_sql(kpi, row.c.value, target))),
         sql.SQL("v.computed_at"),
     ]
     return sql.SQL(
         "CREATE OR REPLACE VIEW {schema}.{view} AS SELECT {columns} "
-        "FROM {schema}.kpi_values AS v WHERE v.kpi = {name}"
+        "FROM {schema}.kpi_values AS v CROSS JOIN LATERAL (SELECT {target} AS target) AS t "
+        "WHERE v.kpi = {name}"
     ).format(
         schema=sql.Identifier(SCHEMA),
         view=sql.Identifier(kpi.name),
         columns=sql.SQL(", ").join(columns),
+        target=_literal_sql(target_sql(kpi, row.c.grain, row.c.dimensions)),
         name=sql.Literal(kpi.name),
     )
 
 
 def _fingerprint(kpi: KpiSpec) -> str:
-    shape = "|".join([kpi.name, kpi.timezone, *kpi.dimensions, "v1"])
+    target = kpi.target.model_dump_json() if kpi.target is not None else ""
+    shape = "|".join([kpi.name, kpi.timezone, *kpi.dimensions, target, "v2"])
     return "analytics_pipelines kpi view " + hashlib.sha256(shape.encode()).hexdigest()[:16]
 
 
