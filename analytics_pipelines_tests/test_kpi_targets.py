@@ -33,6 +33,7 @@ from analytics_pipelines.lib.kpi.engine import refresh_kpi
 from analytics_pipelines.lib.kpi.plan import plan_kpi
 from analytics_pipelines.lib.kpi.targets import latest_complete_period
 from analytics_pipelines.lib.kpi.views import ensure_view
+from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
 from analytics_pipelines_tests.test_kpi_support import (
@@ -564,3 +565,9 @@ def test_a_scheduled_refresh_of_today_runs_the_check_too(warehouse: Warehouse) -
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.check_name == ON_TARGET_CHECK and not evaluation.passed
     assert evaluation.metadata["day_period"].value == setup.yesterday.isoformat()
+
+
+def test_demo_kpis_with_targets_get_the_check() -> None:
+    built = build_kpi_definitions(load_catalog(DEMO_CATALOG_DIR), start="2024-01-01")
+    checked = {key.asset_key.path[1] for c in built.checks for key in c.check_keys}
+    assert checked == {"gross_revenue", "avg_resolution_minutes", "csat_average"}
