@@ -389,6 +389,33 @@ def test_latest_complete_day_ends_at_the_local_midnight_across_dst(
     assert (next_month.period, next_month.status, next_month.total) == ("2026-03", "off_target", 29)
 
 
+def test_latest_complete_period_of_an_every_cell_target_lists_the_cells_off_target(
+    warehouse: Warehouse, targeted: tuple[SourceSpec, KpiSpec, KpiSpec]
+) -> None:
+    _, _, price = targeted
+    with warehouse.connect() as conn:
+        first = latest_complete_period(
+            conn, price, "day", dt.datetime(2026, 3, 29, 1, tzinfo=BERLIN)
+        )
+        dst = latest_complete_period(conn, price, "day", dt.datetime(2026, 3, 30, 1, tzinfo=BERLIN))
+
+    averages = {
+        region: _ok_average(lines)
+        for (day, region), lines in _cells("day").items()
+        if day == DAYS[0]
+    }
+    got = {c.dimensions.get("region"): (c.value, c.status) for c in first.cells}
+    assert set(got) == set(averages)
+    for region, value in averages.items():
+        assert value is not None and abs(got[region][0] - value) < Decimal("1e-9"), region
+        assert got[region][1] == _expected_status(value, PRICE_CEILING, higher=False), region
+    assert first.status == "off_target"
+    assert first.describe(price) == "day 2026-03-28: 1 of 3 cells off target (<= 5): region=south 6"
+    # On the DST day north has no 'ok' row (NULL average): it is not judged, the rest is on target.
+    assert sorted(c.dimensions.get("region") or "total" for c in dst.cells) == ["south", "total"]
+    assert dst.describe(price) == "day 2026-03-29: all 2 cells on target (<= 5)"
+
+
 def test_latest_complete_hour_tells_the_two_autumn_hours_apart(warehouse: Warehouse) -> None:
     source = make_source(unique("kpi_target_hour"))
     # 25 October 2026 in Berlin: 02:00-03:00 happens twice (+02:00, then +01:00).
