@@ -19,7 +19,8 @@ from typing import Any
 
 from analytics_pipelines.cli.catalog import catalog_dir
 from analytics_pipelines.lib.catalog import load_catalog
-from analytics_pipelines.lib.catalog.models import GRAIN_ORDER
+from analytics_pipelines.lib.catalog.models import GRAIN_ORDER, Grain, TargetSpec
+from analytics_pipelines.lib.kpi.display import format_number
 
 FORMATS = ("table", "csv", "json")
 
@@ -54,14 +55,6 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
-def format_number(value: Decimal | None) -> str:
-    if value is None:
-        return ""
-    if value == value.to_integral_value():
-        return str(value.quantize(Decimal(1)))
-    return f"{value:.4f}".rstrip("0").rstrip(".")
-
-
 def _json_number(value: Decimal | None) -> int | float | None:
     if value is None:
         return None
@@ -92,6 +85,18 @@ def render(
 
     text = [line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)]
     return "\n".join(text) + "\n"
+
+
+def target_summary(target: TargetSpec, grain: Grain) -> str:
+    """One line saying what is good for this grain, e.g. `target: >= 30000 per month (total)`."""
+    value = target.for_grain(grain)
+    if value is None:
+        return f"target: none per {grain}"
+    sign = ">=" if target.direction == "higher" else "<="
+    cells = "every cell" if target.applies_to == "every_cell" else "the total only"
+    return (
+        f"target: {sign} {format_number(value)} per {grain} ({target.direction} is better; {cells})"
+    )
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -153,24 +158,36 @@ def run_show(args: argparse.Namespace) -> int:
         sys.stderr.write(f"{error}\n")
         return 2
     dims = sorted(set(by))
-    headers = ["period", *dims, kpi.unit or "value"]
+    # Target columns only for a KPI with a target: other KPIs print as before.
+    targeted = kpi.target is not None
+    value_header = kpi.unit or "value"
     if args.format == "table":
+        headers = ["period", *dims, value_header, *(["target", "status"] if targeted else [])]
         rows: list[list[Any]] = [
             [
                 period_label(grain, v.period_start),
                 *(v.dimensions.get(d) for d in dims),
                 format_number(v.value),
+                *([format_number(v.target), v.target_status] if targeted else []),
             ]
             for v in values
         ]
     else:
-        headers = ["period", "period_start", *dims, "value"]
+        number = _json_number if args.format == "json" else format_number
+        headers = [
+            "period",
+            "period_start",
+            *dims,
+            "value",
+            *(["target", "target_status"] if targeted else []),
+        ]
         rows = [
             [
                 period_label(grain, v.period_start),
                 v.period_start.isoformat(),
                 *(v.dimensions.get(d) for d in dims),
-                _json_number(v.value) if args.format == "json" else format_number(v.value),
+                number(v.value),
+                *([number(v.target), v.target_status] if targeted else []),
             ]
             for v in values
         ]
@@ -179,8 +196,11 @@ def run_show(args: argparse.Namespace) -> int:
             f"{kpi.name} ({kpi.description.strip().splitlines()[0]}) per {grain}, "
             f"{first} .. {last}, {kpi.timezone}\n"
         )
+        if kpi.target is not None:
+            sys.stdout.write(target_summary(kpi.target, grain) + "\n")
         if not values:
             sys.stdout.write("no values stored for this range (materialise the KPI first)\n")
             return 0
-    sys.stdout.write(render(headers, rows, args.format, numeric=[headers[-1]]))
+    numeric = [value_header, "value", "target"]
+    sys.stdout.write(render(headers, rows, args.format, numeric=numeric))
     return 0

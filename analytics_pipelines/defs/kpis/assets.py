@@ -1,4 +1,4 @@
-"""`kpi/<name>` assets, one per catalog KPI, grouped by value chain."""
+"""`kpi/<name>` assets, one per catalog KPI, grouped by value chain, and their target checks."""
 
 import dagster as dg
 
@@ -10,4 +10,6 @@ from analytics_pipelines.lib.settings import get_settings
 def kpi_assets() -> dg.Definitions:
     settings = get_settings()
     built = kpi_definitions_for(str(settings.catalog_dir), settings.sensor_interval_seconds)
-    return dg.Definitions(assets=built.assets, jobs=list(built.jobs.values()))
+    return dg.Definitions(
+        assets=built.assets, asset_checks=built.checks, jobs=list(built.jobs.values())
+    )

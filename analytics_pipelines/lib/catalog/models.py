@@ -129,6 +129,34 @@ class SourceSpec(_Strict):
         return {c.name: c.type for c in self.columns}
 
 
+TargetDirection = Literal["higher", "lower"]
+
+
+class TargetSpec(_Strict):
+    """What value of a KPI is good: at least (`higher`) or at most (`lower`) the target.
+
+    `value` applies to every grain, `by_grain` overrides it per grain (a monthly revenue target
+    is not a daily one); a grain with neither has no target. By default only the total (`{}`
+    dimensions) is compared: a company target usually does not hold for each region of a sum.
+    `applies_to: every_cell` compares every breakdown cell too (rates, averages). Numbers are
+    decimals; NaN and infinity are refused by the field type.
+    """
+
+    direction: TargetDirection
+    value: Decimal | None = None
+    by_grain: dict[Grain, Decimal] = {}
+    applies_to: Literal["total", "every_cell"] = "total"
+
+    @model_validator(mode="after")
+    def _some_value(self) -> TargetSpec:
+        if self.value is None and not self.by_grain:
+            raise ValueError("a target needs a value, or by_grain values (e.g. {month: 30000})")
+        return self
+
+    def for_grain(self, grain: Grain) -> Decimal | None:
+        return self.by_grain.get(grain, self.value)
+
+
 class KpiSpec(_Strict):
     name: Name
     value_chain: Name
@@ -148,6 +176,7 @@ class KpiSpec(_Strict):
     timezone: str = "UTC"
     refresh_cron: str = "0 * * * *"
     freshness_hours: float | None = Field(default=None, gt=0)
+    target: TargetSpec | None = None
 
     _tz = field_validator("timezone")(_check_timezone)
 
@@ -178,6 +207,17 @@ class KpiSpec(_Strict):
             raise ValueError(
                 "a derived KPI takes the filters of the KPIs it combines; remove filter"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _target_grains(self) -> KpiSpec:
+        if self.target is not None:
+            unknown = [g for g in self.target.by_grain if g not in self.grains]
+            if unknown:
+                raise ValueError(
+                    f"target by_grain names grains the KPI is not computed per: "
+                    f"{', '.join(unknown)} (grains: {', '.join(self.grains)})"
+                )
         return self
 
 

@@ -4,6 +4,8 @@ own catalog.
 
 * Assets are daily-partitioned in the KPI's time zone (today's partition exists: `end_offset=1`,
   so the running day can be refreshed) and backfill a whole range in one run.
+* A KPI with a target gets the WARN check `on_target` (lib/kpi/targets.py): the latest complete
+  period of each grain with a target, compared with it; it runs with every refresh of the KPI.
 * One job per time zone (assets of one job share one partitions definition).
 * One schedule per (refresh cron, time zone): the cron runs in the KPI's zone and refreshes the
   partition of the local day of the tick.
@@ -23,14 +25,14 @@ import os
 import re
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
 import dagster as dg
 
-from analytics_pipelines.lib.catalog import Catalog, CatalogError, load_catalog_cached
+from analytics_pipelines.lib.catalog import Catalog, CatalogError, KpiSpec, load_catalog_cached
 from analytics_pipelines.lib.kpi.engine import RefreshResult, refresh_kpi
 from analytics_pipelines.lib.kpi.gate import (
     blocked_sources,
@@ -45,6 +47,7 @@ from analytics_pipelines.lib.kpi.invalidation import (
 )
 from analytics_pipelines.lib.kpi.periods import contiguous_ranges, local_date
 from analytics_pipelines.lib.kpi.plan import KpiPlan, plan_catalog
+from analytics_pipelines.lib.kpi.targets import latest_complete_periods
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
 from analytics_pipelines.resources import WarehouseResource
 
@@ -56,6 +59,7 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 TRIGGER_TAG = "analytics_pipelines/kpi_trigger"
 HELD_TAG = "analytics_pipelines/kpis_held"  # KPIs a scheduled run leaves out, and why
+ON_TARGET_CHECK = "on_target"
 
 # What dg.define_asset_job returns; its class is not part of Dagster's public API.
 AssetJob = Any
@@ -210,12 +214,47 @@ def build_kpi_asset(plan: KpiPlan, start: str, plans: dict[str, KpiPlan]) -> dg.
     return _kpi
 
 
+def build_target_check(kpi: KpiSpec) -> dg.AssetChecksDefinition:
+    """WARN when the latest complete period of a grain with a target is off target."""
+    target = kpi.target
+    assert target is not None
+    cells = "every cell" if target.applies_to == "every_cell" else "the total"
+
+    @dg.asset_check(
+        asset=kpi_asset_key(kpi.name),
+        name=ON_TARGET_CHECK,
+        description=(
+            f"The latest complete period of each grain with a target ({kpi.timezone}) meets it "
+            f"({target.direction} is better; {cells}). A period without a value yet passes and "
+            "says so."
+        ),
+    )
+    def _on_target(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        with warehouse.get_warehouse().connect() as conn:
+            verdicts = latest_complete_periods(conn, kpi, dt.datetime.now(dt.UTC))
+        metadata: dict[str, Any] = {"direction": target.direction, "applies_to": target.applies_to}
+        for verdict in verdicts:
+            metadata[f"{verdict.grain}_period"] = verdict.period
+            metadata[f"{verdict.grain}_value"] = _number(verdict.total)
+            metadata[f"{verdict.grain}_target"] = _number(verdict.target)
+            metadata[f"{verdict.grain}_status"] = verdict.status
+        return dg.AssetCheckResult(
+            passed=all(v.status != "off_target" for v in verdicts),
+            severity=dg.AssetCheckSeverity.WARN,
+            description="; ".join(v.describe(kpi) for v in verdicts),
+            metadata=metadata,
+        )
+
+    return _on_target
+
+
 @dataclass(frozen=True)
 class KpiDefinitions:
     assets: list[dg.AssetsDefinition]
     jobs: dict[str, AssetJob]  # by time zone
     schedules: list[dg.ScheduleDefinition]
     sensor: dg.SensorDefinition | None
+    checks: list[dg.AssetChecksDefinition] = field(default_factory=list)
 
 
 def build_kpi_jobs(plans: dict[str, KpiPlan]) -> dict[str, AssetJob]:
@@ -425,6 +464,7 @@ def build_kpi_definitions(
         jobs=jobs,
         schedules=build_kpi_schedules(plans, jobs),
         sensor=build_kpi_sensor(plans, jobs, start, sensor_interval_seconds),
+        checks=[build_target_check(p.kpi) for p in plans.values() if p.kpi.target is not None],
     )
 
 

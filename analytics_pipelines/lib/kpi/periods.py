@@ -132,3 +132,16 @@ def period_end_sql(
 
 def grains_in_order(grains: Iterable[Grain]) -> list[Grain]:
     return sorted(set(grains), key=GRAIN_ORDER.index)
+
+
+def latest_complete_period(
+    conn: sa.Connection, grain: Grain, timezone: str, now: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of the `grain` period that ended last at or before `now`, in `timezone`."""
+    # The running period starts at `current`; the one before ends there (DST by PostgreSQL).
+    current = period_start_sql(grain, sa.literal(now, sa.DateTime(timezone=True)), timezone)
+    previous = period_start_sql(
+        grain, current - sa.literal(dt.timedelta(microseconds=1), sa.Interval()), timezone
+    )
+    start, end = conn.execute(sa.select(previous, current)).one()
+    return start, end

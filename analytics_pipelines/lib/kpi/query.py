@@ -17,19 +17,24 @@ from psycopg2 import sql
 
 from analytics_pipelines.lib.catalog import KpiSpec
 from analytics_pipelines.lib.catalog.models import Grain
+
+# Re-exported: the engine and the CLI read labels from here.
+from analytics_pipelines.lib.kpi.display import period_label as period_label
+from analytics_pipelines.lib.kpi.targets import status_sql, target_sql
 from analytics_pipelines.lib.pg import DbApiConnection, fetch_all
 
 # The instant a local date starts in a zone (as `periods.local_midnight_sql` computes it); a
 # breakdown is the sorted set of a row's dimension names ('{}' the total).
-_VALUES = sql.SQL(
-    "SELECT period_start, period_end, dimensions, value FROM {table} "
+_VALUES = (
+    "SELECT period_start, period_end, dimensions, value, {target} AS target, "
+    "{status} AS target_status FROM {table} "
     "WHERE kpi = %(kpi)s AND grain = %(grain)s "
     "AND period_start >= timezone(%(tz)s, CAST(%(first)s AS date)::timestamp) "
     "AND period_start < timezone(%(tz)s, CAST(%(after)s AS date)::timestamp) "
     "AND ARRAY(SELECT k FROM jsonb_object_keys(dimensions) AS k ORDER BY k) "
     "= CAST(%(breakdown)s AS text[]) "
     "ORDER BY period_start, CAST(dimensions AS text)"
-).format(table=sql.Identifier("kpi", "kpi_values"))
+)
 
 
 class KpiQueryError(ValueError):
@@ -42,19 +47,8 @@ class KpiValue:
     period_end: dt.datetime
     dimensions: dict[str, Any]
     value: Decimal | None
-
-
-def period_label(grain: Grain, start: dt.datetime) -> str:
-    """How people write the period: 2026-03-29 02:00+01:00, 2026-03-29, 2026-03, 2026-Q1, 2026."""
-    if grain == "hour":
-        return start.isoformat(sep=" ", timespec="minutes")
-    if grain in ("day", "week"):
-        return start.date().isoformat()
-    if grain == "month":
-        return f"{start.year}-{start.month:02d}"
-    if grain == "quarter":
-        return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
-    return str(start.year)
+    target: Decimal | None = None  # lib/kpi/targets.py: NULL where no target applies
+    target_status: str | None = None
 
 
 def read_values(
@@ -81,9 +75,15 @@ def read_values(
         )
     if last_day < first_day:
         raise KpiQueryError(f"--from {first_day} is after --to {last_day}")
+    target = target_sql(kpi, sql.Identifier("grain"), sql.Identifier("dimensions"))
+    statement = sql.SQL(_VALUES).format(
+        target=target,
+        status=status_sql(kpi, sql.Identifier("value"), target),
+        table=sql.Identifier("kpi", "kpi_values"),
+    )
     rows = fetch_all(
         conn,
-        _VALUES,
+        statement,
         {
             "kpi": kpi.name,
             "grain": grain,
@@ -100,6 +100,8 @@ def read_values(
             row.period_end.astimezone(zone),
             dict(row.dimensions),
             row.value,
+            row.target,
+            row.target_status,
         )
         for row in rows
     ]

@@ -1,7 +1,9 @@
-"""One view per KPI (`kpi.<name>`) for BI tools: local period start, dimension columns, value.
+"""One view per KPI (`kpi.<name>`) for BI tools: local period start, dimension columns, value,
+target and target status (lib/kpi/targets.py).
 
 DDL takes no bind parameters, so the KPI name and time zone are quoted as SQL literals and the
 names as identifiers by psycopg2.sql; both were validated by the catalog (name pattern, IANA zone).
+The target columns are the SQL of lib/kpi/targets.py, shared with `kpi show` and the check.
 A comment on the view records a hash of its definition: the view is only replaced when the
 definition changes, which keeps refreshes from taking the view's exclusive lock every time.
 """
@@ -16,6 +18,7 @@ from psycopg2 import sql
 from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog import KpiSpec
+from analytics_pipelines.lib.kpi.targets import status_sql, target_sql
 
 SCHEMA = "kpi"
 _FIXED_COLUMNS = (
@@ -26,6 +29,8 @@ _FIXED_COLUMNS = (
     "period_end",
     "breakdown",
     "value",
+    "target",
+    "target_status",
     "computed_at",
 )
 
@@ -37,6 +42,8 @@ def dimension_column(name: str) -> str:
 
 def view_definition(kpi: KpiSpec) -> sql.Composed:
     tz = sql.Literal(kpi.timezone)
+    # The target is computed once per row in a lateral select, the status compares with it.
+    target = sql.Identifier("t", "target")
     dimensions = [
         sql.SQL("v.dimensions ->> {} AS {}").format(
             sql.Literal(name), sql.Identifier(dimension_column(name))
@@ -55,21 +62,28 @@ def view_definition(kpi: KpiSpec) -> sql.Composed:
             "ARRAY(SELECT k FROM jsonb_object_keys(v.dimensions) AS k ORDER BY k) AS breakdown"
         ),
         sql.SQL("v.value"),
+        sql.SQL("t.target"),
+        sql.SQL("{} AS target_status").format(
+            status_sql(kpi, sql.Identifier("v", "value"), target)
+        ),
         sql.SQL("v.computed_at"),
     ]
     return sql.SQL(
         "CREATE OR REPLACE VIEW {schema}.{view} AS SELECT {columns} "
-        "FROM {schema}.kpi_values AS v WHERE v.kpi = {name}"
+        "FROM {schema}.kpi_values AS v CROSS JOIN LATERAL (SELECT {target} AS target) AS t "
+        "WHERE v.kpi = {name}"
     ).format(
         schema=sql.Identifier(SCHEMA),
         view=sql.Identifier(kpi.name),
         columns=sql.SQL(", ").join(columns),
+        target=target_sql(kpi, sql.Identifier("v", "grain"), sql.Identifier("v", "dimensions")),
         name=sql.Literal(kpi.name),
     )
 
 
 def _fingerprint(kpi: KpiSpec) -> str:
-    shape = "|".join([kpi.name, kpi.timezone, *kpi.dimensions, "v1"])
+    target = kpi.target.model_dump_json() if kpi.target is not None else ""
+    shape = "|".join([kpi.name, kpi.timezone, *kpi.dimensions, target, "v2"])
     return "analytics_pipelines kpi view " + hashlib.sha256(shape.encode()).hexdigest()[:16]
 
 
