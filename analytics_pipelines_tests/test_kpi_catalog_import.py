@@ -162,8 +162,29 @@ def test_csv_sheet_and_out_folder(tmp_path: Path, catalog_dir: Path, capsys: Any
 
     assert run(["catalog", "import", str(sheet), "--dir", str(catalog_dir), "--out", str(out)]) == 0
 
-    assert files(out) == {"kpis/extra.yaml"}
+    # The folder holds a whole catalog that validates on its own: the import and the existing files.
+    assert files(out) == {"kpis/extra.yaml"} | files(catalog_dir)
     assert "big_order_lines" in (out / "kpis" / "extra.yaml").read_text()
+    merged = load_catalog(out)
+    assert "big_order_lines" in merged.kpis
+    assert set(load_catalog(catalog_dir).kpis) < set(merged.kpis)
+    assert f"CATALOG_DIR={out}" in capsys.readouterr().out
+
+
+def test_importing_into_the_shipped_demo_catalog_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.delenv("CATALOG_DIR", raising=False)
+    sheet = write_csv(tmp_path / "extra.csv", [GOOD_ROWS[-1]])
+    before = files(DEMO_CATALOG_DIR)
+
+    assert run(["catalog", "import", str(sheet)]) == 2
+
+    assert "pass --out DIR" in capsys.readouterr().err
+    assert files(DEMO_CATALOG_DIR) == before
+    out = tmp_path / "mine"
+    assert run(["catalog", "import", str(sheet), "--out", str(out)]) == 0
+    assert "big_order_lines" in load_catalog(out).kpis
 
 
 def test_unknown_columns_and_file_types_are_refused(

@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import io
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import yaml
 
 from analytics_pipelines.cli import kpi as kpi_cli
 from analytics_pipelines.lib.catalog import KpiSpec, SourceSpec, load_catalog
+from analytics_pipelines.lib.kpi.display import format_value
 from analytics_pipelines.lib.kpi.engine import refresh_kpi
 from analytics_pipelines.lib.kpi.plan import plan_kpi
 from analytics_pipelines.lib.warehouse import Warehouse
@@ -103,10 +105,18 @@ def test_show_months_by_region(shown: tuple[KpiSpec, KpiSpec], capsys: Any) -> N
     assert lines[0].startswith(f"{units.name} (Units sold.) per month, 2026-01-01 .. 2026-06-30")
     assert lines[1].split() == ["period", "region", "units"]
     body = [line.split() for line in lines[3:]]
-    # Two lines a month in the north, one in the south, each of `month` units.
-    assert body[:2] == [["2026-01", "north", "2"], ["2026-01", "south", "1"]]
-    assert body[-2:] == [["2026-06", "north", "12"], ["2026-06", "south", "6"]]
-    assert len(body) == 12
+    # Two lines a month in the north, one in the south, each of `month` units; then the total.
+    assert body[:3] == [
+        ["2026-01", "north", "2"],
+        ["2026-01", "south", "1"],
+        ["2026-01", "total", "3"],
+    ]
+    assert body[-3:] == [
+        ["2026-06", "north", "12"],
+        ["2026-06", "south", "6"],
+        ["2026-06", "total", "18"],
+    ]
+    assert len(body) == 18
 
 
 def test_show_total_as_csv_and_json(shown: tuple[KpiSpec, KpiSpec], capsys: Any) -> None:
@@ -123,7 +133,12 @@ def test_show_total_as_csv_and_json(shown: tuple[KpiSpec, KpiSpec], capsys: Any)
     assert [(d["region"], d["channel"], round(d["value"], 6)) for d in data] == [
         ("north", "web", round(2 / 7, 6)),
         ("south", "web", round(1 / 7, 6)),
+        (None, None, round(3 / 7, 6)),  # the month's total, after its breakdown
     ]
+    assert [d["breakdown"] for d in data] == [["channel", "region"], ["channel", "region"], []]
+    assert {(d["kpi"], d["unit"], d["grain"], d["period"]) for d in data} == {
+        (ratio.name, ratio.unit, "month", "2026-01")
+    }
 
 
 def test_show_explains_wrong_questions(shown: tuple[KpiSpec, KpiSpec], capsys: Any) -> None:
@@ -136,3 +151,18 @@ def test_show_explains_wrong_questions(shown: tuple[KpiSpec, KpiSpec], capsys: A
     assert "unknown KPI 'no_such_kpi'" in capsys.readouterr().err
     assert run(["kpi", "show", units.name, "--from", "2020-01-01", "--to", "2020-01-31"]) == 0
     assert "no values stored for this range" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "shown"),
+    [
+        ("81127.5", "EUR", "81,127.50"),
+        ("-0.004", "USD", "-0.00"),
+        ("20000", "lines", "20,000"),
+        ("1234.56789", "minutes", "1,234.5679"),
+        ("0.0512", "share", "0.0512"),
+        ("-1500", "", "-1,500"),
+    ],
+)
+def test_table_values_read_like_amounts(value: str, unit: str, shown: str) -> None:
+    assert format_value(Decimal(value), unit) == shown

@@ -342,7 +342,13 @@ def test_kpi_show_prints_target_and_status_per_cell(
         )
         for day in DAYS
     ]
-    statuses = {(r["period"], r["region"]): r["target_status"] for r in by_region}
+    statuses = {
+        (r["period"], r["region"]): r["target_status"]
+        for r in by_region
+        if r["breakdown"] == ["region"]
+    }
+    # `--by` adds each period's total after its breakdown rows.
+    assert [r["period"] for r in by_region if r["breakdown"] == []] == [d.isoformat() for d in DAYS]
     assert statuses == {
         ("2026-03-28", "north"): "on_target",
         ("2026-03-28", "south"): "off_target",

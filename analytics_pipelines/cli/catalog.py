@@ -30,7 +30,11 @@ def register(commands: Any) -> None:
         "--dir", type=Path, default=None, help="catalog to check against (default: CATALOG_DIR)"
     )
     importer.add_argument(
-        "--out", type=Path, default=None, help="folder to write to (default: the catalog folder)"
+        "--out",
+        type=Path,
+        default=None,
+        help="folder to write the resulting catalog to (the checked catalog's files plus the "
+        "imported ones, so that it validates on its own); default: the catalog folder itself",
     )
     importer.set_defaults(func=run_import)
 
@@ -58,12 +62,22 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     from analytics_pipelines.lib.catalog.importer import CatalogImportError, import_sheet
+    from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
 
     if not args.file.is_file():
         sys.stderr.write(f"{args.file}: no such file\n")
         return 2
+    checked = catalog_dir(args.dir)
+    if args.out is None and checked.resolve() == DEMO_CATALOG_DIR.resolve():
+        # The demo catalog ships inside the package: an upgrade would silently drop the import.
+        sys.stderr.write(
+            f"{args.file}: nothing written: the catalog is the demo catalog shipped in the "
+            f"package ({checked}); pass --out DIR to write a catalog of your own (the demo's "
+            "files plus the import), or set CATALOG_DIR / --dir to your catalog folder\n"
+        )
+        return 2
     try:
-        result = import_sheet(args.file, catalog_dir(args.dir), args.out)
+        result = import_sheet(args.file, checked, args.out)
     except CatalogImportError as error:
         sys.stderr.write(f"{args.file}: nothing written, {len(error.problems)} problem(s):\n")
         for problem in error.problems:
@@ -73,4 +87,9 @@ def run_import(args: argparse.Namespace) -> int:
         f"imported {len(result.kpis)} KPIs and {len(result.sources)} sources from {args.file}: "
         + ", ".join(str(p) for p in result.written)
     )
+    if result.copied:
+        print(
+            f"with the {len(result.copied)} file(s) of {checked} beside them, {args.out} holds a "
+            f"complete catalog: CATALOG_DIR={args.out}"
+        )
     return 0

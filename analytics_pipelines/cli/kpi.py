@@ -20,7 +20,7 @@ from typing import Any
 from analytics_pipelines.cli.catalog import catalog_dir
 from analytics_pipelines.lib.catalog import load_catalog
 from analytics_pipelines.lib.catalog.models import GRAIN_ORDER, Grain, TargetSpec
-from analytics_pipelines.lib.kpi.display import format_number
+from analytics_pipelines.lib.kpi.display import format_number, format_value
 
 FORMATS = ("table", "csv", "json")
 
@@ -153,7 +153,7 @@ def run_show(args: argparse.Namespace) -> int:
     first = args.first or last - dt.timedelta(days=30 if grain in ("hour", "day") else 365)
     try:
         with read_only(settings.database_url_plain) as conn:
-            values = read_values(conn, kpi, grain, first, last, by)
+            values = read_values(conn, kpi, grain, first, last, by, with_total=True)
     except KpiQueryError as error:
         sys.stderr.write(f"{error}\n")
         return 2
@@ -166,28 +166,57 @@ def run_show(args: argparse.Namespace) -> int:
         rows: list[list[Any]] = [
             [
                 period_label(grain, v.period_start),
-                *(v.dimensions.get(d) for d in dims),
-                format_number(v.value),
-                *([format_number(v.target), v.target_status] if targeted else []),
+                # A period's total follows its breakdown rows (`--by region`: north, south, total).
+                *((v.dimensions.get(d) if v.dimensions else "total") for d in dims),
+                format_value(v.value, kpi.unit),
+                *([format_value(v.target, kpi.unit), v.target_status] if targeted else []),
             ]
             for v in values
         ]
+    elif args.format == "json":
+        records = [
+            {
+                "kpi": kpi.name,
+                "unit": kpi.unit,
+                "grain": grain,
+                "period": period_label(grain, v.period_start),
+                "period_start": v.period_start.isoformat(),
+                "breakdown": sorted(v.dimensions),  # [] for the total
+                **{d: v.dimensions.get(d) for d in dims},
+                "value": _json_number(v.value),
+                **(
+                    {"target": _json_number(v.target), "target_status": v.target_status}
+                    if targeted
+                    else {}
+                ),
+            }
+            for v in values
+        ]
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        return 0
     else:
-        number = _json_number if args.format == "json" else format_number
         headers = [
+            "kpi",
+            "unit",
+            "grain",
             "period",
             "period_start",
+            "breakdown",
             *dims,
             "value",
             *(["target", "target_status"] if targeted else []),
         ]
         rows = [
             [
+                kpi.name,
+                kpi.unit,
+                grain,
                 period_label(grain, v.period_start),
                 v.period_start.isoformat(),
+                ",".join(sorted(v.dimensions)),
                 *(v.dimensions.get(d) for d in dims),
-                number(v.value),
-                *([number(v.target), v.target_status] if targeted else []),
+                format_number(v.value),
+                *([format_number(v.target), v.target_status] if targeted else []),
             ]
             for v in values
         ]

@@ -98,6 +98,8 @@ class ImportResult:
     kpis: list[KpiSpec] = field(default_factory=list)
     sources: list[SourceSpec] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
+    # Files of the checked catalog copied into a separate --out folder, so that it loads alone.
+    copied: list[Path] = field(default_factory=list)
 
 
 def _cell(value: Any) -> str:
@@ -340,4 +342,18 @@ def import_sheet(path: Path, catalog_dir: Path, out_dir: Path | None = None) -> 
         partial.write_text(text, encoding="utf-8")
         partial.replace(target)
         result.written.append(target)
+    # The folder holds the catalog that was validated: the new files and the existing ones.
+    for sub in ("sources", "kpis"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+        for existing in sorted(_catalog_files(catalog_dir, out_dir, sub)):
+            target = out_dir / sub / existing.name
+            shutil.copy(existing, target)
+            result.copied.append(target)
     return result
+
+
+def _catalog_files(catalog_dir: Path, out_dir: Path, sub: str) -> list[Path]:
+    """Files of `catalog_dir/sub` that a separate `out_dir` lacks (none when they are the same)."""
+    if catalog_dir.resolve() == out_dir.resolve() or not (catalog_dir / sub).is_dir():
+        return []
+    return [f for f in (catalog_dir / sub).glob("*.y*ml") if not (out_dir / sub / f.name).exists()]

@@ -18,6 +18,23 @@ def format_number(value: Decimal | None) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".")
 
 
+def is_currency(unit: str) -> bool:
+    """ISO 4217-style units (EUR, USD, CHF) are amounts of money."""
+    return len(unit) == 3 and unit.isalpha() and unit.isupper()
+
+
+def format_value(value: Decimal | None, unit: str) -> str:
+    """A value as a table shows it: thousands separated, money with two decimals
+    (81,127.50 EUR), other values as `format_number` (1,250 tickets, 0.0512 share)."""
+    if value is None:
+        return ""
+    if is_currency(unit):
+        return f"{value:,.2f}"
+    text = format_number(value)
+    whole, dot, fraction = text.partition(".")
+    return f"{int(whole):,}" + dot + fraction if whole.lstrip("-").isdigit() else text
+
+
 def period_label(grain: Grain, start: dt.datetime) -> str:
     """How people write the period: 2026-03-29 02:00+01:00, 2026-03-29, 2026-03, 2026-Q1, 2026."""
     if grain == "hour":

@@ -31,9 +31,9 @@ _VALUES = (
     "WHERE kpi = %(kpi)s AND grain = %(grain)s "
     "AND period_start >= timezone(%(tz)s, CAST(%(first)s AS date)::timestamp) "
     "AND period_start < timezone(%(tz)s, CAST(%(after)s AS date)::timestamp) "
-    "AND ARRAY(SELECT k FROM jsonb_object_keys(dimensions) AS k ORDER BY k) "
-    "= CAST(%(breakdown)s AS text[]) "
-    "ORDER BY period_start, CAST(dimensions AS text)"
+    "AND (ARRAY(SELECT k FROM jsonb_object_keys(dimensions) AS k ORDER BY k) "
+    "= CAST(%(breakdown)s AS text[]) OR (%(with_total)s AND dimensions = CAST('{{}}' AS jsonb))) "
+    "ORDER BY period_start, dimensions = CAST('{{}}' AS jsonb), CAST(dimensions AS text)"
 )
 
 
@@ -58,10 +58,12 @@ def read_values(
     first_day: dt.date,
     last_day: dt.date,
     by: Sequence[str] = (),
+    with_total: bool = False,
 ) -> list[KpiValue]:
     """Values of the periods starting on the local dates [first_day, last_day].
 
-    `by` picks the breakdown: no dimension gives the total, `["region"]` one row per region.
+    `by` picks the breakdown: no dimension gives the total, `["region"]` one row per region;
+    `with_total` adds each period's total after its breakdown rows.
     """
     if grain not in kpi.grains:
         raise KpiQueryError(
@@ -91,6 +93,7 @@ def read_values(
             "first": first_day,
             "after": last_day + dt.timedelta(days=1),
             "breakdown": sorted(set(by)),
+            "with_total": with_total and bool(by),
         },
     )
     zone = ZoneInfo(kpi.timezone)
