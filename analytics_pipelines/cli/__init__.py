@@ -6,10 +6,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from analytics_pipelines.cli import catalog, demo, dev, devdb, files, health, kpi, quarantine
+from analytics_pipelines.cli import (
+    catalog,
+    demo,
+    dev,
+    devdb,
+    files,
+    health,
+    kpi,
+    quarantine,
+    refresh,
+)
 
 # Each module adds its own sub-commands; a sub-command sets `func(args) -> int`.
-COMMAND_MODULES = [health, dev, devdb, catalog, demo, quarantine, kpi, files]
+COMMAND_MODULES = [health, dev, devdb, catalog, demo, quarantine, kpi, files, refresh]
 
 
 def build_parser() -> argparse.ArgumentParser:
