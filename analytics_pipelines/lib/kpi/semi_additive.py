@@ -21,6 +21,7 @@ import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
 
 from analytics_pipelines.lib.catalog.models import Grain
 from analytics_pipelines.lib.kpi.expression_sql import compile_filter, compile_measure
@@ -80,7 +81,7 @@ def insert_semi_additive(plan: KpiPlan, grain: Grain, start: dt.date, end: dt.da
 
     picked = (
         sa.select(period, *entity, *(clean.c[n] for n in carried), passes)
-        .distinct(period, *entity)
+        .ext(distinct_on(period, *entity))
         .where(in_window)
         .order_by(
             period,
