@@ -382,7 +382,7 @@ def insert_values(plan: KpiPlan, windows: Windows, roll_up: bool = True) -> list
         # Imported here: semi_additive builds on this module's helpers.
         from analytics_pipelines.lib.kpi.semi_additive import insert_semi_additive
 
-        return [insert_semi_additive(plan, grain, *window) for grain, window in windows.items()]
+        return [insert_semi_additive(plan, windows)]
     return [
         insert_measure(plan, {grain: windows[grain] for grain in group}, roll_up)
         for group in grain_groups(windows)
