@@ -46,10 +46,12 @@ STOCKED = [(w, s) for w in ("BER", "HAM", "MUC") for s in ("SKU-A", "SKU-B", "SK
 SPARSE = ("FRA", "SKU-D")  # moves on 24 and 26 March only: no row, no value elsewhere
 
 
-def _source(name: str, *, primary_key: list[str] | None = None) -> SourceSpec:
+def _source(
+    name: str, *, primary_key: list[str] | None = None, event_type: str = "timestamp"
+) -> SourceSpec:
     columns = [
         ColumnSpec(name="movement_id", type="string", required=True),
-        ColumnSpec(name="at", type="timestamp", required=True),
+        ColumnSpec.model_validate({"name": "at", "type": event_type, "required": True}),
         ColumnSpec(name="warehouse", type="string", required=True),
         ColumnSpec(name="sku", type="string", required=True),
         ColumnSpec(name="kind", type="string", allowed_values=["receipt", "pick", "count"]),
@@ -161,11 +163,19 @@ def _counted(frame: pd.DataFrame) -> pd.Series:
     return frame["kind"] == "count"
 
 
-CASES = {
+# With hours the finest picks are per hour, else per day; coarser periods pick from those.
+DAYS_UP = ["day", "week", "month"]
+CASES: dict[str, dict[str, Any]] = {
     "last_sum": {"take": "last", "how": "sum", "dimensions": ["warehouse", "sku"]},
-    "first_sum": {"take": "first", "how": "sum", "dimensions": ["warehouse"]},
+    "first_sum": {"take": "first", "how": "sum", "dimensions": ["warehouse"], "grains": DAYS_UP},
     "last_avg": {"take": "last", "how": "avg", "dimensions": ["warehouse"]},
-    "counted": {"take": "last", "how": "sum", "dimensions": ["warehouse"], "passes": _counted},
+    "counted": {
+        "take": "last",
+        "how": "sum",
+        "dimensions": ["warehouse"],
+        "passes": _counted,
+        "grains": DAYS_UP,
+    },
 }
 FILTERS = {"counted": "kind = 'count'"}
 
@@ -183,7 +193,7 @@ def stocks(warehouse: Warehouse) -> dict[str, Any]:
             filter=FILTERS.get(label),
             semi_additive={"take": case["take"], "per": PER},
             dimensions=case["dimensions"],
-            grains=GRAINS,
+            grains=case.get("grains", GRAINS),
             timezone=ZONE,
         )
         for label, case in CASES.items()
@@ -383,10 +393,13 @@ def test_model_refuses_a_derived_kpi_an_unknown_take_and_a_repeated_column() -> 
         make_kpi("x", "s", measure="sum(q)", semi_additive={"take": "last", "per": ["w", "w"]})
 
 
+@pytest.mark.parametrize("event_type", ["timestamp", "date"])
 def test_a_snapshot_source_defaults_per_to_its_key_without_the_event_time(
-    warehouse: Warehouse,
+    warehouse: Warehouse, event_type: str
 ) -> None:
-    source = _source(unique("stock_snapshots"), primary_key=["warehouse", "sku", "at"])
+    source = _source(
+        unique("stock_snapshots"), primary_key=["warehouse", "sku", "at"], event_type=event_type
+    )
     kpi = make_kpi(
         unique("snapshot_last"),
         source.name,
@@ -402,6 +415,8 @@ def test_a_snapshot_source_defaults_per_to_its_key_without_the_event_time(
         _movement("b", _local(dt.date(2026, 3, 24), 8), ("HAM", "SKU-A"), "count", 12),
         _movement("c", _local(dt.date(2026, 3, 23), 8), ("HAM", "SKU-B"), "count", 5),
     ]
+    if event_type == "date":  # a date is the local day it names
+        rows = [{**row, "at": row["at"].astimezone(BERLIN).date()} for row in rows]
     create_clean(warehouse, source, rows)
     refresh_kpi(warehouse, plan, FIRST, FIRST + dt.timedelta(days=1))
     stored = stored_values(warehouse, kpi.name)
