@@ -33,12 +33,13 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.dialects.postgresql import distinct_on
 
 from analytics_pipelines.lib.catalog import Catalog, load_catalog
 from analytics_pipelines.lib.kpi.engine import ensure_event_time_index, refresh_kpi
 from analytics_pipelines.lib.kpi.expression_sql import compile_filter, compile_measure
 from analytics_pipelines.lib.kpi.periods import period_start_sql
-from analytics_pipelines.lib.kpi.plan import KpiPlan, plan_catalog
+from analytics_pipelines.lib.kpi.plan import KpiPlan, entity_columns, plan_catalog
 from analytics_pipelines.lib.pgserver import LocalPostgres, free_port
 from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR, normalise_database_url
 from analytics_pipelines.lib.tables import clean_table
@@ -63,11 +64,11 @@ _GENERATORS: dict[str, str] = {
     """,
     "inventory_movements": """
         INSERT INTO clean.inventory_movements (movement_id, moved_at, warehouse, product_sku,
-            movement_type, quantity, unit_cost, _file_id, _line)
+            movement_type, quantity, unit_cost, on_hand_after, _file_id, _line)
         SELECT 'M' || g, at, (ARRAY['HAM','MUC','BER','FRA'])[1 + g % 4], 'SKU' || (g % 500),
             (ARRAY['receipt','pick','adjustment'])[1 + g % 3],
             CASE WHEN g % 3 = 1 THEN -(1 + g % 9) ELSE 1 + g % 50 END,
-            CASE WHEN g % 11 = 0 THEN NULL ELSE (g % 40) + 0.5 END, 1, g
+            CASE WHEN g % 11 = 0 THEN NULL ELSE (g % 40) + 0.5 END, (g * 7) % 400, 1, g
         FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g,
              LATERAL (SELECT CAST(:end AS timestamptz) - g * CAST(:step AS interval) AS at) t
     """,
@@ -150,7 +151,8 @@ def refresh_all(warehouse: Warehouse, plans: list[KpiPlan], first: dt.date, last
 def full_table_group_by(warehouse: Warehouse, plans: list[KpiPlan]) -> int:
     """The reference: for each measure KPI, one plain GROUP BY over its whole clean table (which
     holds exactly the year that is backfilled) by local day and all of the KPI's dimensions,
-    with its filter and its measure; derived KPIs are left out (they read stored values).
+    with its filter and its measure; derived KPIs are left out (they read stored values). A
+    semi-additive KPI groups the DISTINCT ON of each entity's row of the day, which it means.
 
     The groups are consumed inside PostgreSQL by `count(*), count(measure)`: nothing is
     transferred, and referencing the measure keeps the planner from dropping the aggregate
@@ -163,12 +165,28 @@ def full_table_group_by(warehouse: Warehouse, plans: list[KpiPlan]) -> int:
                 continue
             table = clean_table(plan.source)
             day = period_start_sql("day", table.c[plan.source.event_time], plan.kpi.timezone)
-            dimensions = [table.c[d] for d in plan.kpi.dimensions]
+            filtered = compile_filter(plan.filter, table.c) if plan.filter is not None else None
+            cols: Any = table.c
+            if plan.kpi.semi_additive is not None:
+                # Its plain form: each entity's last (first) row of the day, then the GROUP BY.
+                per = [table.c[n] for n in entity_columns(plan.kpi, plan.source)]
+                event = table.c[plan.source.event_time]
+                along = event.desc() if plan.kpi.semi_additive.take == "last" else event.asc()
+                picked = (
+                    sa.select(day.label("_day"), *table.c)
+                    .ext(distinct_on(day, *per))
+                    .order_by(day, *per, along)
+                )
+                if filtered is not None:
+                    picked = picked.where(filtered)
+                cols, filtered = picked.subquery().c, None
+                day = cols._day
+            dimensions = [cols[d] for d in plan.kpi.dimensions]
             query = sa.select(
-                day.label("day"), *dimensions, compile_measure(plan.measure, table.c).label("m")
+                day.label("day"), *dimensions, compile_measure(plan.measure, cols).label("m")
             ).group_by(day, *dimensions)
-            if plan.filter is not None:
-                query = query.where(compile_filter(plan.filter, table.c))
+            if filtered is not None:
+                query = query.where(filtered)
             grouped = query.subquery()
             groups += conn.execute(
                 sa.select(sa.func.count(), sa.func.count(grouped.c.m)).select_from(grouped)

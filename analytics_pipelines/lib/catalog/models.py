@@ -157,6 +157,24 @@ class TargetSpec(_Strict):
         return self.by_grain.get(grain, self.value)
 
 
+class SemiAdditive(_Strict):
+    """A balance-like measure: per entity, the row at the latest (or earliest) event time of
+    each period; the measure then aggregates those rows across the dimensions."""
+
+    take: Literal["last", "first"]
+    # The columns that identify what is measured (a stock: warehouse and product). None: the
+    # primary key without the event time, which fits a snapshot source keyed by entity and time.
+    per: list[Name] | None = None
+
+    @field_validator("per")
+    @classmethod
+    def _per_once(cls, value: list[str] | None) -> list[str] | None:
+        twice = sorted({n for n in value or [] if (value or []).count(n) > 1})
+        if twice:
+            raise ValueError(f"per names {', '.join(twice)} more than once")
+        return value
+
+
 class KpiSpec(_Strict):
     name: Name
     value_chain: Name
@@ -169,6 +187,7 @@ class KpiSpec(_Strict):
         default=None, description="arithmetic over other KPIs, of any source"
     )
     filter: str | None = None
+    semi_additive: SemiAdditive | None = None
     # What a sum over no matching row is (a count is 0 anyway); null keeps it NULL.
     fill_nulls_with: Decimal | None = Decimal(0)
     dimensions: list[Name] = []
@@ -218,6 +237,15 @@ class KpiSpec(_Strict):
                     f"target by_grain names grains the KPI is not computed per: "
                     f"{', '.join(unknown)} (grains: {', '.join(self.grains)})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _semi_additive_measure(self) -> KpiSpec:
+        if self.semi_additive is not None and self.derived is not None:
+            raise ValueError(
+                "semi_additive applies to a measure; a derived KPI combines stored values "
+                "(declare semi_additive on the KPIs it combines)"
+            )
         return self
 
 

@@ -1,4 +1,9 @@
-"""Demo `inventory_movements`: stock receipts, picks and adjustments, JSON lines, UTC or offset times."""
+"""Demo `inventory_movements`: stock receipts, picks and adjustments, JSON lines, UTC or offset times.
+
+Each movement also states `on_hand_after`, the stock of its warehouse and product once it is
+booked, as warehouse systems export it: a running sum of the movements in generation order from
+an opening stock, never below zero (a pick of more than is there takes what is left).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 
+from analytics_pipelines.lib.catalog import SourceSpec
 from analytics_pipelines.lib.demo.profile import (
     Fault,
     Profile,
@@ -19,6 +25,37 @@ from analytics_pipelines.lib.demo.timefmt import render_instants
 
 # The warehouse system writes UTC (`Z`); the Munich site's scanners write local time with offset.
 OFFSET_SHARE = 0.15
+PRODUCTS = 5_000
+
+
+def opening_stock(keys: np.ndarray) -> np.ndarray:
+    """A stable opening stock per warehouse x product key: 20 to 200 units."""
+    return 20 + (keys * 7919) % 181
+
+
+def running_stock(
+    keys: np.ndarray, quantity: np.ndarray, opening: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stock before and after each movement (rows in time order), per key, floored at zero.
+
+    The floored walk b_i = max(0, b_(i-1) + q_i) equals level_i - min(0, running min of level)
+    with level = opening + cumulative sum: computed with one sort and cumulative sums.
+    """
+    order = np.argsort(keys, kind="stable")
+    sorted_keys, moves = keys[order], quantity[order]
+    new_key = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]
+    starts = np.flatnonzero(new_key)
+    group = np.cumsum(new_key) - 1
+    total = np.cumsum(moves)
+    level = opening[order] + total - (total[starts] - moves[starts])[group]
+    # Shift each later key far below the earlier ones, so one running minimum restarts per key.
+    spread = int(level.max() - level.min()) + 1
+    lowest = np.minimum.accumulate(level - spread * group) + spread * group
+    after_sorted = level - np.minimum(lowest, 0)
+    before_sorted = np.where(new_key, opening[order], np.r_[0, after_sorted[:-1]])
+    before, after = np.empty_like(level), np.empty_like(level)
+    before[order], after[order] = before_sorted, after_sorted
+    return before, after
 
 
 def quoted(text: pl.Series) -> pl.Series:
@@ -31,6 +68,12 @@ class InventoryProfile(Profile):
 
     format = "jsonl"
 
+    def __init__(self, spec: SourceSpec) -> None:
+        super().__init__(spec)
+        warehouses = len(self.allowed("warehouse"))
+        # Stock per warehouse x product, carried from chunk to chunk and file to file.
+        self.stock = opening_stock(np.arange(warehouses * (PRODUCTS + 1), dtype=np.int64))
+
     @property
     def schema(self) -> Mapping[str, pl.DataType]:
         names = [
@@ -41,6 +84,7 @@ class InventoryProfile(Profile):
             "movement_type",
             "quantity",
             "unit_cost",
+            "on_hand_after",
         ]
         return dict.fromkeys(names, pl.String())
 
@@ -58,8 +102,19 @@ class InventoryProfile(Profile):
         receipt_qty = 10 * rng.geometric(0.05, size=count)
         pick_qty = -rng.geometric(0.5, size=count)
         adjust_qty = rng.geometric(0.3, size=count) * rng.choice(np.array([-1, 1]), size=count)
-        quantity = np.choose(kind, [receipt_qty, pick_qty, adjust_qty])
-        sku = skewed(rng, count, 5_000, 2.0)
+        wanted = np.choose(kind, [receipt_qty, pick_qty, adjust_qty])
+        sku = skewed(rng, count, PRODUCTS, 2.0)
+        warehouse = self.choose(
+            rng, "warehouse", {"HAM": 30, "MUC": 25, "BER": 25, "FRA": 20}, count
+        )
+        place = warehouse.cast(pl.Enum(self.allowed("warehouse"))).to_physical().to_numpy()
+        keys = place.astype(np.int64) * (PRODUCTS + 1) + sku
+        on_hand_before, on_hand = running_stock(keys, wanted, self.stock[keys])
+        # The booked quantity is the change of stock (a pick takes at most what is there).
+        quantity = on_hand - on_hand_before
+        # Rows are in time order: the last row of each key leaves the stock the next rows see.
+        last = count - 1 - np.unique(keys[::-1], return_index=True)[1]
+        self.stock[keys[last]] = on_hand[last]
         # Picks move stock at its book value; only receipts and adjustments state a cost.
         unit_cost = money(unit_price_cents(sku) * 6 // 10).scatter(
             np.flatnonzero(kind == 1), "null"
@@ -69,15 +124,12 @@ class InventoryProfile(Profile):
             {
                 "movement_id": quoted(padded_ids("MV-", first_id + np.arange(count), 9)),
                 "moved_at": quoted(moved_at),
-                "warehouse": quoted(
-                    self.choose(
-                        rng, "warehouse", {"HAM": 30, "MUC": 25, "BER": 25, "FRA": 20}, count
-                    )
-                ),
+                "warehouse": quoted(warehouse),
                 "product_sku": quoted(padded_ids("SKU-", sku, 5)),
                 "movement_type": quoted(pl.Series(types).gather(pl.Series(kind))),
                 "quantity": pl.Series(quantity).cast(pl.String),
                 "unit_cost": unit_cost,
+                "on_hand_after": pl.Series(on_hand).cast(pl.String),
             }
         )
         return frame, count
@@ -92,4 +144,6 @@ class InventoryProfile(Profile):
             Fault("out_of_range", "unit_cost", pl.lit("-1.50")),
             Fault("missing", "movement_type", pl.lit("null")),
             Fault("missing", "warehouse", pl.lit("null")),
+            Fault("out_of_range", "on_hand_after", pl.lit("-4")),
+            Fault("wrong_type", "on_hand_after", pl.lit('"n/a"')),
         ]

@@ -13,7 +13,9 @@ from analytics_pipelines.lib.kpi.expressions import (
     parse_filter,
     parse_measure,
 )
-from analytics_pipelines.lib.kpi.validation import did_you_mean, kpi_problems
+from analytics_pipelines.lib.kpi.validation import did_you_mean, entity_columns, kpi_problems
+
+__all__ = ["KpiPlan", "entity_columns", "plan_catalog", "plan_kpi"]
 
 
 @dataclass(frozen=True)

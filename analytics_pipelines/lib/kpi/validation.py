@@ -19,6 +19,7 @@ from analytics_pipelines.lib.kpi.expressions import (
     Constant,
     ExpressionError,
     InList,
+    Measure,
     Not,
     Or,
     closest_name,
@@ -91,9 +92,15 @@ def kpi_problems(
         if dimension not in types
     )
     try:
-        parse_measure(kpi.measure, types)
+        measure = parse_measure(kpi.measure, types)
     except ExpressionError as error:
         problems.append(f"measure: {error}")
+    else:
+        if kpi.semi_additive is not None:
+            problems.extend(
+                f"semi_additive: {problem}"
+                for problem in semi_additive_problems(kpi, source, measure)
+            )
     if kpi.filter is not None:
         try:
             condition = parse_filter(kpi.filter, types)
@@ -157,4 +164,58 @@ def _derived_problems(
         yield (
             f"source: a derived KPI is computed from its inputs' sources "
             f"({', '.join(sorted(input_sources))}); remove source or name one of them"
+        )
+
+
+def entity_columns(kpi: KpiSpec, source: SourceSpec) -> list[str]:
+    """The columns whose values identify one entity of a semi-additive KPI (e.g. one stock)."""
+    assert kpi.semi_additive is not None
+    if kpi.semi_additive.per is not None:
+        return list(kpi.semi_additive.per)
+    return [c for c in source.primary_key if c != source.event_time]
+
+
+# Aggregates that combine the picked rows of several entities; a distinct count of per-entity
+# rows is rarely what is meant and a derived KPI has no rows to pick.
+SEMI_ADDITIVE_AGGREGATES = frozenset({"sum", "avg", "min", "max", "count"})
+
+
+def semi_additive_problems(kpi: KpiSpec, source: SourceSpec, measure: Measure) -> Iterator[str]:
+    per = entity_columns(kpi, source)
+    declared = kpi.semi_additive is not None and kpi.semi_additive.per is not None
+    unknown = [name for name in per if name not in source.column_types]
+    if unknown:
+        yield "per: not columns of source {}: {}".format(
+            source.name,
+            ", ".join(f"{name}{did_you_mean(name, source.column_types)}" for name in unknown),
+        )
+        return
+    if source.event_time in per:
+        yield (
+            f"per: {source.event_time} is the event time the rows are picked along; "
+            "name the columns that identify what is measured"
+        )
+    elif set(source.primary_key) <= set(per):
+        origin = (
+            "per" if declared else f"per (by default the primary key without {source.event_time})"
+        )
+        yield (
+            f"{origin}: {', '.join(per)} covers the whole primary key, so every row is an "
+            "entity of its own and nothing is picked; declare per: the columns that identify "
+            "what is measured (e.g. the warehouse and product of a stock)"
+        )
+    outside = [d for d in kpi.dimensions if d not in per]
+    if outside:
+        yield (
+            f"dimensions {', '.join(outside)} are not among per ({', '.join(per)}): an entity's "
+            "rows may differ there, and its value would count under whatever its picked row "
+            "says; add them to per if they describe the entity"
+        )
+    from analytics_pipelines.lib.kpi.rollup import aggregates_of
+
+    functions = sorted({a.function for a in aggregates_of(measure)} - SEMI_ADDITIVE_AGGREGATES)
+    if functions:
+        yield (
+            f"measure {measure.text!r} uses {', '.join(functions)}; the picked rows combine with "
+            f"{', '.join(sorted(SEMI_ADDITIVE_AGGREGATES))}"
         )
