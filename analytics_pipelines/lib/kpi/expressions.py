@@ -1,5 +1,6 @@
-"""The KPI expression language: a safe tokenizer and recursive-descent parser (SQL: `expression_sql`).
+"""The KPI expression language: a recursive-descent parser over a safe tokenizer.
 
+The tokens are `expression_tokens`, the syntax tree `expression_ast`, the SQL `expression_sql`.
 Three small grammars share one tokenizer:
 
 * **measure** -- aggregates over column arithmetic, optionally combined by more arithmetic::
@@ -29,13 +30,43 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import re
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, NamedTuple, TypeAlias, assert_never, cast, get_args
+from typing import Any, Literal, NamedTuple, cast
 
+from analytics_pipelines.lib.kpi.expression_ast import (
+    AGGREGATE_FUNCTIONS,
+    COLUMN_TYPES,
+    Aggregate,
+    AggregateFunction,
+    And,
+    Arithmetic,
+    ArithmeticOperator,
+    BinaryOp,
+    BooleanColumn,
+    ColumnRef,
+    ColumnType,
+    Comparison,
+    ComparisonOperator,
+    CompiledMeasure,
+    Condition,
+    Constant,
+    Derived,
+    Filter,
+    InList,
+    IsNull,
+    KpiRef,
+    Measure,
+    Negate,
+    Not,
+    Number,
+    Or,
+    arithmetic_nodes,
+)
+from analytics_pipelines.lib.kpi.expression_tokens import ExpressionError, Token, tokenize
+
+# The AST and the error are re-exported: callers import the whole language from here.
 __all__ = [
     "AGGREGATE_FUNCTIONS",
     "COLUMN_TYPES",
@@ -64,23 +95,13 @@ __all__ = [
     "Not",
     "Number",
     "Or",
+    "closest_name",
     "parse_derived",
     "parse_filter",
     "parse_measure",
 ]
 
-ColumnType = Literal["string", "integer", "decimal", "boolean", "date", "timestamp"]
-COLUMN_TYPES: frozenset[str] = frozenset(get_args(ColumnType))
-
-AggregateFunction = Literal["sum", "count", "count_distinct", "avg", "min", "max"]
-AGGREGATE_FUNCTIONS: tuple[AggregateFunction, ...] = get_args(AggregateFunction)
-
-ArithmeticOperator = Literal["+", "-", "*", "/"]
-ComparisonOperator = Literal["=", "!=", "<", "<=", ">", ">="]
-
-# Guards against pathological input (a YAML typo or a hostile catalog): long texts are never
-# legitimate KPI expressions, and deep nesting would otherwise surface as a RecursionError.
-MAX_EXPRESSION_LENGTH = 10_000
+# Deep nesting would otherwise surface as a RecursionError.
 MAX_NESTING_DEPTH = 64
 
 _NUMERIC: frozenset[str] = frozenset({"integer", "decimal"})
@@ -158,318 +179,6 @@ _RESERVED_HINTS = {
 }
 
 
-class ExpressionError(ValueError):
-    """An expression was refused; ``position`` is the 0-based character offset of the problem."""
-
-    expression: str
-    position: int
-    reason: str
-
-    def __init__(self, expression: str, position: int, reason: str) -> None:
-        # Passing every field to ValueError keeps the exception picklable (BaseException.__reduce__
-        # rebuilds it from args), which matters when Dagster ships errors across processes.
-        super().__init__(expression, position, reason)
-        self.expression = expression
-        self.position = position
-        self.reason = reason
-
-    def __str__(self) -> str:
-        # Catalog expressions may be multi-line YAML scalars: show only the offending line so the
-        # caret lines up.
-        text = self.expression
-        line_start = text.rfind("\n", 0, self.position) + 1
-        line_end = text.find("\n", self.position)
-        if line_end == -1:
-            line_end = len(text)
-        line = re.sub(r"[\t\r\f\v\x00]", " ", text[line_start:line_end])
-        caret = " " * (self.position - line_start) + "^"
-        return f"at position {self.position}: {self.reason}\n  {line}\n  {caret}"
-
-
-# --------------------------------------------------------------------------------------------
-# AST
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Number:
-    value: Decimal
-
-
-@dataclass(frozen=True)
-class ColumnRef:
-    name: str
-    type: ColumnType
-
-
-@dataclass(frozen=True)
-class KpiRef:
-    name: str
-
-
-@dataclass(frozen=True)
-class Negate:
-    operand: Arithmetic
-
-
-@dataclass(frozen=True)
-class BinaryOp:
-    op: ArithmeticOperator
-    left: Arithmetic
-    right: Arithmetic
-
-
-@dataclass(frozen=True)
-class Aggregate:
-    function: AggregateFunction
-    argument: Arithmetic | None  # None only for count(*)
-
-
-Arithmetic: TypeAlias = Number | ColumnRef | KpiRef | Negate | BinaryOp | Aggregate
-
-
-@dataclass(frozen=True)
-class Constant:
-    """A filter literal, already converted to the Python value it is bound as."""
-
-    value: Decimal | str | bool | dt.date | dt.datetime
-    type: ColumnType
-
-
-@dataclass(frozen=True)
-class Comparison:
-    op: ComparisonOperator
-    left: ColumnRef | Constant
-    right: ColumnRef | Constant
-
-
-@dataclass(frozen=True)
-class InList:
-    column: ColumnRef
-    values: tuple[Constant, ...]
-    negated: bool = False
-
-
-@dataclass(frozen=True)
-class IsNull:
-    column: ColumnRef
-    negated: bool = False
-
-
-@dataclass(frozen=True)
-class BooleanColumn:
-    column: ColumnRef
-
-
-@dataclass(frozen=True)
-class And:
-    operands: tuple[Condition, ...]
-
-
-@dataclass(frozen=True)
-class Or:
-    operands: tuple[Condition, ...]
-
-
-@dataclass(frozen=True)
-class Not:
-    operand: Condition
-
-
-Condition: TypeAlias = Comparison | InList | IsNull | BooleanColumn | And | Or | Not
-
-
-def _arithmetic_nodes(node: Arithmetic) -> Iterator[Arithmetic]:
-    yield node
-    match node:
-        case Negate(operand=operand):
-            yield from _arithmetic_nodes(operand)
-        case BinaryOp(left=left, right=right):
-            yield from _arithmetic_nodes(left)
-            yield from _arithmetic_nodes(right)
-        case Aggregate(argument=argument) if argument is not None:
-            yield from _arithmetic_nodes(argument)
-        case _:
-            pass
-
-
-def _condition_columns(node: Condition) -> Iterator[str]:
-    match node:
-        case Comparison(left=left, right=right):
-            for side in (left, right):
-                if isinstance(side, ColumnRef):
-                    yield side.name
-        case InList(column=column) | IsNull(column=column) | BooleanColumn(column=column):
-            yield column.name
-        case And(operands=operands) | Or(operands=operands):
-            for operand in operands:
-                yield from _condition_columns(operand)
-        case Not(operand=operand):
-            yield from _condition_columns(operand)
-        case _:
-            assert_never(node)
-
-
-@dataclass(frozen=True)
-class Measure:
-    """A parsed, validated measure expression."""
-
-    text: str
-    root: Arithmetic
-    value_type: ColumnType  # SQL type family of the result, e.g. "integer" for count(*)
-
-    @property
-    def columns(self) -> frozenset[str]:
-        return frozenset(n.name for n in _arithmetic_nodes(self.root) if isinstance(n, ColumnRef))
-
-    @property
-    def is_additive(self) -> bool:
-        """True when partial results can be re-aggregated (a single sum/count/min/max)."""
-        return isinstance(self.root, Aggregate) and self.root.function in {
-            "sum",
-            "count",
-            "min",
-            "max",
-        }
-
-
-# The brief for callers names the parsed measure "CompiledMeasure"; both names are the same class.
-CompiledMeasure = Measure
-
-
-@dataclass(frozen=True)
-class Filter:
-    """A parsed, validated filter condition."""
-
-    text: str
-    root: Condition
-
-    @property
-    def columns(self) -> frozenset[str]:
-        return frozenset(_condition_columns(self.root))
-
-
-@dataclass(frozen=True)
-class Derived:
-    """A parsed, validated derived-KPI expression."""
-
-    text: str
-    root: Arithmetic
-
-    @property
-    def references(self) -> frozenset[str]:
-        return frozenset(n.name for n in _arithmetic_nodes(self.root) if isinstance(n, KpiRef))
-
-
-# --------------------------------------------------------------------------------------------
-# Tokenizer
-# --------------------------------------------------------------------------------------------
-
-_TokenKind = Literal["number", "string", "name", "op", "end"]
-
-
-@dataclass(frozen=True)
-class _Token:
-    kind: _TokenKind
-    text: str  # source text; for strings the decoded value
-    pos: int
-    end: int
-
-    @property
-    def word(self) -> str:
-        return self.text.lower() if self.kind == "name" else ""
-
-    def describe(self) -> str:
-        if self.kind == "end":
-            return "end of expression"
-        if self.kind == "string":
-            return "string '" + self.text.replace("'", "''") + "'"
-        if self.kind == "number":
-            return f"number {self.text}"
-        return f"'{self.text}'"
-
-
-# ASCII only on purpose: str.isdigit()/isalpha() would admit look-alike Unicode characters.
-_NUMBER_RE = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NAME_CHAR_RE = re.compile(r"[A-Za-z0-9_.]")
-_OPERATORS = ("<=", ">=", "<>", "!=", "(", ")", ",", "+", "-", "*", "/", "=", "<", ">")
-_WHITESPACE = " \t\r\n"
-
-
-def _tokenize(text: str) -> list[_Token]:
-    if len(text) > MAX_EXPRESSION_LENGTH:
-        raise ExpressionError(
-            text,
-            MAX_EXPRESSION_LENGTH,
-            f"expression is too long (more than {MAX_EXPRESSION_LENGTH} characters)",
-        )
-    nul = text.find("\x00")
-    if nul >= 0:
-        # PostgreSQL text cannot hold NUL: refused here rather than when the query runs.
-        raise ExpressionError(text, nul, "a NUL character (\\x00) is not allowed in an expression")
-    tokens: list[_Token] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch in _WHITESPACE:
-            i += 1
-        elif text.startswith("--", i):
-            raise ExpressionError(text, i, "SQL comments ('--') are not allowed")
-        elif text.startswith("/*", i):
-            raise ExpressionError(text, i, "SQL comments ('/* */') are not allowed")
-        elif ch == ";":
-            raise ExpressionError(
-                text, i, "';' is not allowed: an expression is a single value, not SQL statements"
-            )
-        elif ch == '"':
-            raise ExpressionError(
-                text,
-                i,
-                "double-quoted identifiers are not allowed; write column names without quotes "
-                "and string values in single quotes",
-            )
-        elif ch == "'":
-            value, end = _read_string(text, i)
-            tokens.append(_Token("string", value, i, end))
-            i = end
-        elif number := _NUMBER_RE.match(text, i):
-            end = number.end()
-            if end < len(text) and _NAME_CHAR_RE.match(text, end):
-                raise ExpressionError(text, i, f"malformed number '{text[i : end + 1]}'")
-            tokens.append(_Token("number", number.group(), i, end))
-            i = end
-        elif name := _NAME_RE.match(text, i):
-            tokens.append(_Token("name", name.group(), i, name.end()))
-            i = name.end()
-        elif text.startswith("==", i):
-            raise ExpressionError(text, i, "use '=' for equality, not '=='")
-        else:
-            op = next((op for op in _OPERATORS if text.startswith(op, i)), None)
-            if op is None:
-                raise ExpressionError(text, i, f"unexpected character {ch!r}")
-            tokens.append(_Token("op", op, i, i + len(op)))
-            i += len(op)
-    tokens.append(_Token("end", "", len(text), len(text)))
-    return tokens
-
-
-def _read_string(text: str, start: int) -> tuple[str, int]:
-    """Decode a single-quoted literal starting at ``start``; ``''`` is an escaped quote."""
-    parts: list[str] = []
-    i = start + 1
-    while True:
-        close = text.find("'", i)
-        if close == -1:
-            raise ExpressionError(text, start, "unterminated string literal")
-        parts.append(text[i:close])
-        if text.startswith("''", close):
-            parts.append("'")
-            i = close + 2
-        else:
-            return "".join(parts), close + 1
-
-
 # --------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------
@@ -533,7 +242,7 @@ class _Parser:
         self.text = text
         self.columns: Mapping[str, ColumnType] = columns or {}
         self.kpi_names: Collection[str] = kpi_names or ()
-        self.tokens = _tokenize(text)
+        self.tokens = tokenize(text)
         self.index = 0
         self.depth = 0
         self.aggregate: str | None = None  # the aggregate whose argument is being parsed
@@ -543,13 +252,13 @@ class _Parser:
     # -- token helpers ---------------------------------------------------------------------
 
     @property
-    def current(self) -> _Token:
+    def current(self) -> Token:
         return self.tokens[self.index]
 
-    def peek(self, offset: int = 1) -> _Token:
+    def peek(self, offset: int = 1) -> Token:
         return self.tokens[min(self.index + offset, len(self.tokens) - 1)]
 
-    def advance(self) -> _Token:
+    def advance(self) -> Token:
         token = self.current
         if token.kind != "end":
             self.index += 1
@@ -586,7 +295,7 @@ class _Parser:
         if self.current.kind != "end":
             raise self.unexpected(" after the end of the expression")
 
-    def expect_close(self, opening: _Token) -> _Token:
+    def expect_close(self, opening: Token) -> Token:
         if self.at_op(")"):
             return self.advance()
         if self.current.kind == "end":
@@ -600,7 +309,7 @@ class _Parser:
         )
 
     @contextmanager
-    def nested(self, token: _Token) -> Iterator[None]:
+    def nested(self, token: Token) -> Iterator[None]:
         self.depth += 1
         if self.depth > MAX_NESTING_DEPTH:
             raise self.error(token.pos, f"expression nested too deeply (over {MAX_NESTING_DEPTH})")
@@ -609,20 +318,20 @@ class _Parser:
         finally:
             self.depth -= 1
 
-    def reserved(self, token: _Token) -> ExpressionError:
+    def reserved(self, token: Token) -> ExpressionError:
         return self.error(
             token.pos,
             f"'{token.text}' is a reserved SQL keyword and not allowed in an expression"
             + _RESERVED_HINTS.get(token.word, ""),
         )
 
-    def check_name(self, token: _Token) -> None:
+    def check_name(self, token: Token) -> None:
         if token.word in _RESERVED_WORDS:
             raise self.reserved(token)
         if token.word in _GRAMMAR_KEYWORDS:
             raise self.error(token.pos, f"unexpected keyword '{token.text}'")
 
-    def column(self, token: _Token) -> ColumnRef:
+    def column(self, token: Token) -> ColumnRef:
         column_type = self.columns.get(token.text)
         if column_type is None:
             raise self.error(
@@ -679,7 +388,7 @@ class _Parser:
             return self.reference(token, mode)
         raise self.unexpected()
 
-    def reference(self, token: _Token, mode: _Mode) -> _Typed:
+    def reference(self, token: Token, mode: _Mode) -> _Typed:
         if mode == "derived":
             if token.text not in self.kpi_names:
                 raise self.error(
@@ -771,7 +480,7 @@ class _Parser:
                 f"'{self.text[operand.start : operand.end]}' is a {operand.type}{kind}",
             )
 
-    def binary(self, op: _Token, left: _Typed, right: _Typed) -> _Typed:
+    def binary(self, op: Token, left: _Typed, right: _Typed) -> _Typed:
         self.require_numeric(left, f"'{op.text}'")
         self.require_numeric(right, f"'{op.text}'")
         if op.text == "/" and isinstance(right.node, Number) and right.node.value == 0:
@@ -869,7 +578,7 @@ class _Parser:
     def source(self, operand: _Operand) -> str:
         return self.text[operand.start : operand.end]
 
-    def comparison(self, op: _Token, left: _Operand, right: _Operand) -> Comparison:
+    def comparison(self, op: Token, left: _Operand, right: _Operand) -> Comparison:
         symbol = cast(ComparisonOperator, "!=" if op.text == "<>" else op.text)
         for side in (left, right):
             if side.kind == "null":
@@ -996,7 +705,7 @@ def parse_measure(text: str, columns: Mapping[str, ColumnType]) -> Measure:
     parser = _Parser(text, columns=columns)
     result = parser.arithmetic("measure")
     parser.expect_end()
-    if not any(isinstance(node, Aggregate) for node in _arithmetic_nodes(result.node)):
+    if not any(isinstance(node, Aggregate) for node in arithmetic_nodes(result.node)):
         raise parser.error(
             result.start, "a measure needs an aggregate such as sum(...), count(*) or avg(...)"
         )
@@ -1017,6 +726,6 @@ def parse_derived(text: str, kpi_names: Collection[str]) -> Derived:
     parser = _Parser(text, kpi_names=kpi_names)
     result = parser.arithmetic("derived")
     parser.expect_end()
-    if not any(isinstance(node, KpiRef) for node in _arithmetic_nodes(result.node)):
+    if not any(isinstance(node, KpiRef) for node in arithmetic_nodes(result.node)):
         raise parser.error(result.start, "a derived KPI must reference at least one KPI")
     return Derived(text, result.node)
