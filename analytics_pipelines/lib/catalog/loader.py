@@ -107,12 +107,16 @@ def _check_kpis(catalog: Catalog, problems: list[str]) -> None:
                 )
         try:
             if kpi.measure is not None:
-                parse_measure(kpi.measure, types)
+                measure = parse_measure(kpi.measure, types)
+                problems.extend(
+                    f"{where}: measure: {problem}"
+                    for problem in values_outside_allowed(measure, source)
+                )
             if kpi.filter is not None:
                 condition = parse_filter(kpi.filter, types)
                 problems.extend(
                     f"{where}: filter: {problem}"
-                    for problem in values_outside_allowed(condition.root, source)
+                    for problem in values_outside_allowed(condition, source)
                 )
             if kpi.derived is not None:
                 derived = parse_derived(kpi.derived, [n for n in catalog.kpis if n != kpi.name])

@@ -49,8 +49,14 @@ class BinaryOp:
 
 @dataclass(frozen=True)
 class Aggregate:
+    """`function(argument)`, optionally `where condition`: the rows it aggregates.
+
+    A condition narrows this aggregate alone (SQL `FILTER (WHERE …)`), on top of the KPI's filter.
+    """
+
     function: AggregateFunction
     argument: Arithmetic | None  # None only for count(*)
+    condition: Condition | None = None
 
 
 Arithmetic: TypeAlias = Number | ColumnRef | KpiRef | Negate | BinaryOp | Aggregate
@@ -121,7 +127,8 @@ def arithmetic_nodes(node: Arithmetic) -> Iterator[Arithmetic]:
             pass
 
 
-def _condition_columns(node: Condition) -> Iterator[str]:
+def condition_columns(node: Condition) -> Iterator[str]:
+    """The names of the columns a condition reads (repeats included)."""
     match node:
         case Comparison(left=left, right=right):
             for side in (left, right):
@@ -131,9 +138,9 @@ def _condition_columns(node: Condition) -> Iterator[str]:
             yield column.name
         case And(operands=operands) | Or(operands=operands):
             for operand in operands:
-                yield from _condition_columns(operand)
+                yield from condition_columns(operand)
         case Not(operand=operand):
-            yield from _condition_columns(operand)
+            yield from condition_columns(operand)
         case _:
             assert_never(node)
 
@@ -147,8 +154,22 @@ class Measure:
     value_type: ColumnType  # SQL type family of the result, e.g. "integer" for count(*)
 
     @property
+    def aggregates(self) -> list[Aggregate]:
+        """The distinct aggregates of the measure, in order of appearance."""
+        return list(
+            dict.fromkeys(n for n in arithmetic_nodes(self.root) if isinstance(n, Aggregate))
+        )
+
+    @property
+    def conditions(self) -> list[Condition]:
+        """The `where` conditions of its aggregates."""
+        return [a.condition for a in self.aggregates if a.condition is not None]
+
+    @property
     def columns(self) -> frozenset[str]:
-        return frozenset(n.name for n in arithmetic_nodes(self.root) if isinstance(n, ColumnRef))
+        """Every column it reads: in aggregate arguments and in their conditions."""
+        arguments = {n.name for n in arithmetic_nodes(self.root) if isinstance(n, ColumnRef)}
+        return frozenset(arguments.union(*map(condition_columns, self.conditions)))
 
     @property
     def is_additive(self) -> bool:
@@ -174,7 +195,7 @@ class Filter:
 
     @property
     def columns(self) -> frozenset[str]:
-        return frozenset(_condition_columns(self.root))
+        return frozenset(condition_columns(self.root))
 
 
 @dataclass(frozen=True)

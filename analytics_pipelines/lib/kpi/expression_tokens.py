@@ -98,6 +98,10 @@ def tokenize(text: str) -> list[Token]:
             raise ExpressionError(text, i, "SQL comments ('--') are not allowed")
         elif text.startswith("/*", i):
             raise ExpressionError(text, i, "SQL comments ('/* */') are not allowed")
+        elif text.startswith("::", i):
+            raise ExpressionError(
+                text, i, "casts ('::') are not allowed; column types come from the catalog"
+            )
         elif ch == ";":
             raise ExpressionError(
                 text, i, "';' is not allowed: an expression is a single value, not SQL statements"

@@ -192,6 +192,9 @@ class _Typed(NamedTuple):
     start: int
     end: int
     type: ColumnType
+    # Position of the `where` of a conditional aggregate not wrapped in parentheses: as an operand
+    # of arithmetic it would be ambiguous (does `where` cover the operator and what follows?).
+    bare_where: int | None = None
 
 
 class _Operand(NamedTuple):
@@ -246,6 +249,7 @@ class _Parser:
         self.index = 0
         self.depth = 0
         self.aggregate: str | None = None  # the aggregate whose argument is being parsed
+        self.condition_of = "a filter"  # what the condition being parsed belongs to, for messages
         if self.current.kind == "end":
             raise self.error(0, "empty expression")
 
@@ -319,6 +323,13 @@ class _Parser:
             self.depth -= 1
 
     def reserved(self, token: Token) -> ExpressionError:
+        if token.word == "where":
+            return self.error(
+                token.pos,
+                "'where' must directly follow an aggregate call, as in "
+                "count(*) where status = 'returned' (one 'where' per aggregate: join conditions "
+                "with 'and'; to narrow every aggregate, use the KPI's filter)",
+            )
         return self.error(
             token.pos,
             f"'{token.text}' is a reserved SQL keyword and not allowed in an expression"
@@ -347,6 +358,7 @@ class _Parser:
         left = self.term(mode)
         while self.at_op("+", "-"):
             op = self.advance()
+            self.require_unambiguous(left, followed_by=op)
             left = self.binary(op, left, self.term(mode))
         return left
 
@@ -354,6 +366,7 @@ class _Parser:
         left = self.unary(mode)
         while self.at_op("*", "/"):
             op = self.advance()
+            self.require_unambiguous(left, followed_by=op)
             left = self.binary(op, left, self.unary(mode))
         return left
 
@@ -363,6 +376,7 @@ class _Parser:
         minus = self.advance()
         with self.nested(minus):
             operand = self.unary(mode)
+        self.require_unambiguous(operand)
         self.require_numeric(operand, "unary '-'")
         if isinstance(operand.node, Number):
             return operand._replace(node=Number(-operand.node.value), start=minus.pos)
@@ -379,7 +393,7 @@ class _Parser:
             with self.nested(token):
                 inner = self.arithmetic(mode)
             close = self.expect_close(token)
-            return inner._replace(start=token.pos, end=close.end)
+            return inner._replace(start=token.pos, end=close.end, bare_where=None)
         if token.kind == "name":
             self.check_name(token)
             if self.peek().kind == "op" and self.peek().text == "(":
@@ -445,6 +459,13 @@ class _Parser:
                 argument = self.arithmetic("argument")
             self.aggregate = None
             self.check_argument(aggregate, argument)
+        if self.at_word("where"):
+            inside = self.text[opening.end : self.current.pos].strip()
+            raise self.error(
+                self.current.pos,
+                f"'where' inside the parentheses of {aggregate}(): write it after the closing "
+                f"parenthesis, as in {aggregate}({inside}) where …",
+            )
         if self.at_op(","):
             raise self.error(self.current.pos, f"{aggregate}() takes exactly one argument")
         close = self.expect_close(opening)
@@ -458,7 +479,41 @@ class _Parser:
             assert argument is not None
             result_type = argument.type
         node = Aggregate(aggregate, argument.node if argument else None)
-        return _Typed(node, name.pos, close.end, result_type)
+        if not self.at_word("where"):
+            return _Typed(node, name.pos, close.end, result_type)
+        keyword = self.advance()
+        call = self.text[name.pos : close.end]
+        if self.current.kind == "end" or self.at_op(")"):
+            raise self.error(
+                self.current.pos,
+                f"'where' needs a condition, e.g. {call} where status = 'returned'",
+            )
+        with self.nested(keyword):
+            self.condition_of = f"the 'where' of {call}"
+            condition = self.condition()
+            self.condition_of = "a filter"
+        end = self.tokens[self.index - 1].end
+        node = Aggregate(node.function, node.argument, condition)
+        return _Typed(node, name.pos, end, result_type, bare_where=keyword.pos)
+
+    def require_unambiguous(self, operand: _Typed, followed_by: Token | None = None) -> None:
+        """Refuse a conditional aggregate as an operand of arithmetic unless it is parenthesised."""
+        if operand.bare_where is None:
+            return
+        wrapped = f"({self.text[operand.start : operand.end]})"
+        if followed_by is not None:
+            op = followed_by
+            raise self.error(
+                op.pos,
+                f"'{op.text}' after a conditional aggregate: wrap the conditional aggregate in "
+                f"parentheses, e.g. {wrapped} {op.text} ..., so that 'where' clearly ends "
+                "before the arithmetic",
+            )
+        raise self.error(
+            operand.bare_where,
+            f"a conditional aggregate inside arithmetic must be wrapped in parentheses: "
+            f"{wrapped}; 'where' applies to that aggregate only",
+        )
 
     def check_argument(self, aggregate: AggregateFunction, argument: _Typed) -> None:
         allowed = _AGGREGATE_ARGUMENT_TYPES[aggregate]
@@ -481,6 +536,7 @@ class _Parser:
             )
 
     def binary(self, op: Token, left: _Typed, right: _Typed) -> _Typed:
+        self.require_unambiguous(right)
         self.require_numeric(left, f"'{op.text}'")
         self.require_numeric(right, f"'{op.text}'")
         if op.text == "/" and isinstance(right.node, Number) and right.node.value == 0:
@@ -561,7 +617,7 @@ class _Parser:
             self.check_name(token)
             if self.peek().kind == "op" and self.peek().text == "(":
                 reason = (
-                    f"aggregate '{token.word}' is not allowed in a filter"
+                    f"aggregate '{token.word}' is not allowed in {self.condition_of}"
                     if token.word in AGGREGATE_FUNCTIONS
                     else f"unknown function '{token.text}' (filters allow no functions)"
                 )

@@ -81,17 +81,16 @@ def plan_kpi(catalog: Catalog, name: str) -> KpiPlan:
                     ]
                 )
     condition = parse_filter(kpi.filter, types) if kpi.filter is not None else None
-    if condition is not None:
-        unknown = list(values_outside_allowed(condition.root, source))
-        if unknown:
-            raise CatalogError([f"{where}: filter: {problem}" for problem in unknown])
-    return KpiPlan(
-        kpi=kpi,
-        source=source,
-        measure=parse_measure(kpi.measure, types) if kpi.measure is not None else None,
-        filter=condition,
-        derived=derived,
-    )
+    measure = parse_measure(kpi.measure, types) if kpi.measure is not None else None
+    unknown = [
+        f"{where}: {field}: {problem}"
+        for field, expression in (("measure", measure), ("filter", condition))
+        if expression is not None
+        for problem in values_outside_allowed(expression, source)
+    ]
+    if unknown:
+        raise CatalogError(unknown)
+    return KpiPlan(kpi=kpi, source=source, measure=measure, filter=condition, derived=derived)
 
 
 def did_you_mean(name: str, names: Iterable[str]) -> str:
@@ -100,12 +99,19 @@ def did_you_mean(name: str, names: Iterable[str]) -> str:
     return f" (did you mean {close!r}?)" if close else ""
 
 
-def values_outside_allowed(node: Condition, source: SourceSpec) -> Iterator[str]:
-    """Literals compared with a column that declares `allowed_values` but are not among them.
+def values_outside_allowed(expression: Filter | Measure, source: SourceSpec) -> Iterator[str]:
+    """Literals compared with a column that declares `allowed_values` but are not among them, in
+    a KPI's filter or in the `where` of any aggregate of its measure.
 
-    Such a filter can never match a clean row (the clean layer quarantines other values), so
+    Such a condition can never match a clean row (the clean layer quarantines other values), so
     `status = 'canceled'` where only 'cancelled' exists is a typo that would make the KPI 0.
     """
+    conditions = [expression.root] if isinstance(expression, Filter) else expression.conditions
+    for condition in conditions:
+        yield from _condition_values_outside_allowed(condition, source)
+
+
+def _condition_values_outside_allowed(node: Condition, source: SourceSpec) -> Iterator[str]:
     pairs: list[tuple[ColumnRef, Constant]] = []
     match node:
         case Comparison(op="=" | "!=", left=ColumnRef() as column, right=Constant() as value):
@@ -116,9 +122,9 @@ def values_outside_allowed(node: Condition, source: SourceSpec) -> Iterator[str]
             pairs.extend((column, value) for value in values)
         case And(operands=operands) | Or(operands=operands):
             for operand in operands:
-                yield from values_outside_allowed(operand, source)
+                yield from _condition_values_outside_allowed(operand, source)
         case Not(operand=operand):
-            yield from values_outside_allowed(operand, source)
+            yield from _condition_values_outside_allowed(operand, source)
     for column, value in pairs:
         allowed = source.column(column.name).allowed_values
         if allowed is not None and isinstance(value.value, str) and value.value not in allowed:
