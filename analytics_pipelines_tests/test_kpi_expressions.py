@@ -491,7 +491,7 @@ CONDITIONAL_ERRORS = [
         "one 'where' per aggregate: join conditions with 'and'",
     ),
     ("where is_refunded", 0, "'where' must directly follow an aggregate call"),
-    ("amount where is_refunded", 0, "column 'amount' must be inside an aggregate"),
+    ("amount where is_refunded", 7, "'where' must directly follow an aggregate call"),
     ("count(*) where", 14, "'where' needs a condition, e.g. count(*) where status = 'returned'"),
     ("(count(*) where) / count(*)", 15, "'where' needs a condition"),
     # the condition is the filter grammar, with its checks
@@ -824,6 +824,56 @@ def test_overlong_expression_is_refused() -> None:
 def test_unsupported_catalog_column_type_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unsupported type 'text'"):
         parse_measure("count(*)", {"name": "text"})  # type: ignore[dict-item]
+
+
+def test_syntax_errors_speak_the_language_not_the_parser_library() -> None:
+    """Random token soups (a fixed seed) are refused with ExpressionError in our words: no lark
+    terminal names, no other exception type, and a position inside the text."""
+    import random
+
+    words = [
+        *("sum", "count", "avg", "count_distinct", "(", ")", "(", ")", "*", "+", "-", "/", ","),
+        *("amount", "region", "is_refunded", "quantity", "1", "2.5", "'EU'", "where", "where"),
+        *("and", "or", "not", "in", "is", "null", "true", "=", "<", "upper", "net_revenue"),
+    ]
+    rng = random.Random(20260329)
+    parsers: list[Callable[[str], Any]] = [
+        lambda text: parse_measure(text, COLUMNS),
+        lambda text: parse_filter(text, COLUMNS),
+        lambda text: parse_derived(text, ["net_revenue"]),
+    ]
+    refused = 0
+    for _ in range(3000):
+        text = " ".join(rng.choice(words) for _ in range(rng.randrange(1, 9)))
+        for parse in parsers:
+            try:
+                parse(text)
+            except ExpressionError as error:
+                refused += 1
+                assert 0 <= error.position <= len(text), (text, error.position)
+                for leak in ("$END", "RPAR", "LPAR", "_AND", "Token(", "Expected one of"):
+                    assert leak not in error.reason, (text, error.reason)
+    assert refused > 5000
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "reason"),
+    [
+        ("amount not null", 11, "unexpected 'null'; expected 'in' after 'not' (or 'is not null')"),
+        ("region 'EU'", 7, "unexpected string 'EU'; expected a comparison, 'in' or 'is null'"),
+        ("amount and is_refunded", 7, "unexpected 'and'; expected a comparison, 'in' or 'is null'"),
+        (
+            "(region = 'EU' amount",
+            15,
+            "expected ')' to close the '(' at position 0, found 'amount'",
+        ),
+    ],
+)
+def test_filter_syntax_error_hints(text: str, position: int, reason: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        parse_filter(text, COLUMNS)
+    assert info.value.position == position, str(info.value)
+    assert reason in info.value.reason, str(info.value)
 
 
 def test_compiling_without_a_needed_column_raises_key_error() -> None:

@@ -1,13 +1,14 @@
-"""The KPI expression language: a recursive-descent parser over a safe tokenizer.
+"""The KPI expression language: its grammar read by lark, then names and types checked on the tree.
 
-The tokens are `expression_tokens`, the syntax tree `expression_ast`, the SQL `expression_sql`.
-Three small grammars share one tokenizer:
+The grammar (the allow-list of shapes) is `expression_syntax`, the tokens `expression_tokens`, the
+syntax tree `expression_ast`, the SQL `expression_sql`. Three small grammars share one tokenizer:
 
 * **measure** -- aggregates over column arithmetic, optionally combined by more arithmetic::
 
       sum(amount) - sum(discount)
       sum(quantity * unit_price) / 100
       count_distinct(customer_id)
+      (count(*) where status = 'returned') / count(*)
 
 * **filter** -- a boolean condition over columns and literals::
 
@@ -34,6 +35,8 @@ from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, Literal, NamedTuple, cast
+
+from lark import Token, Tree
 
 from analytics_pipelines.lib.kpi.expression_ast import (
     AGGREGATE_FUNCTIONS,
@@ -64,7 +67,9 @@ from analytics_pipelines.lib.kpi.expression_ast import (
     Or,
     arithmetic_nodes,
 )
-from analytics_pipelines.lib.kpi.expression_tokens import ExpressionError, Token, tokenize
+from analytics_pipelines.lib.kpi.expression_syntax import parse_tree
+from analytics_pipelines.lib.kpi.expression_tokens import ExpressionError, tokenize
+from analytics_pipelines.lib.kpi.expression_tokens import Token as SourceToken
 
 # The AST and the error are re-exported: callers import the whole language from here.
 __all__ = [
@@ -101,7 +106,7 @@ __all__ = [
     "parse_measure",
 ]
 
-# Deep nesting would otherwise surface as a RecursionError.
+# The checks walk the tree recursively: deep nesting would otherwise surface as a RecursionError.
 MAX_NESTING_DEPTH = 64
 
 _NUMERIC: frozenset[str] = frozenset({"integer", "decimal"})
@@ -117,70 +122,8 @@ _AGGREGATE_ARGUMENT_TYPES: dict[AggregateFunction, tuple[frozenset[str], str] | 
     "count_distinct": None,
 }
 
-# Words of the filter grammar itself; they can never be column names.
-_GRAMMAR_KEYWORDS = frozenset({"and", "or", "not", "in", "is", "null", "true", "false"})
-
-# SQL keywords refused outright even if a catalog column happens to carry the name: they are the
-# vocabulary of injection attempts (sub-selects, statements, casts) and never needed here.
-_RESERVED_WORDS = frozenset(
-    {
-        "all",
-        "alter",
-        "any",
-        "as",
-        "between",
-        "by",
-        "call",
-        "case",
-        "cast",
-        "copy",
-        "create",
-        "delete",
-        "distinct",
-        "drop",
-        "else",
-        "end",
-        "except",
-        "exec",
-        "execute",
-        "exists",
-        "from",
-        "grant",
-        "group",
-        "having",
-        "ilike",
-        "insert",
-        "intersect",
-        "into",
-        "join",
-        "like",
-        "limit",
-        "offset",
-        "order",
-        "returning",
-        "revoke",
-        "select",
-        "similar",
-        "table",
-        "then",
-        "truncate",
-        "union",
-        "update",
-        "values",
-        "when",
-        "where",
-        "with",
-    }
-)
-_RESERVED_HINTS = {
-    "distinct": "; use count_distinct(x) to count distinct values",
-    "between": "; use x >= low and x <= high",
-    "cast": "; column types come from the catalog",
-}
-
-
 # --------------------------------------------------------------------------------------------
-# Parser
+# Checks on the syntax tree
 # --------------------------------------------------------------------------------------------
 
 # measure: outside aggregates; argument: inside an aggregate's parentheses; derived: KPI names.
@@ -234,7 +177,9 @@ def _did_you_mean(name: str, names: Collection[str]) -> str:
     return f"; did you mean '{close}'?" if close else ""
 
 
-class _Parser:
+class _Checker:
+    """Walks the syntax tree top-down: names against the catalog, types, then the AST."""
+
     def __init__(
         self,
         text: str,
@@ -246,229 +191,171 @@ class _Parser:
         self.columns: Mapping[str, ColumnType] = columns or {}
         self.kpi_names: Collection[str] = kpi_names or ()
         self.tokens = tokenize(text)
-        self.index = 0
         self.depth = 0
-        self.aggregate: str | None = None  # the aggregate whose argument is being parsed
-        self.condition_of = "a filter"  # what the condition being parsed belongs to, for messages
-        if self.current.kind == "end":
-            raise self.error(0, "empty expression")
+        self.aggregate: str | None = None  # the aggregate whose argument is being checked
+        self.condition_of = "a filter"  # what the condition being checked belongs to
 
-    # -- token helpers ---------------------------------------------------------------------
-
-    @property
-    def current(self) -> Token:
-        return self.tokens[self.index]
-
-    def peek(self, offset: int = 1) -> Token:
-        return self.tokens[min(self.index + offset, len(self.tokens) - 1)]
-
-    def advance(self) -> Token:
-        token = self.current
-        if token.kind != "end":
-            self.index += 1
-        return token
-
-    def at_op(self, *ops: str) -> bool:
-        return self.current.kind == "op" and self.current.text in ops
-
-    def at_word(self, *words: str) -> bool:
-        return self.current.word in words
+    def tree(self, start: str) -> Tree[Token]:
+        (child,) = parse_tree(self.text, self.tokens, start).children
+        assert isinstance(child, Tree)
+        return child
 
     def error(self, pos: int, reason: str) -> ExpressionError:
         return ExpressionError(self.text, pos, reason)
 
-    def unexpected(self, what: str = "") -> ExpressionError:
-        token = self.current
-        if token.kind == "end":
-            return self.error(token.pos, "unexpected end of expression" + what)
-        if token.word in _RESERVED_WORDS:
-            return self.reserved(token)
-        if token.kind == "op" and token.text == ")":
-            if self.open_parens() == 0:
-                return self.error(token.pos, "unbalanced ')': no matching '('")
-            return self.error(token.pos, f"unexpected ')'{what or '; expected a value'}")
-        return self.error(token.pos, f"unexpected {token.describe()}{what}")
+    def source(self, start: int, end: int) -> str:
+        return self.text[start:end]
 
-    def open_parens(self) -> int:
-        consumed = self.tokens[: self.index]
-        return sum(t.text == "(" for t in consumed if t.kind == "op") - sum(
-            t.text == ")" for t in consumed if t.kind == "op"
-        )
-
-    def expect_end(self) -> None:
-        if self.current.kind != "end":
-            raise self.unexpected(" after the end of the expression")
-
-    def expect_close(self, opening: Token) -> Token:
-        if self.at_op(")"):
-            return self.advance()
-        if self.current.kind == "end":
-            raise self.error(
-                self.current.pos, f"missing ')' to close the '(' at position {opening.pos}"
-            )
-        raise self.error(
-            self.current.pos,
-            f"expected ')' to close the '(' at position {opening.pos}, "
-            f"found {self.current.describe()}",
-        )
+    def after(self, end: int) -> SourceToken:
+        """The first token at or after the position `end` (the end token if none)."""
+        return next(t for t in self.tokens if t.pos >= end or t.kind == "end")
 
     @contextmanager
-    def nested(self, token: Token) -> Iterator[None]:
+    def nested(self, pos: int) -> Iterator[None]:
         self.depth += 1
         if self.depth > MAX_NESTING_DEPTH:
-            raise self.error(token.pos, f"expression nested too deeply (over {MAX_NESTING_DEPTH})")
+            raise self.error(pos, f"expression nested too deeply (over {MAX_NESTING_DEPTH})")
         try:
             yield
         finally:
             self.depth -= 1
 
-    def reserved(self, token: Token) -> ExpressionError:
-        if token.word == "where":
-            return self.error(
-                token.pos,
-                "'where' must directly follow an aggregate call, as in "
-                "count(*) where status = 'returned' (one 'where' per aggregate: join conditions "
-                "with 'and'; to narrow every aggregate, use the KPI's filter)",
-            )
-        return self.error(
-            token.pos,
-            f"'{token.text}' is a reserved SQL keyword and not allowed in an expression"
-            + _RESERVED_HINTS.get(token.word, ""),
-        )
-
-    def check_name(self, token: Token) -> None:
-        if token.word in _RESERVED_WORDS:
-            raise self.reserved(token)
-        if token.word in _GRAMMAR_KEYWORDS:
-            raise self.error(token.pos, f"unexpected keyword '{token.text}'")
-
     def column(self, token: Token) -> ColumnRef:
-        column_type = self.columns.get(token.text)
+        column_type = self.columns.get(token.value)
         if column_type is None:
             raise self.error(
-                token.pos,
-                f"unknown column '{token.text}'{_did_you_mean(token.text, self.columns)} "
+                _start(token),
+                f"unknown column '{token.value}'{_did_you_mean(token.value, self.columns)} "
                 f"(known: {_known(self.columns)})",
             )
-        return ColumnRef(token.text, column_type)
+        return ColumnRef(token.value, column_type)
 
     # -- arithmetic (measures, aggregate arguments, derived KPIs) --------------------------
 
-    def arithmetic(self, mode: _Mode) -> _Typed:
-        left = self.term(mode)
-        while self.at_op("+", "-"):
-            op = self.advance()
+    def arithmetic(self, node: Tree[Token] | Token, mode: _Mode) -> _Typed:
+        assert isinstance(node, Tree), node  # every operand of the grammar is a rule
+        match node.data:
+            case "expr" | "term":
+                return self.chain(node.children, mode)
+            case "negate":
+                minus, inner = node.children
+                assert isinstance(minus, Token)
+                with self.nested(_start(minus)):
+                    operand = self.arithmetic(inner, mode)
+                return self.negate(minus, operand)
+            case "number":
+                (token,) = node.children
+                assert isinstance(token, Token)
+                number_type: ColumnType = "decimal" if "." in token.value else "integer"
+                return _Typed(Number(Decimal(token.value)), _start(token), _end(token), number_type)
+            case "reference":
+                (token,) = node.children
+                assert isinstance(token, Token)
+                return self.reference(token, mode)
+            case "group":
+                opening, inner, close = node.children
+                assert isinstance(opening, Token) and isinstance(close, Token)
+                with self.nested(_start(opening)):
+                    typed = self.arithmetic(inner, mode)
+                return typed._replace(start=_start(opening), end=_end(close), bare_where=None)
+            case "call":
+                return self.call(node, mode)
+            case "conditional":
+                call, keyword, condition = node.children
+                assert isinstance(call, Tree) and isinstance(keyword, Token)
+                typed = self.call(call, mode)
+                with self.nested(_start(keyword)):
+                    self.condition_of = f"the 'where' of {self.source(typed.start, typed.end)}"
+                    where = self.condition(condition)
+                    self.condition_of = "a filter"
+                assert isinstance(typed.node, Aggregate)
+                aggregate = Aggregate(typed.node.function, typed.node.argument, where)
+                return _Typed(
+                    aggregate, typed.start, node.meta.end_pos, typed.type, _start(keyword)
+                )
+        raise AssertionError(f"unexpected syntax node {node.data}")
+
+    def chain(self, children: list[Tree[Token] | Token], mode: _Mode) -> _Typed:
+        """`a op b op c ...` of one precedence level, left-associative."""
+        left = self.arithmetic(children[0], mode)
+        for index in range(1, len(children), 2):
+            op = children[index]
+            assert isinstance(op, Token)
             self.require_unambiguous(left, followed_by=op)
-            left = self.binary(op, left, self.term(mode))
+            left = self.binary(op, left, self.arithmetic(children[index + 1], mode))
         return left
 
-    def term(self, mode: _Mode) -> _Typed:
-        left = self.unary(mode)
-        while self.at_op("*", "/"):
-            op = self.advance()
-            self.require_unambiguous(left, followed_by=op)
-            left = self.binary(op, left, self.unary(mode))
-        return left
-
-    def unary(self, mode: _Mode) -> _Typed:
-        if not self.at_op("-"):
-            return self.primary(mode)
-        minus = self.advance()
-        with self.nested(minus):
-            operand = self.unary(mode)
+    def negate(self, minus: Token, operand: _Typed) -> _Typed:
         self.require_unambiguous(operand)
         self.require_numeric(operand, "unary '-'")
         if isinstance(operand.node, Number):
-            return operand._replace(node=Number(-operand.node.value), start=minus.pos)
-        return _Typed(Negate(operand.node), minus.pos, operand.end, operand.type)
-
-    def primary(self, mode: _Mode) -> _Typed:
-        token = self.current
-        if token.kind == "number":
-            self.advance()
-            number_type: ColumnType = "decimal" if "." in token.text else "integer"
-            return _Typed(Number(Decimal(token.text)), token.pos, token.end, number_type)
-        if self.at_op("("):
-            self.advance()
-            with self.nested(token):
-                inner = self.arithmetic(mode)
-            close = self.expect_close(token)
-            return inner._replace(start=token.pos, end=close.end, bare_where=None)
-        if token.kind == "name":
-            self.check_name(token)
-            if self.peek().kind == "op" and self.peek().text == "(":
-                return self.call(mode)
-            self.advance()
-            return self.reference(token, mode)
-        raise self.unexpected()
+            return operand._replace(node=Number(-operand.node.value), start=_start(minus))
+        return _Typed(Negate(operand.node), _start(minus), operand.end, operand.type)
 
     def reference(self, token: Token, mode: _Mode) -> _Typed:
         if mode == "derived":
-            if token.text not in self.kpi_names:
+            if token.value not in self.kpi_names:
                 raise self.error(
-                    token.pos,
-                    f"unknown KPI '{token.text}'{_did_you_mean(token.text, self.kpi_names)} "
+                    _start(token),
+                    f"unknown KPI '{token.value}'{_did_you_mean(token.value, self.kpi_names)} "
                     f"(known: {_known(self.kpi_names)})",
                 )
             # KPI values are numbers; their exact SQL type is the engine's concern.
-            return _Typed(KpiRef(token.text), token.pos, token.end, "decimal")
+            return _Typed(KpiRef(token.value), _start(token), _end(token), "decimal")
         column = self.column(token)
         if mode == "measure":
             example = "sum" if column.type in _NUMERIC else "count_distinct"
             raise self.error(
-                token.pos,
+                _start(token),
                 f"column '{column.name}' must be inside an aggregate in a measure, "
                 f"e.g. {example}({column.name})",
             )
-        return _Typed(column, token.pos, token.end, column.type)
+        return _Typed(column, _start(token), _end(token), column.type)
 
-    def call(self, mode: _Mode) -> _Typed:
-        name = self.advance()
-        opening = self.advance()
-        function = name.word
+    def call(self, node: Tree[Token], mode: _Mode) -> _Typed:
+        name, opening, arguments, close = node.children
+        assert isinstance(name, Token) and isinstance(opening, Token) and isinstance(close, Token)
+        function = name.value.lower()
         if function not in AGGREGATE_FUNCTIONS:
             allowed = (
                 "none: derived KPIs combine KPI names with + - * /"
                 if mode == "derived"
                 else ", ".join(AGGREGATE_FUNCTIONS)
             )
-            raise self.error(name.pos, f"unknown function '{name.text}' (allowed: {allowed})")
+            raise self.error(_start(name), f"unknown function '{name.value}' (allowed: {allowed})")
         if mode == "derived":
             raise self.error(
-                name.pos,
+                _start(name),
                 f"aggregate '{function}' is not allowed in a derived KPI; "
                 "aggregate in a KPI measure and reference that KPI by name",
             )
         if mode == "argument":
             raise self.error(
-                name.pos, f"nested aggregate: '{function}' inside '{self.aggregate}' is not allowed"
+                _start(name),
+                f"nested aggregate: '{function}' inside '{self.aggregate}' is not allowed",
             )
-        aggregate: AggregateFunction = function
-
-        argument: _Typed | None = None
-        if self.at_op("*"):
-            star = self.advance()
-            if aggregate != "count":
-                raise self.error(star.pos, f"'*' is only allowed in count(*), not in {aggregate}()")
-        elif self.at_op(")"):
+        aggregate = cast(AggregateFunction, function)
+        if arguments is None:
             hint = " (use count(*) to count rows)" if aggregate == "count" else ""
-            raise self.error(self.current.pos, f"{aggregate}() needs an argument{hint}")
+            raise self.error(_start(close), f"{aggregate}() needs an argument{hint}")
+        assert isinstance(arguments, Tree)
+        first, *others = arguments.children
+        argument: _Typed | None = None
+        if isinstance(first, Tree) and first.data == "star":
+            if aggregate != "count":
+                raise self.error(
+                    first.meta.start_pos, f"'*' is only allowed in count(*), not in {aggregate}()"
+                )
         else:
             self.aggregate = aggregate
-            with self.nested(opening):
-                argument = self.arithmetic("argument")
+            with self.nested(_start(opening)):
+                argument = self.arithmetic(first, "argument")
             self.aggregate = None
             self.check_argument(aggregate, argument)
-        if self.at_word("where"):
-            inside = self.text[opening.end : self.current.pos].strip()
-            raise self.error(
-                self.current.pos,
-                f"'where' inside the parentheses of {aggregate}(): write it after the closing "
-                f"parenthesis, as in {aggregate}({inside}) where …",
-            )
-        if self.at_op(","):
-            raise self.error(self.current.pos, f"{aggregate}() takes exactly one argument")
-        close = self.expect_close(opening)
+        if others:
+            comma = others[0]
+            assert isinstance(comma, Token)
+            raise self.error(_start(comma), f"{aggregate}() takes exactly one argument")
 
         result_type: ColumnType
         if aggregate in ("count", "count_distinct"):
@@ -478,36 +365,20 @@ class _Parser:
         else:
             assert argument is not None
             result_type = argument.type
-        node = Aggregate(aggregate, argument.node if argument else None)
-        if not self.at_word("where"):
-            return _Typed(node, name.pos, close.end, result_type)
-        keyword = self.advance()
-        call = self.text[name.pos : close.end]
-        if self.current.kind == "end" or self.at_op(")"):
-            raise self.error(
-                self.current.pos,
-                f"'where' needs a condition, e.g. {call} where status = 'returned'",
-            )
-        with self.nested(keyword):
-            self.condition_of = f"the 'where' of {call}"
-            condition = self.condition()
-            self.condition_of = "a filter"
-        end = self.tokens[self.index - 1].end
-        node = Aggregate(node.function, node.argument, condition)
-        return _Typed(node, name.pos, end, result_type, bare_where=keyword.pos)
+        aggregated = Aggregate(aggregate, argument.node if argument else None)
+        return _Typed(aggregated, _start(name), _end(close), result_type)
 
     def require_unambiguous(self, operand: _Typed, followed_by: Token | None = None) -> None:
         """Refuse a conditional aggregate as an operand of arithmetic unless it is parenthesised."""
         if operand.bare_where is None:
             return
-        wrapped = f"({self.text[operand.start : operand.end]})"
+        wrapped = f"({self.source(operand.start, operand.end)})"
         if followed_by is not None:
-            op = followed_by
             raise self.error(
-                op.pos,
-                f"'{op.text}' after a conditional aggregate: wrap the conditional aggregate in "
-                f"parentheses, e.g. {wrapped} {op.text} ..., so that 'where' clearly ends "
-                "before the arithmetic",
+                _start(followed_by),
+                f"'{followed_by.value}' after a conditional aggregate: wrap the conditional "
+                f"aggregate in parentheses, e.g. {wrapped} {followed_by.value} ..., so that "
+                "'where' clearly ends before the arithmetic",
             )
         raise self.error(
             operand.bare_where,
@@ -523,7 +394,7 @@ class _Parser:
         raise self.error(
             argument.start,
             f"{aggregate}() needs {allowed[1]} argument; "
-            f"'{self.text[argument.start : argument.end]}' is a {argument.type}{kind}",
+            f"'{self.source(argument.start, argument.end)}' is a {argument.type}{kind}",
         )
 
     def require_numeric(self, operand: _Typed, what: str) -> None:
@@ -532,114 +403,120 @@ class _Parser:
             raise self.error(
                 operand.start,
                 f"{what} needs numeric operands; "
-                f"'{self.text[operand.start : operand.end]}' is a {operand.type}{kind}",
+                f"'{self.source(operand.start, operand.end)}' is a {operand.type}{kind}",
             )
 
     def binary(self, op: Token, left: _Typed, right: _Typed) -> _Typed:
         self.require_unambiguous(right)
-        self.require_numeric(left, f"'{op.text}'")
-        self.require_numeric(right, f"'{op.text}'")
-        if op.text == "/" and isinstance(right.node, Number) and right.node.value == 0:
+        self.require_numeric(left, f"'{op.value}'")
+        self.require_numeric(right, f"'{op.value}'")
+        if op.value == "/" and isinstance(right.node, Number) and right.node.value == 0:
             raise self.error(right.start, "division by the constant zero")
         result_type: ColumnType = (
-            "decimal" if op.text == "/" or "decimal" in (left.type, right.type) else "integer"
+            "decimal" if op.value == "/" or "decimal" in (left.type, right.type) else "integer"
         )
-        node = BinaryOp(cast(ArithmeticOperator, op.text), left.node, right.node)
+        node = BinaryOp(cast(ArithmeticOperator, op.value), left.node, right.node)
         return _Typed(node, left.start, right.end, result_type)
 
-    # -- filters ---------------------------------------------------------------------------
+    # -- conditions (filters, aggregate conditions) ----------------------------------------
 
-    def condition(self) -> Condition:
-        operands = [self.conjunction()]
-        while self.at_word("or"):
-            self.advance()
-            operands.append(self.conjunction())
-        return operands[0] if len(operands) == 1 else Or(tuple(operands))
-
-    def conjunction(self) -> Condition:
-        operands = [self.negation()]
-        while self.at_word("and"):
-            self.advance()
-            operands.append(self.negation())
-        return operands[0] if len(operands) == 1 else And(tuple(operands))
-
-    def negation(self) -> Condition:
-        if not self.at_word("not"):
-            return self.predicate()
-        keyword = self.advance()
-        with self.nested(keyword):
-            return Not(self.negation())
-
-    def predicate(self) -> Condition:
-        if self.at_op("("):
-            opening = self.advance()
-            with self.nested(opening):
-                inner = self.condition()
-            self.expect_close(opening)
-            return inner
-        left = self.operand()
-        if self.at_op("=", "!=", "<>", "<", "<=", ">", ">="):
-            op = self.advance()
-            return self.comparison(op, left, self.operand())
-        if self.at_word("in") or (self.at_word("not") and self.peek().word == "in"):
-            return self.in_list(left)
-        if self.at_word("is"):
-            return self.is_null(left)
-        if isinstance(left.value, ColumnRef):
-            if left.value.type == "boolean":
-                return BooleanColumn(left.value)
-            raise self.unexpected(
-                f"; expected a comparison, 'in' or 'is null' after column '{left.value.name}'"
-            )
-        raise self.error(
-            left.start, f"a condition needs a column; '{self.source(left)}' is a constant"
-        )
-
-    def operand(self) -> _Operand:
-        token = self.current
-        if token.kind == "number":
-            self.advance()
-            return _Operand("number", Decimal(token.text), token.pos, token.end)
-        if self.at_op("-") and self.peek().kind == "number":
-            self.advance()
-            number = self.advance()
-            return _Operand("number", -Decimal(number.text), token.pos, number.end)
-        if token.kind == "string":
-            self.advance()
-            return _Operand("string", token.text, token.pos, token.end)
-        if token.word in ("true", "false"):
-            self.advance()
-            return _Operand("boolean", token.word == "true", token.pos, token.end)
-        if token.word == "null":
-            self.advance()
-            return _Operand("null", None, token.pos, token.end)
-        if token.kind == "name":
-            self.check_name(token)
-            if self.peek().kind == "op" and self.peek().text == "(":
-                reason = (
-                    f"aggregate '{token.word}' is not allowed in {self.condition_of}"
-                    if token.word in AGGREGATE_FUNCTIONS
-                    else f"unknown function '{token.text}' (filters allow no functions)"
+    def condition(self, node: Tree[Token] | Token) -> Condition:
+        assert isinstance(node, Tree)
+        match node.data:
+            case "condition":
+                return Or(tuple(self.condition(child) for child in node.children))
+            case "conjunction":
+                return And(tuple(self.condition(child) for child in node.children))
+            case "negation":
+                keyword, inner = node.children
+                with self.nested(node.meta.start_pos):
+                    return Not(self.condition(inner))
+            case "condition_group":
+                _, inner, _ = node.children
+                with self.nested(node.meta.start_pos):
+                    return self.condition(inner)
+            case "comparison":
+                left, op, right = node.children
+                assert isinstance(op, Token)
+                return self.comparison(op, self.operand(left), self.operand(right))
+            case "in_list":
+                return self.in_list(node)
+            case "is_null":
+                left, keyword, negated, _ = node.children
+                assert isinstance(keyword, Token)
+                operand = self.operand(left)
+                if not isinstance(operand.value, ColumnRef):
+                    raise self.error(
+                        operand.start, f"'{keyword.value} null' needs a column on its left"
+                    )
+                return IsNull(operand.value, negated is not None)
+            case "bare":
+                (child,) = node.children
+                operand = self.operand(child)
+                if isinstance(operand.value, ColumnRef):
+                    if operand.value.type == "boolean":
+                        return BooleanColumn(operand.value)
+                    following = self.after(operand.end)
+                    raise self.error(
+                        following.pos,
+                        (
+                            "unexpected end of expression"
+                            if following.kind == "end"
+                            else f"unexpected {following.describe()}"
+                        )
+                        + f"; expected a comparison, 'in' or 'is null' after column "
+                        f"'{operand.value.name}'",
+                    )
+                raise self.error(
+                    operand.start,
+                    f"a condition needs a column; '{self.source(operand.start, operand.end)}' "
+                    "is a constant",
                 )
-                raise self.error(token.pos, reason)
-            self.advance()
-            return _Operand("column", self.column(token), token.pos, token.end)
-        if self.at_op("("):
-            if self.peek().kind == "name":
-                # Surfaces "'select' is a reserved SQL keyword" for sub-select attempts.
-                self.check_name(self.peek())
-            raise self.unexpected("; parentheses may group conditions, not values")
-        raise self.unexpected()
+        raise AssertionError(f"unexpected syntax node {node.data}")
 
-    def source(self, operand: _Operand) -> str:
-        return self.text[operand.start : operand.end]
+    def operand(self, node: Tree[Token] | Token) -> _Operand:
+        assert isinstance(node, Tree)
+        start, end = node.meta.start_pos, node.meta.end_pos
+        match node.data:
+            case "column":
+                (token,) = node.children
+                assert isinstance(token, Token)
+                return _Operand("column", self.column(token), start, end)
+            case "number_literal":
+                minus, token = node.children
+                assert isinstance(token, Token)
+                value = Decimal(token.value)
+                return _Operand("number", -value if minus is not None else value, start, end)
+            case "string_literal":
+                (token,) = node.children
+                assert isinstance(token, Token)
+                return _Operand("string", token.value, start, end)
+            case "boolean_literal":
+                (token,) = node.children
+                assert isinstance(token, Token)
+                return _Operand("boolean", token.value.lower() == "true", start, end)
+            case "null_literal":
+                return _Operand("null", None, start, end)
+            case "call_operand":
+                (call,) = node.children
+                assert isinstance(call, Tree)
+                name = call.children[0]
+                assert isinstance(name, Token)
+                function = name.value.lower()
+                reason = (
+                    f"aggregate '{function}' is not allowed in {self.condition_of}"
+                    if function in AGGREGATE_FUNCTIONS
+                    else f"unknown function '{name.value}' (filters allow no functions)"
+                )
+                raise self.error(start, reason)
+        raise AssertionError(f"unexpected syntax node {node.data}")
 
     def comparison(self, op: Token, left: _Operand, right: _Operand) -> Comparison:
-        symbol = cast(ComparisonOperator, "!=" if op.text == "<>" else op.text)
+        symbol = cast(ComparisonOperator, "!=" if op.value == "<>" else op.value)
         for side in (left, right):
             if side.kind == "null":
                 negation = "is not null" if symbol == "!=" else "is null"
-                raise self.error(side.start, f"use '{negation}' instead of '{op.text} null'")
+                raise self.error(side.start, f"use '{negation}' instead of '{op.value} null'")
         left_col = left.value if left.kind == "column" else None
         right_col = right.value if right.kind == "column" else None
         if left_col is None and right_col is None:
@@ -661,48 +538,32 @@ class _Parser:
             column, lhs, rhs = right_col, self.constant(left, right_col), right_col
         if column.type == "boolean" and symbol not in ("=", "!="):
             raise self.error(
-                op.pos, f"operator '{op.text}' is not allowed on boolean column '{column.name}'"
+                _start(op),
+                f"operator '{op.value}' is not allowed on boolean column '{column.name}'",
             )
         return Comparison(symbol, lhs, rhs)
 
-    def in_list(self, left: _Operand) -> InList:
-        negated = self.at_word("not")
-        if negated:
-            self.advance()
-        keyword = self.advance()
-        if not isinstance(left.value, ColumnRef):
-            raise self.error(left.start, f"'{keyword.text}' needs a column on its left")
-        column = left.value
-        if not self.at_op("("):
-            raise self.unexpected(f"; expected '(' after '{keyword.text}'")
-        opening = self.advance()
-        if self.at_op(")"):
-            raise self.error(self.current.pos, "empty 'in' list")
+    def in_list(self, node: Tree[Token]) -> InList:
+        left, negated, keyword, _, items, close = node.children
+        assert isinstance(keyword, Token) and isinstance(close, Token)
+        operand = self.operand(left)
+        if not isinstance(operand.value, ColumnRef):
+            raise self.error(operand.start, f"'{keyword.value}' needs a column on its left")
+        column = operand.value
+        if items is None:
+            raise self.error(_start(close), "empty 'in' list")
+        assert isinstance(items, Tree)
         values: list[Constant] = []
-        while True:
-            item = self.operand()
+        for child in items.children:
+            if isinstance(child, Token):  # a comma
+                continue
+            item = self.operand(child)
             if item.kind == "column":
                 raise self.error(item.start, "'in' lists may only contain literals")
             if item.kind == "null":
                 raise self.error(item.start, "null is not allowed in an 'in' list; use 'is null'")
             values.append(self.constant(item, column))
-            if not self.at_op(","):
-                break
-            self.advance()
-        self.expect_close(opening)
-        return InList(column, tuple(values), negated)
-
-    def is_null(self, left: _Operand) -> IsNull:
-        keyword = self.advance()
-        negated = self.at_word("not")
-        if negated:
-            self.advance()
-        if not self.at_word("null"):
-            raise self.unexpected("; expected 'null' or 'not null' after 'is'")
-        self.advance()
-        if not isinstance(left.value, ColumnRef):
-            raise self.error(left.start, f"'{keyword.text} null' needs a column on its left")
-        return IsNull(left.value, negated)
+        return InList(column, tuple(values), negated is not None)
 
     def constant(self, literal: _Operand, column: ColumnRef) -> Constant:
         """Type-check a literal against the column it is compared with and convert it."""
@@ -712,14 +573,14 @@ class _Parser:
             return Constant(literal.value, "string")
         if column.type == "boolean" and literal.kind == "boolean":
             return Constant(literal.value, "boolean")
+        text = self.source(literal.start, literal.end)
         if column.type == "date" and literal.kind == "string":
             try:
                 return Constant(dt.date.fromisoformat(literal.value), "date")
             except ValueError:
                 raise self.error(
                     literal.start,
-                    f"invalid date {self.source(literal)} for date column '{column.name}'; "
-                    "expected 'YYYY-MM-DD'",
+                    f"invalid date {text} for date column '{column.name}'; expected 'YYYY-MM-DD'",
                 ) from None
         if column.type == "timestamp" and literal.kind == "string":
             try:
@@ -727,15 +588,23 @@ class _Parser:
             except ValueError:
                 raise self.error(
                     literal.start,
-                    f"invalid timestamp {self.source(literal)} for timestamp column "
+                    f"invalid timestamp {text} for timestamp column "
                     f"'{column.name}'; expected ISO 8601 such as '2026-01-01' "
                     "or '2026-01-01T12:00:00'",
                 ) from None
         raise self.error(
             literal.start,
             f"cannot compare {column.type} column '{column.name}' "
-            f"with {_LITERAL_DESCRIPTIONS[literal.kind]} ({self.source(literal)})",
+            f"with {_LITERAL_DESCRIPTIONS[literal.kind]} ({text})",
         )
+
+
+def _start(token: Token) -> int:
+    return token.start_pos or 0
+
+
+def _end(token: Token) -> int:
+    return token.end_pos or 0
 
 
 def _type_family(column_type: ColumnType) -> str:
@@ -758,11 +627,10 @@ def _check_column_types(columns: Mapping[str, ColumnType]) -> None:
 def parse_measure(text: str, columns: Mapping[str, ColumnType]) -> Measure:
     """Parse and validate a measure such as ``sum(amount) - sum(discount)``."""
     _check_column_types(columns)
-    parser = _Parser(text, columns=columns)
-    result = parser.arithmetic("measure")
-    parser.expect_end()
+    checker = _Checker(text, columns=columns)
+    result = checker.arithmetic(checker.tree("measure"), "measure")
     if not any(isinstance(node, Aggregate) for node in arithmetic_nodes(result.node)):
-        raise parser.error(
+        raise checker.error(
             result.start, "a measure needs an aggregate such as sum(...), count(*) or avg(...)"
         )
     return Measure(text, result.node, result.type)
@@ -771,17 +639,14 @@ def parse_measure(text: str, columns: Mapping[str, ColumnType]) -> Measure:
 def parse_filter(text: str, columns: Mapping[str, ColumnType]) -> Filter:
     """Parse and validate a filter such as ``region in ('EU', 'US') and amount > 0``."""
     _check_column_types(columns)
-    parser = _Parser(text, columns=columns)
-    root = parser.condition()
-    parser.expect_end()
-    return Filter(text, root)
+    checker = _Checker(text, columns=columns)
+    return Filter(text, checker.condition(checker.tree("filter")))
 
 
 def parse_derived(text: str, kpi_names: Collection[str]) -> Derived:
     """Parse and validate a derived KPI such as ``net_revenue / order_count``."""
-    parser = _Parser(text, kpi_names=kpi_names)
-    result = parser.arithmetic("derived")
-    parser.expect_end()
+    checker = _Checker(text, kpi_names=kpi_names)
+    result = checker.arithmetic(checker.tree("derived"), "derived")
     if not any(isinstance(node, KpiRef) for node in arithmetic_nodes(result.node)):
-        raise parser.error(result.start, "a derived KPI must reference at least one KPI")
+        raise checker.error(result.start, "a derived KPI must reference at least one KPI")
     return Derived(text, result.node)
