@@ -358,6 +358,203 @@ def test_filters_select_the_expected_rows_in_sqlite() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Conditional aggregates: AGG(...) where CONDITION
+# --------------------------------------------------------------------------------------------
+
+
+def test_where_binds_to_the_aggregate_before_it() -> None:
+    measure = parse_measure("count(*) where region = 'EU'", COLUMNS)
+    region_is_eu = Comparison("=", ColumnRef("region", "string"), Constant("EU", "string"))
+    assert measure.root == Aggregate("count", None, region_is_eu)
+    assert measure.conditions == [region_is_eu]
+    assert measure.columns == {"region"}
+    assert measure.value_type == "integer"
+    expr = compile_measure(measure, ORDERS.c)
+    assert pg_sql(expr) == "count(*) FILTER (WHERE orders.region = %(param_1)s::VARCHAR)"
+    assert pg_params(expr) == {"param_1": "EU"}
+
+
+def test_conditional_aggregate_inside_arithmetic_in_parentheses() -> None:
+    text = "(count(*) where is_refunded) / count(*)"
+    measure = parse_measure(text, COLUMNS)
+    assert measure.root == BinaryOp(
+        "/",
+        Aggregate("count", None, BooleanColumn(ColumnRef("is_refunded", "boolean"))),
+        Aggregate("count", None),
+    )
+    assert measure.value_type == "decimal"
+    assert measure_sql(text) == (
+        "CAST(count(*) FILTER (WHERE orders.is_refunded) AS NUMERIC) / "
+        "CAST(nullif(CAST(count(*) AS NUMERIC), %(param_1)s) AS NUMERIC)"
+    )
+    # Two aggregates that differ only by their condition are two aggregates.
+    both = parse_measure(
+        "(sum(amount) where region = 'EU') - (sum(amount) where region = 'US')", COLUMNS
+    )
+    assert len(both.aggregates) == 2
+
+
+def test_where_takes_the_whole_filter_grammar_and_its_typing() -> None:
+    text = (
+        "sum(quantity * unit_price) where region in ('EU', 'US') and not is_refunded "
+        "and (order_date >= '2026-01-01' or order_date is null) and quantity > -1"
+    )
+    measure = parse_measure(text, COLUMNS)
+    assert isinstance(measure.root, Aggregate) and measure.root.condition is not None
+    assert measure.columns == {"quantity", "unit_price", "region", "is_refunded", "order_date"}
+    params = pg_params(compile_measure(measure, ORDERS.c))
+    assert sorted(map(str, params.values())) == ["-1", "2026-01-01", "EU", "US"]
+    assert dt.date(2026, 1, 1) in params.values()
+
+
+def test_where_is_joined_to_the_kpi_filter_in_each_aggregate() -> None:
+    measure = parse_measure("(count(*) where region = 'EU') + sum(amount)", COLUMNS)
+    kpi_filter = compile_filter(parse_filter("amount > 0", COLUMNS), ORDERS.c)
+    sql = pg_sql(compile_measure(measure, ORDERS.c, where=kpi_filter, empty_sum=Decimal(0)))
+    assert sql == (
+        "(count(*) FILTER (WHERE orders.amount > %(param_1)s "
+        "AND orders.region = %(param_2)s::VARCHAR)) + coalesce(sum(orders.amount) FILTER (WHERE orders.amount > %(param_1)s), %(param_3)s)"
+    )
+
+
+def test_every_literal_of_a_where_is_a_bound_parameter() -> None:
+    hostile = "x'); drop table orders; -- /* */"
+    measure = parse_measure(
+        "sum(amount) where customer_name = 'x''); drop table orders; -- /* */' and amount > 12345",
+        COLUMNS,
+    )
+    expr = compile_measure(measure, ORDERS.c)
+    sql = pg_sql(expr)
+    for literal in ("12345", "drop table", "x'"):
+        assert literal not in sql
+    assert hostile in pg_params(expr).values()
+
+
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
+def test_conditional_aggregates_count_the_expected_rows_in_sqlite() -> None:
+    engine = sa.create_engine("sqlite://")
+    ORDERS.metadata.create_all(engine)
+    rows = [
+        {"region": "EU", "amount": 10, "is_refunded": False},
+        {"region": "EU", "amount": 20, "is_refunded": True},
+        {"region": "US", "amount": 30, "is_refunded": False},
+        {"region": "US", "amount": 40, "is_refunded": False},
+    ]
+    with engine.begin() as conn:
+        conn.execute(ORDERS.insert(), rows)
+
+        def value(text: str) -> Any:
+            measure = compile_measure(parse_measure(text, COLUMNS), ORDERS.c, empty_sum=Decimal(0))
+            return conn.execute(sa.select(measure)).scalar_one()
+
+        assert value("count(*) where region = 'EU'") == 2
+        assert value("sum(amount) where not is_refunded") == 80
+        assert value("count(*) where region = 'Mars'") == 0
+        assert value("sum(amount) where region = 'Mars'") == 0
+        assert float(value("(count(*) where is_refunded) / count(*)")) == 0.25
+
+
+CONDITIONAL_ERRORS = [
+    # Arithmetic after an unparenthesised conditional aggregate: where does the condition end?
+    (
+        "count(*) where region = 'EU' / count(*)",
+        29,
+        "'/' after a conditional aggregate: wrap the conditional aggregate in parentheses, "
+        "e.g. (count(*) where region = 'EU') / ...",
+    ),
+    ("sum(amount) where is_refunded + 1", 30, "wrap the conditional aggregate in parentheses"),
+    ("count(*) where quantity > 5 - 1", 28, "'-' after a conditional aggregate"),
+    (
+        "count(*) / count(*) where region = 'EU'",
+        20,
+        "a conditional aggregate inside arithmetic must be wrapped in parentheses: "
+        "(count(*) where region = 'EU'); 'where' applies to that aggregate only",
+    ),
+    ("-count(*) where is_refunded", 10, "must be wrapped in parentheses"),
+    # where in the wrong place
+    (
+        "sum(amount where is_refunded)",
+        11,
+        "'where' inside the parentheses of sum(): write it after the closing parenthesis, "
+        "as in sum(amount) where …",
+    ),
+    ("count(* where is_refunded)", 8, "'where' inside the parentheses of count()"),
+    (
+        "(sum(amount) - sum(discount)) where is_refunded",
+        30,
+        "'where' must directly follow an aggregate call",
+    ),
+    ("sum(amount) + 1 where is_refunded", 16, "'where' must directly follow an aggregate call"),
+    (
+        "count(*) where is_refunded where region = 'EU'",
+        27,
+        "one 'where' per aggregate: join conditions with 'and'",
+    ),
+    ("where is_refunded", 0, "'where' must directly follow an aggregate call"),
+    ("amount where is_refunded", 7, "'where' must directly follow an aggregate call"),
+    ("count(*) where", 14, "'where' needs a condition, e.g. count(*) where status = 'returned'"),
+    ("(count(*) where) / count(*)", 15, "'where' needs a condition"),
+    # the condition is the filter grammar, with its checks
+    ("count(*) where regoin = 'EU'", 15, "unknown column 'regoin'; did you mean 'region'?"),
+    (
+        "count(*) where quantity = 'ten'",
+        26,
+        "cannot compare integer column 'quantity' with a string",
+    ),
+    ("count(*) where order_date > '2026-13-01'", 28, "invalid date '2026-13-01'"),
+    ("count(*) where amount = null", 24, "use 'is null' instead of '= null'"),
+    (
+        "count(*) where sum(amount) > 0",
+        15,
+        "aggregate 'sum' is not allowed in the 'where' of count(*)",
+    ),
+    ("count(*) where lower(region) = 'eu'", 15, "unknown function 'lower'"),
+    ("count(*) where region like 'E%'", 22, "'like' is a reserved SQL keyword"),
+    # injection attempts inside a where: refused at parse time
+    ("count(*) where region = 'EU\x00'", 27, "a NUL character (\\x00) is not allowed"),
+    ("count(*) where region = 'EU' -- or 1 = 1", 29, "SQL comments ('--') are not allowed"),
+    ("count(*) where region = 'EU' /* */", 29, "SQL comments ('/* */') are not allowed"),
+    ("count(*) where /* */ is_refunded", 15, "SQL comments ('/* */') are not allowed"),
+    (
+        "count(*) where region in (select region from orders)",
+        26,
+        "'select' is a reserved SQL keyword",
+    ),
+    ("count(*) where (select 1) = 1", 16, "'select' is a reserved SQL keyword"),
+    ("count(*) where exists (select 1)", 15, "'exists' is a reserved SQL keyword"),
+    ("count(*) where amount::text = '1'", 21, "casts ('::') are not allowed"),
+    ("count(*) where cast(amount as text) = '1'", 15, "'cast' is a reserved SQL keyword"),
+    ("count(*) where region = 'EU'; drop table orders", 28, "';' is not allowed"),
+    ("count(*) where region = 'EU;' ; select 1", 30, "';' is not allowed"),
+]
+
+
+@pytest.mark.parametrize(("text", "position", "reason"), CONDITIONAL_ERRORS)
+def test_conditional_aggregate_refusals(text: str, position: int, reason: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        parse_measure(text, COLUMNS)
+    assert info.value.position == position, str(info.value)
+    assert reason in info.value.reason, str(info.value)
+    assert info.value.expression == text
+
+
+def test_missing_parentheses_error_points_at_the_operator() -> None:
+    with pytest.raises(ExpressionError) as info:
+        parse_measure("count(*) where region = 'EU' / count(*)", COLUMNS)
+    assert str(info.value).splitlines()[1:] == [
+        "  count(*) where region = 'EU' / count(*)",
+        "                               ^",
+    ]
+
+
+def test_where_is_not_part_of_filters_or_derived_kpis() -> None:
+    with pytest.raises(ExpressionError, match="'where' must directly follow an aggregate call"):
+        parse_filter("region = 'EU' where is_refunded", COLUMNS)
+    with pytest.raises(ExpressionError, match="'where' must directly follow an aggregate call"):
+        parse_derived("net_revenue where is_refunded", ["net_revenue"])
+
+
+# --------------------------------------------------------------------------------------------
 # Derived KPIs
 # --------------------------------------------------------------------------------------------
 
@@ -483,7 +680,7 @@ MEASURE_ERRORS = [
     ("sum(amount) and count(*)", 12, "unexpected 'and' after the end of the expression"),
     ("sum(null)", 4, "unexpected keyword 'null'"),
     ("sum(amount) % 2", 12, "unexpected character '%'"),
-    ("sum(amount::int)", 10, "unexpected character ':'"),
+    ("sum(amount::int)", 10, "casts ('::') are not allowed; column types come from the catalog"),
     ("sum(1.2.3)", 4, "malformed number '1.2.'"),
     ("sum(2x)", 4, "malformed number '2x'"),
     ("sum(`amount`)", 4, "unexpected character '`'"),
@@ -627,6 +824,56 @@ def test_overlong_expression_is_refused() -> None:
 def test_unsupported_catalog_column_type_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unsupported type 'text'"):
         parse_measure("count(*)", {"name": "text"})  # type: ignore[dict-item]
+
+
+def test_syntax_errors_speak_the_language_not_the_parser_library() -> None:
+    """Random token soups (a fixed seed) are refused with ExpressionError in our words: no lark
+    terminal names, no other exception type, and a position inside the text."""
+    import random
+
+    words = [
+        *("sum", "count", "avg", "count_distinct", "(", ")", "(", ")", "*", "+", "-", "/", ","),
+        *("amount", "region", "is_refunded", "quantity", "1", "2.5", "'EU'", "where", "where"),
+        *("and", "or", "not", "in", "is", "null", "true", "=", "<", "upper", "net_revenue"),
+    ]
+    rng = random.Random(20260329)
+    parsers: list[Callable[[str], Any]] = [
+        lambda text: parse_measure(text, COLUMNS),
+        lambda text: parse_filter(text, COLUMNS),
+        lambda text: parse_derived(text, ["net_revenue"]),
+    ]
+    refused = 0
+    for _ in range(3000):
+        text = " ".join(rng.choice(words) for _ in range(rng.randrange(1, 9)))
+        for parse in parsers:
+            try:
+                parse(text)
+            except ExpressionError as error:
+                refused += 1
+                assert 0 <= error.position <= len(text), (text, error.position)
+                for leak in ("$END", "RPAR", "LPAR", "_AND", "Token(", "Expected one of"):
+                    assert leak not in error.reason, (text, error.reason)
+    assert refused > 5000
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "reason"),
+    [
+        ("amount not null", 11, "unexpected 'null'; expected 'in' after 'not' (or 'is not null')"),
+        ("region 'EU'", 7, "unexpected string 'EU'; expected a comparison, 'in' or 'is null'"),
+        ("amount and is_refunded", 7, "unexpected 'and'; expected a comparison, 'in' or 'is null'"),
+        (
+            "(region = 'EU' amount",
+            15,
+            "expected ')' to close the '(' at position 0, found 'amount'",
+        ),
+    ],
+)
+def test_filter_syntax_error_hints(text: str, position: int, reason: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        parse_filter(text, COLUMNS)
+    assert info.value.position == position, str(info.value)
+    assert reason in info.value.reason, str(info.value)
 
 
 def test_compiling_without_a_needed_column_raises_key_error() -> None:

@@ -109,14 +109,17 @@ def _compile_arithmetic(
                 _compile_arithmetic(left, resolve, how), _compile_arithmetic(right, resolve, how)
             )
             return result
-        case Aggregate(function="count", argument=None):
-            return _filtered(sa.func.count(), how)
-        case Aggregate(function=function, argument=argument):
+        case Aggregate(function="count", argument=None, condition=condition):
+            return _filtered(sa.func.count(), _rows_of(condition, resolve, how))
+        case Aggregate(function=function, argument=argument, condition=condition):
             assert argument is not None
             compiled = _compile_arithmetic(argument, resolve, how)
+            where = _rows_of(condition, resolve, how)
             if function == "count_distinct":
-                return _filtered(sa.func.count(sa.distinct(compiled)), how)
-            aggregate: sa.ColumnElement[Any] = _filtered(getattr(sa.func, function)(compiled), how)
+                return _filtered(sa.func.count(sa.distinct(compiled)), where)
+            aggregate: sa.ColumnElement[Any] = _filtered(
+                getattr(sa.func, function)(compiled), where
+            )
             if function == "sum" and how.empty_sum is not None:
                 return sa.func.coalesce(aggregate, _numeric(how.empty_sum))
             return aggregate
@@ -172,8 +175,18 @@ def _compile_condition(node: Condition, resolve: _Resolver) -> sa.ColumnElement[
             assert_never(node)
 
 
-def _filtered(aggregate: Any, how: _Aggregation) -> sa.ColumnElement[Any]:
-    return aggregate if how.where is None else aggregate.filter(how.where)
+def _rows_of(
+    condition: Condition | None, resolve: _Resolver, how: _Aggregation
+) -> sa.ColumnElement[bool] | None:
+    """What an aggregate's FILTER keeps: the KPI's filter and the aggregate's own `where`."""
+    if condition is None:
+        return how.where
+    own = _compile_condition(condition, resolve)
+    return own if how.where is None else sa.and_(how.where, own)
+
+
+def _filtered(aggregate: Any, where: sa.ColumnElement[bool] | None) -> sa.ColumnElement[Any]:
+    return aggregate if where is None else aggregate.filter(where)
 
 
 def compile_measure(
@@ -185,9 +198,10 @@ def compile_measure(
 ) -> sa.ColumnElement[Any]:
     """Build the aggregate SQL expression; ``cols`` maps column names to column elements.
 
-    ``where`` becomes every aggregate's ``FILTER (WHERE …)``, so a group whose rows all fail it
-    still gets a value (a count of 0) instead of no row; a sum over no row is ``empty_sum``
-    (NULL when None).
+    ``where`` becomes every aggregate's ``FILTER (WHERE …)``, joined with ``AND`` to the
+    aggregate's own ``where`` condition if it has one, so a group whose rows all fail them still
+    gets a value (a count of 0) instead of no row; a sum over no row is ``empty_sum`` (NULL when
+    None).
     """
     return _compile_arithmetic(m.root, _resolver(cols, "column"), _Aggregation(where, empty_sum))
 

@@ -1,12 +1,14 @@
-"""The KPI expression language: a safe tokenizer and recursive-descent parser (SQL: `expression_sql`).
+"""The KPI expression language: its grammar read by lark, then names and types checked on the tree.
 
-Three small grammars share one tokenizer:
+The grammar (the allow-list of shapes) is `expression_syntax`, the tokens `expression_tokens`, the
+syntax tree `expression_ast`, the SQL `expression_sql`. Three small grammars share one tokenizer:
 
 * **measure** -- aggregates over column arithmetic, optionally combined by more arithmetic::
 
       sum(amount) - sum(discount)
       sum(quantity * unit_price) / 100
       count_distinct(customer_id)
+      (count(*) where status = 'returned') / count(*)
 
 * **filter** -- a boolean condition over columns and literals::
 
@@ -27,15 +29,55 @@ denominator yields NULL instead of failing the whole query, and integer operands
 
 from __future__ import annotations
 
-import datetime as dt
-import difflib
-import re
-from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
 from decimal import Decimal
-from typing import Any, Literal, NamedTuple, TypeAlias, assert_never, cast, get_args
+from typing import Literal, NamedTuple, cast
 
+from lark import Token, Tree
+
+from analytics_pipelines.lib.kpi.expression_ast import (
+    AGGREGATE_FUNCTIONS,
+    COLUMN_TYPES,
+    Aggregate,
+    AggregateFunction,
+    And,
+    Arithmetic,
+    ArithmeticOperator,
+    BinaryOp,
+    BooleanColumn,
+    ColumnRef,
+    ColumnType,
+    Comparison,
+    ComparisonOperator,
+    CompiledMeasure,
+    Condition,
+    Constant,
+    Derived,
+    Filter,
+    InList,
+    IsNull,
+    KpiRef,
+    Measure,
+    Negate,
+    Not,
+    Number,
+    Or,
+    arithmetic_nodes,
+)
+from analytics_pipelines.lib.kpi.expression_conditions import (
+    NUMERIC,
+    TEMPORAL,
+    TreeChecker,
+    closest_name,
+    did_you_mean_hint,
+    end_of,
+    known_list,
+    start_of,
+)
+from analytics_pipelines.lib.kpi.expression_syntax import parse_tree
+from analytics_pipelines.lib.kpi.expression_tokens import ExpressionError
+
+# The AST and the error are re-exported: callers import the whole language from here.
 __all__ = [
     "AGGREGATE_FUNCTIONS",
     "COLUMN_TYPES",
@@ -64,414 +106,24 @@ __all__ = [
     "Not",
     "Number",
     "Or",
+    "closest_name",
     "parse_derived",
     "parse_filter",
     "parse_measure",
 ]
 
-ColumnType = Literal["string", "integer", "decimal", "boolean", "date", "timestamp"]
-COLUMN_TYPES: frozenset[str] = frozenset(get_args(ColumnType))
-
-AggregateFunction = Literal["sum", "count", "count_distinct", "avg", "min", "max"]
-AGGREGATE_FUNCTIONS: tuple[AggregateFunction, ...] = get_args(AggregateFunction)
-
-ArithmeticOperator = Literal["+", "-", "*", "/"]
-ComparisonOperator = Literal["=", "!=", "<", "<=", ">", ">="]
-
-# Guards against pathological input (a YAML typo or a hostile catalog): long texts are never
-# legitimate KPI expressions, and deep nesting would otherwise surface as a RecursionError.
-MAX_EXPRESSION_LENGTH = 10_000
-MAX_NESTING_DEPTH = 64
-
-_NUMERIC: frozenset[str] = frozenset({"integer", "decimal"})
-_TEMPORAL: frozenset[str] = frozenset({"date", "timestamp"})
-
 # None means "any column type".
 _AGGREGATE_ARGUMENT_TYPES: dict[AggregateFunction, tuple[frozenset[str], str] | None] = {
-    "sum": (_NUMERIC, "a numeric (integer or decimal)"),
-    "avg": (_NUMERIC, "a numeric (integer or decimal)"),
-    "min": (_NUMERIC | _TEMPORAL, "a numeric, date or timestamp"),
-    "max": (_NUMERIC | _TEMPORAL, "a numeric, date or timestamp"),
+    "sum": (NUMERIC, "a numeric (integer or decimal)"),
+    "avg": (NUMERIC, "a numeric (integer or decimal)"),
+    "min": (NUMERIC | TEMPORAL, "a numeric, date or timestamp"),
+    "max": (NUMERIC | TEMPORAL, "a numeric, date or timestamp"),
     "count": None,
     "count_distinct": None,
 }
 
-# Words of the filter grammar itself; they can never be column names.
-_GRAMMAR_KEYWORDS = frozenset({"and", "or", "not", "in", "is", "null", "true", "false"})
-
-# SQL keywords refused outright even if a catalog column happens to carry the name: they are the
-# vocabulary of injection attempts (sub-selects, statements, casts) and never needed here.
-_RESERVED_WORDS = frozenset(
-    {
-        "all",
-        "alter",
-        "any",
-        "as",
-        "between",
-        "by",
-        "call",
-        "case",
-        "cast",
-        "copy",
-        "create",
-        "delete",
-        "distinct",
-        "drop",
-        "else",
-        "end",
-        "except",
-        "exec",
-        "execute",
-        "exists",
-        "from",
-        "grant",
-        "group",
-        "having",
-        "ilike",
-        "insert",
-        "intersect",
-        "into",
-        "join",
-        "like",
-        "limit",
-        "offset",
-        "order",
-        "returning",
-        "revoke",
-        "select",
-        "similar",
-        "table",
-        "then",
-        "truncate",
-        "union",
-        "update",
-        "values",
-        "when",
-        "where",
-        "with",
-    }
-)
-_RESERVED_HINTS = {
-    "distinct": "; use count_distinct(x) to count distinct values",
-    "between": "; use x >= low and x <= high",
-    "cast": "; column types come from the catalog",
-}
-
-
-class ExpressionError(ValueError):
-    """An expression was refused; ``position`` is the 0-based character offset of the problem."""
-
-    expression: str
-    position: int
-    reason: str
-
-    def __init__(self, expression: str, position: int, reason: str) -> None:
-        # Passing every field to ValueError keeps the exception picklable (BaseException.__reduce__
-        # rebuilds it from args), which matters when Dagster ships errors across processes.
-        super().__init__(expression, position, reason)
-        self.expression = expression
-        self.position = position
-        self.reason = reason
-
-    def __str__(self) -> str:
-        # Catalog expressions may be multi-line YAML scalars: show only the offending line so the
-        # caret lines up.
-        text = self.expression
-        line_start = text.rfind("\n", 0, self.position) + 1
-        line_end = text.find("\n", self.position)
-        if line_end == -1:
-            line_end = len(text)
-        line = re.sub(r"[\t\r\f\v\x00]", " ", text[line_start:line_end])
-        caret = " " * (self.position - line_start) + "^"
-        return f"at position {self.position}: {self.reason}\n  {line}\n  {caret}"
-
-
 # --------------------------------------------------------------------------------------------
-# AST
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Number:
-    value: Decimal
-
-
-@dataclass(frozen=True)
-class ColumnRef:
-    name: str
-    type: ColumnType
-
-
-@dataclass(frozen=True)
-class KpiRef:
-    name: str
-
-
-@dataclass(frozen=True)
-class Negate:
-    operand: Arithmetic
-
-
-@dataclass(frozen=True)
-class BinaryOp:
-    op: ArithmeticOperator
-    left: Arithmetic
-    right: Arithmetic
-
-
-@dataclass(frozen=True)
-class Aggregate:
-    function: AggregateFunction
-    argument: Arithmetic | None  # None only for count(*)
-
-
-Arithmetic: TypeAlias = Number | ColumnRef | KpiRef | Negate | BinaryOp | Aggregate
-
-
-@dataclass(frozen=True)
-class Constant:
-    """A filter literal, already converted to the Python value it is bound as."""
-
-    value: Decimal | str | bool | dt.date | dt.datetime
-    type: ColumnType
-
-
-@dataclass(frozen=True)
-class Comparison:
-    op: ComparisonOperator
-    left: ColumnRef | Constant
-    right: ColumnRef | Constant
-
-
-@dataclass(frozen=True)
-class InList:
-    column: ColumnRef
-    values: tuple[Constant, ...]
-    negated: bool = False
-
-
-@dataclass(frozen=True)
-class IsNull:
-    column: ColumnRef
-    negated: bool = False
-
-
-@dataclass(frozen=True)
-class BooleanColumn:
-    column: ColumnRef
-
-
-@dataclass(frozen=True)
-class And:
-    operands: tuple[Condition, ...]
-
-
-@dataclass(frozen=True)
-class Or:
-    operands: tuple[Condition, ...]
-
-
-@dataclass(frozen=True)
-class Not:
-    operand: Condition
-
-
-Condition: TypeAlias = Comparison | InList | IsNull | BooleanColumn | And | Or | Not
-
-
-def _arithmetic_nodes(node: Arithmetic) -> Iterator[Arithmetic]:
-    yield node
-    match node:
-        case Negate(operand=operand):
-            yield from _arithmetic_nodes(operand)
-        case BinaryOp(left=left, right=right):
-            yield from _arithmetic_nodes(left)
-            yield from _arithmetic_nodes(right)
-        case Aggregate(argument=argument) if argument is not None:
-            yield from _arithmetic_nodes(argument)
-        case _:
-            pass
-
-
-def _condition_columns(node: Condition) -> Iterator[str]:
-    match node:
-        case Comparison(left=left, right=right):
-            for side in (left, right):
-                if isinstance(side, ColumnRef):
-                    yield side.name
-        case InList(column=column) | IsNull(column=column) | BooleanColumn(column=column):
-            yield column.name
-        case And(operands=operands) | Or(operands=operands):
-            for operand in operands:
-                yield from _condition_columns(operand)
-        case Not(operand=operand):
-            yield from _condition_columns(operand)
-        case _:
-            assert_never(node)
-
-
-@dataclass(frozen=True)
-class Measure:
-    """A parsed, validated measure expression."""
-
-    text: str
-    root: Arithmetic
-    value_type: ColumnType  # SQL type family of the result, e.g. "integer" for count(*)
-
-    @property
-    def columns(self) -> frozenset[str]:
-        return frozenset(n.name for n in _arithmetic_nodes(self.root) if isinstance(n, ColumnRef))
-
-    @property
-    def is_additive(self) -> bool:
-        """True when partial results can be re-aggregated (a single sum/count/min/max)."""
-        return isinstance(self.root, Aggregate) and self.root.function in {
-            "sum",
-            "count",
-            "min",
-            "max",
-        }
-
-
-# The brief for callers names the parsed measure "CompiledMeasure"; both names are the same class.
-CompiledMeasure = Measure
-
-
-@dataclass(frozen=True)
-class Filter:
-    """A parsed, validated filter condition."""
-
-    text: str
-    root: Condition
-
-    @property
-    def columns(self) -> frozenset[str]:
-        return frozenset(_condition_columns(self.root))
-
-
-@dataclass(frozen=True)
-class Derived:
-    """A parsed, validated derived-KPI expression."""
-
-    text: str
-    root: Arithmetic
-
-    @property
-    def references(self) -> frozenset[str]:
-        return frozenset(n.name for n in _arithmetic_nodes(self.root) if isinstance(n, KpiRef))
-
-
-# --------------------------------------------------------------------------------------------
-# Tokenizer
-# --------------------------------------------------------------------------------------------
-
-_TokenKind = Literal["number", "string", "name", "op", "end"]
-
-
-@dataclass(frozen=True)
-class _Token:
-    kind: _TokenKind
-    text: str  # source text; for strings the decoded value
-    pos: int
-    end: int
-
-    @property
-    def word(self) -> str:
-        return self.text.lower() if self.kind == "name" else ""
-
-    def describe(self) -> str:
-        if self.kind == "end":
-            return "end of expression"
-        if self.kind == "string":
-            return "string '" + self.text.replace("'", "''") + "'"
-        if self.kind == "number":
-            return f"number {self.text}"
-        return f"'{self.text}'"
-
-
-# ASCII only on purpose: str.isdigit()/isalpha() would admit look-alike Unicode characters.
-_NUMBER_RE = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NAME_CHAR_RE = re.compile(r"[A-Za-z0-9_.]")
-_OPERATORS = ("<=", ">=", "<>", "!=", "(", ")", ",", "+", "-", "*", "/", "=", "<", ">")
-_WHITESPACE = " \t\r\n"
-
-
-def _tokenize(text: str) -> list[_Token]:
-    if len(text) > MAX_EXPRESSION_LENGTH:
-        raise ExpressionError(
-            text,
-            MAX_EXPRESSION_LENGTH,
-            f"expression is too long (more than {MAX_EXPRESSION_LENGTH} characters)",
-        )
-    nul = text.find("\x00")
-    if nul >= 0:
-        # PostgreSQL text cannot hold NUL: refused here rather than when the query runs.
-        raise ExpressionError(text, nul, "a NUL character (\\x00) is not allowed in an expression")
-    tokens: list[_Token] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch in _WHITESPACE:
-            i += 1
-        elif text.startswith("--", i):
-            raise ExpressionError(text, i, "SQL comments ('--') are not allowed")
-        elif text.startswith("/*", i):
-            raise ExpressionError(text, i, "SQL comments ('/* */') are not allowed")
-        elif ch == ";":
-            raise ExpressionError(
-                text, i, "';' is not allowed: an expression is a single value, not SQL statements"
-            )
-        elif ch == '"':
-            raise ExpressionError(
-                text,
-                i,
-                "double-quoted identifiers are not allowed; write column names without quotes "
-                "and string values in single quotes",
-            )
-        elif ch == "'":
-            value, end = _read_string(text, i)
-            tokens.append(_Token("string", value, i, end))
-            i = end
-        elif number := _NUMBER_RE.match(text, i):
-            end = number.end()
-            if end < len(text) and _NAME_CHAR_RE.match(text, end):
-                raise ExpressionError(text, i, f"malformed number '{text[i : end + 1]}'")
-            tokens.append(_Token("number", number.group(), i, end))
-            i = end
-        elif name := _NAME_RE.match(text, i):
-            tokens.append(_Token("name", name.group(), i, name.end()))
-            i = name.end()
-        elif text.startswith("==", i):
-            raise ExpressionError(text, i, "use '=' for equality, not '=='")
-        else:
-            op = next((op for op in _OPERATORS if text.startswith(op, i)), None)
-            if op is None:
-                raise ExpressionError(text, i, f"unexpected character {ch!r}")
-            tokens.append(_Token("op", op, i, i + len(op)))
-            i += len(op)
-    tokens.append(_Token("end", "", len(text), len(text)))
-    return tokens
-
-
-def _read_string(text: str, start: int) -> tuple[str, int]:
-    """Decode a single-quoted literal starting at ``start``; ``''`` is an escaped quote."""
-    parts: list[str] = []
-    i = start + 1
-    while True:
-        close = text.find("'", i)
-        if close == -1:
-            raise ExpressionError(text, start, "unterminated string literal")
-        parts.append(text[i:close])
-        if text.startswith("''", close):
-            parts.append("'")
-            i = close + 2
-        else:
-            return "".join(parts), close + 1
-
-
-# --------------------------------------------------------------------------------------------
-# Parser
+# Checks on the syntax tree
 # --------------------------------------------------------------------------------------------
 
 # measure: outside aggregates; argument: inside an aggregate's parentheses; derived: KPI names.
@@ -483,262 +135,151 @@ class _Typed(NamedTuple):
     start: int
     end: int
     type: ColumnType
+    # Position of the `where` of a conditional aggregate not wrapped in parentheses: as an operand
+    # of arithmetic it would be ambiguous (does `where` cover the operator and what follows?).
+    bare_where: int | None = None
 
 
-class _Operand(NamedTuple):
-    """A filter operand before type checking: a column or a not-yet-typed literal."""
+class _Checker(TreeChecker):
+    """Measures and derived KPIs: arithmetic over aggregates, columns, KPI names and numbers."""
 
-    kind: Literal["column", "number", "string", "boolean", "null"]
-    value: Any
-    start: int
-    end: int
+    aggregate: str | None = None  # the aggregate whose argument is being checked
 
-
-_LITERAL_DESCRIPTIONS = {
-    "number": "a number",
-    "string": "a string",
-    "boolean": "a boolean",
-    "null": "null",
-}
-
-
-def _known(names: Collection[str], limit: int = 20) -> str:
-    ordered = sorted(names)
-    if not ordered:
-        return "none"
-    shown = ", ".join(ordered[:limit])
-    return shown + (", ..." if len(ordered) > limit else "")
-
-
-def closest_name(name: str, names: Collection[str]) -> str | None:
-    """The name a typo most likely meant: same letters in another case first, else the closest."""
-    folded = [n for n in names if n.lower() == name.lower()]
-    close = folded or difflib.get_close_matches(name, list(names), n=1)
-    return close[0] if close else None
-
-
-def _did_you_mean(name: str, names: Collection[str]) -> str:
-    close = closest_name(name, names)
-    return f"; did you mean '{close}'?" if close else ""
-
-
-class _Parser:
-    def __init__(
-        self,
-        text: str,
-        *,
-        columns: Mapping[str, ColumnType] | None = None,
-        kpi_names: Collection[str] | None = None,
-    ) -> None:
-        self.text = text
-        self.columns: Mapping[str, ColumnType] = columns or {}
-        self.kpi_names: Collection[str] = kpi_names or ()
-        self.tokens = _tokenize(text)
-        self.index = 0
-        self.depth = 0
-        self.aggregate: str | None = None  # the aggregate whose argument is being parsed
-        if self.current.kind == "end":
-            raise self.error(0, "empty expression")
-
-    # -- token helpers ---------------------------------------------------------------------
-
-    @property
-    def current(self) -> _Token:
-        return self.tokens[self.index]
-
-    def peek(self, offset: int = 1) -> _Token:
-        return self.tokens[min(self.index + offset, len(self.tokens) - 1)]
-
-    def advance(self) -> _Token:
-        token = self.current
-        if token.kind != "end":
-            self.index += 1
-        return token
-
-    def at_op(self, *ops: str) -> bool:
-        return self.current.kind == "op" and self.current.text in ops
-
-    def at_word(self, *words: str) -> bool:
-        return self.current.word in words
-
-    def error(self, pos: int, reason: str) -> ExpressionError:
-        return ExpressionError(self.text, pos, reason)
-
-    def unexpected(self, what: str = "") -> ExpressionError:
-        token = self.current
-        if token.kind == "end":
-            return self.error(token.pos, "unexpected end of expression" + what)
-        if token.word in _RESERVED_WORDS:
-            return self.reserved(token)
-        if token.kind == "op" and token.text == ")":
-            if self.open_parens() == 0:
-                return self.error(token.pos, "unbalanced ')': no matching '('")
-            return self.error(token.pos, f"unexpected ')'{what or '; expected a value'}")
-        return self.error(token.pos, f"unexpected {token.describe()}{what}")
-
-    def open_parens(self) -> int:
-        consumed = self.tokens[: self.index]
-        return sum(t.text == "(" for t in consumed if t.kind == "op") - sum(
-            t.text == ")" for t in consumed if t.kind == "op"
-        )
-
-    def expect_end(self) -> None:
-        if self.current.kind != "end":
-            raise self.unexpected(" after the end of the expression")
-
-    def expect_close(self, opening: _Token) -> _Token:
-        if self.at_op(")"):
-            return self.advance()
-        if self.current.kind == "end":
-            raise self.error(
-                self.current.pos, f"missing ')' to close the '(' at position {opening.pos}"
-            )
-        raise self.error(
-            self.current.pos,
-            f"expected ')' to close the '(' at position {opening.pos}, "
-            f"found {self.current.describe()}",
-        )
-
-    @contextmanager
-    def nested(self, token: _Token) -> Iterator[None]:
-        self.depth += 1
-        if self.depth > MAX_NESTING_DEPTH:
-            raise self.error(token.pos, f"expression nested too deeply (over {MAX_NESTING_DEPTH})")
-        try:
-            yield
-        finally:
-            self.depth -= 1
-
-    def reserved(self, token: _Token) -> ExpressionError:
-        return self.error(
-            token.pos,
-            f"'{token.text}' is a reserved SQL keyword and not allowed in an expression"
-            + _RESERVED_HINTS.get(token.word, ""),
-        )
-
-    def check_name(self, token: _Token) -> None:
-        if token.word in _RESERVED_WORDS:
-            raise self.reserved(token)
-        if token.word in _GRAMMAR_KEYWORDS:
-            raise self.error(token.pos, f"unexpected keyword '{token.text}'")
-
-    def column(self, token: _Token) -> ColumnRef:
-        column_type = self.columns.get(token.text)
-        if column_type is None:
-            raise self.error(
-                token.pos,
-                f"unknown column '{token.text}'{_did_you_mean(token.text, self.columns)} "
-                f"(known: {_known(self.columns)})",
-            )
-        return ColumnRef(token.text, column_type)
+    def tree(self, start: str) -> Tree[Token]:
+        (child,) = parse_tree(self.text, self.tokens, start).children
+        assert isinstance(child, Tree)
+        return child
 
     # -- arithmetic (measures, aggregate arguments, derived KPIs) --------------------------
 
-    def arithmetic(self, mode: _Mode) -> _Typed:
-        left = self.term(mode)
-        while self.at_op("+", "-"):
-            op = self.advance()
-            left = self.binary(op, left, self.term(mode))
+    def arithmetic(self, node: Tree[Token] | Token, mode: _Mode) -> _Typed:
+        assert isinstance(node, Tree), node  # every operand of the grammar is a rule
+        match node.data:
+            case "expr" | "term":
+                return self.chain(node.children, mode)
+            case "negate":
+                minus, inner = node.children
+                assert isinstance(minus, Token)
+                with self.nested(start_of(minus)):
+                    operand = self.arithmetic(inner, mode)
+                return self.negate(minus, operand)
+            case "number":
+                (token,) = node.children
+                assert isinstance(token, Token)
+                number_type: ColumnType = "decimal" if "." in token.value else "integer"
+                return _Typed(
+                    Number(Decimal(token.value)), start_of(token), end_of(token), number_type
+                )
+            case "reference":
+                (token,) = node.children
+                assert isinstance(token, Token)
+                return self.reference(token, mode)
+            case "group":
+                opening, inner, close = node.children
+                assert isinstance(opening, Token) and isinstance(close, Token)
+                with self.nested(start_of(opening)):
+                    typed = self.arithmetic(inner, mode)
+                return typed._replace(start=start_of(opening), end=end_of(close), bare_where=None)
+            case "call":
+                return self.call(node, mode)
+            case "conditional":
+                call, keyword, condition = node.children
+                assert isinstance(call, Tree) and isinstance(keyword, Token)
+                typed = self.call(call, mode)
+                with self.nested(start_of(keyword)):
+                    self.condition_of = f"the 'where' of {self.source(typed.start, typed.end)}"
+                    where = self.condition(condition)
+                    self.condition_of = "a filter"
+                assert isinstance(typed.node, Aggregate)
+                aggregate = Aggregate(typed.node.function, typed.node.argument, where)
+                return _Typed(
+                    aggregate, typed.start, node.meta.end_pos, typed.type, start_of(keyword)
+                )
+        raise AssertionError(f"unexpected syntax node {node.data}")
+
+    def chain(self, children: list[Tree[Token] | Token], mode: _Mode) -> _Typed:
+        """`a op b op c ...` of one precedence level, left-associative."""
+        left = self.arithmetic(children[0], mode)
+        for index in range(1, len(children), 2):
+            op = children[index]
+            assert isinstance(op, Token)
+            self.require_unambiguous(left, followed_by=op)
+            left = self.binary(op, left, self.arithmetic(children[index + 1], mode))
         return left
 
-    def term(self, mode: _Mode) -> _Typed:
-        left = self.unary(mode)
-        while self.at_op("*", "/"):
-            op = self.advance()
-            left = self.binary(op, left, self.unary(mode))
-        return left
-
-    def unary(self, mode: _Mode) -> _Typed:
-        if not self.at_op("-"):
-            return self.primary(mode)
-        minus = self.advance()
-        with self.nested(minus):
-            operand = self.unary(mode)
+    def negate(self, minus: Token, operand: _Typed) -> _Typed:
+        self.require_unambiguous(operand)
         self.require_numeric(operand, "unary '-'")
         if isinstance(operand.node, Number):
-            return operand._replace(node=Number(-operand.node.value), start=minus.pos)
-        return _Typed(Negate(operand.node), minus.pos, operand.end, operand.type)
+            return operand._replace(node=Number(-operand.node.value), start=start_of(minus))
+        return _Typed(Negate(operand.node), start_of(minus), operand.end, operand.type)
 
-    def primary(self, mode: _Mode) -> _Typed:
-        token = self.current
-        if token.kind == "number":
-            self.advance()
-            number_type: ColumnType = "decimal" if "." in token.text else "integer"
-            return _Typed(Number(Decimal(token.text)), token.pos, token.end, number_type)
-        if self.at_op("("):
-            self.advance()
-            with self.nested(token):
-                inner = self.arithmetic(mode)
-            close = self.expect_close(token)
-            return inner._replace(start=token.pos, end=close.end)
-        if token.kind == "name":
-            self.check_name(token)
-            if self.peek().kind == "op" and self.peek().text == "(":
-                return self.call(mode)
-            self.advance()
-            return self.reference(token, mode)
-        raise self.unexpected()
-
-    def reference(self, token: _Token, mode: _Mode) -> _Typed:
+    def reference(self, token: Token, mode: _Mode) -> _Typed:
         if mode == "derived":
-            if token.text not in self.kpi_names:
+            if token.value not in self.kpi_names:
                 raise self.error(
-                    token.pos,
-                    f"unknown KPI '{token.text}'{_did_you_mean(token.text, self.kpi_names)} "
-                    f"(known: {_known(self.kpi_names)})",
+                    start_of(token),
+                    f"unknown KPI '{token.value}'{did_you_mean_hint(token.value, self.kpi_names)} "
+                    f"(known: {known_list(self.kpi_names)})",
                 )
             # KPI values are numbers; their exact SQL type is the engine's concern.
-            return _Typed(KpiRef(token.text), token.pos, token.end, "decimal")
+            return _Typed(KpiRef(token.value), start_of(token), end_of(token), "decimal")
         column = self.column(token)
         if mode == "measure":
-            example = "sum" if column.type in _NUMERIC else "count_distinct"
+            example = "sum" if column.type in NUMERIC else "count_distinct"
             raise self.error(
-                token.pos,
+                start_of(token),
                 f"column '{column.name}' must be inside an aggregate in a measure, "
                 f"e.g. {example}({column.name})",
             )
-        return _Typed(column, token.pos, token.end, column.type)
+        return _Typed(column, start_of(token), end_of(token), column.type)
 
-    def call(self, mode: _Mode) -> _Typed:
-        name = self.advance()
-        opening = self.advance()
-        function = name.word
+    def call(self, node: Tree[Token], mode: _Mode) -> _Typed:
+        name, opening, arguments, close = node.children
+        assert isinstance(name, Token) and isinstance(opening, Token) and isinstance(close, Token)
+        function = name.value.lower()
         if function not in AGGREGATE_FUNCTIONS:
             allowed = (
                 "none: derived KPIs combine KPI names with + - * /"
                 if mode == "derived"
                 else ", ".join(AGGREGATE_FUNCTIONS)
             )
-            raise self.error(name.pos, f"unknown function '{name.text}' (allowed: {allowed})")
+            raise self.error(
+                start_of(name), f"unknown function '{name.value}' (allowed: {allowed})"
+            )
         if mode == "derived":
             raise self.error(
-                name.pos,
+                start_of(name),
                 f"aggregate '{function}' is not allowed in a derived KPI; "
                 "aggregate in a KPI measure and reference that KPI by name",
             )
         if mode == "argument":
             raise self.error(
-                name.pos, f"nested aggregate: '{function}' inside '{self.aggregate}' is not allowed"
+                start_of(name),
+                f"nested aggregate: '{function}' inside '{self.aggregate}' is not allowed",
             )
-        aggregate: AggregateFunction = function
-
-        argument: _Typed | None = None
-        if self.at_op("*"):
-            star = self.advance()
-            if aggregate != "count":
-                raise self.error(star.pos, f"'*' is only allowed in count(*), not in {aggregate}()")
-        elif self.at_op(")"):
+        aggregate = cast(AggregateFunction, function)
+        if arguments is None:
             hint = " (use count(*) to count rows)" if aggregate == "count" else ""
-            raise self.error(self.current.pos, f"{aggregate}() needs an argument{hint}")
+            raise self.error(start_of(close), f"{aggregate}() needs an argument{hint}")
+        assert isinstance(arguments, Tree)
+        first, *others = arguments.children
+        argument: _Typed | None = None
+        if isinstance(first, Tree) and first.data == "star":
+            if aggregate != "count":
+                raise self.error(
+                    first.meta.start_pos, f"'*' is only allowed in count(*), not in {aggregate}()"
+                )
         else:
             self.aggregate = aggregate
-            with self.nested(opening):
-                argument = self.arithmetic("argument")
+            with self.nested(start_of(opening)):
+                argument = self.arithmetic(first, "argument")
             self.aggregate = None
             self.check_argument(aggregate, argument)
-        if self.at_op(","):
-            raise self.error(self.current.pos, f"{aggregate}() takes exactly one argument")
-        close = self.expect_close(opening)
+        if others:
+            comma = others[0]
+            assert isinstance(comma, Token)
+            raise self.error(start_of(comma), f"{aggregate}() takes exactly one argument")
 
         result_type: ColumnType
         if aggregate in ("count", "count_distinct"):
@@ -748,8 +289,26 @@ class _Parser:
         else:
             assert argument is not None
             result_type = argument.type
-        node = Aggregate(aggregate, argument.node if argument else None)
-        return _Typed(node, name.pos, close.end, result_type)
+        aggregated = Aggregate(aggregate, argument.node if argument else None)
+        return _Typed(aggregated, start_of(name), end_of(close), result_type)
+
+    def require_unambiguous(self, operand: _Typed, followed_by: Token | None = None) -> None:
+        """Refuse a conditional aggregate as an operand of arithmetic unless it is parenthesised."""
+        if operand.bare_where is None:
+            return
+        wrapped = f"({self.source(operand.start, operand.end)})"
+        if followed_by is not None:
+            raise self.error(
+                start_of(followed_by),
+                f"'{followed_by.value}' after a conditional aggregate: wrap the conditional "
+                f"aggregate in parentheses, e.g. {wrapped} {followed_by.value} ..., so that "
+                "'where' clearly ends before the arithmetic",
+            )
+        raise self.error(
+            operand.bare_where,
+            f"a conditional aggregate inside arithmetic must be wrapped in parentheses: "
+            f"{wrapped}; 'where' applies to that aggregate only",
+        )
 
     def check_argument(self, aggregate: AggregateFunction, argument: _Typed) -> None:
         allowed = _AGGREGATE_ARGUMENT_TYPES[aggregate]
@@ -759,226 +318,31 @@ class _Parser:
         raise self.error(
             argument.start,
             f"{aggregate}() needs {allowed[1]} argument; "
-            f"'{self.text[argument.start : argument.end]}' is a {argument.type}{kind}",
+            f"'{self.source(argument.start, argument.end)}' is a {argument.type}{kind}",
         )
 
     def require_numeric(self, operand: _Typed, what: str) -> None:
-        if operand.type not in _NUMERIC:
+        if operand.type not in NUMERIC:
             kind = " column" if isinstance(operand.node, ColumnRef) else ""
             raise self.error(
                 operand.start,
                 f"{what} needs numeric operands; "
-                f"'{self.text[operand.start : operand.end]}' is a {operand.type}{kind}",
+                f"'{self.source(operand.start, operand.end)}' is a {operand.type}{kind}",
             )
 
-    def binary(self, op: _Token, left: _Typed, right: _Typed) -> _Typed:
-        self.require_numeric(left, f"'{op.text}'")
-        self.require_numeric(right, f"'{op.text}'")
-        if op.text == "/" and isinstance(right.node, Number) and right.node.value == 0:
+    def binary(self, op: Token, left: _Typed, right: _Typed) -> _Typed:
+        self.require_unambiguous(right)
+        self.require_numeric(left, f"'{op.value}'")
+        self.require_numeric(right, f"'{op.value}'")
+        if op.value == "/" and isinstance(right.node, Number) and right.node.value == 0:
             raise self.error(right.start, "division by the constant zero")
         result_type: ColumnType = (
-            "decimal" if op.text == "/" or "decimal" in (left.type, right.type) else "integer"
+            "decimal" if op.value == "/" or "decimal" in (left.type, right.type) else "integer"
         )
-        node = BinaryOp(cast(ArithmeticOperator, op.text), left.node, right.node)
+        node = BinaryOp(cast(ArithmeticOperator, op.value), left.node, right.node)
         return _Typed(node, left.start, right.end, result_type)
 
-    # -- filters ---------------------------------------------------------------------------
-
-    def condition(self) -> Condition:
-        operands = [self.conjunction()]
-        while self.at_word("or"):
-            self.advance()
-            operands.append(self.conjunction())
-        return operands[0] if len(operands) == 1 else Or(tuple(operands))
-
-    def conjunction(self) -> Condition:
-        operands = [self.negation()]
-        while self.at_word("and"):
-            self.advance()
-            operands.append(self.negation())
-        return operands[0] if len(operands) == 1 else And(tuple(operands))
-
-    def negation(self) -> Condition:
-        if not self.at_word("not"):
-            return self.predicate()
-        keyword = self.advance()
-        with self.nested(keyword):
-            return Not(self.negation())
-
-    def predicate(self) -> Condition:
-        if self.at_op("("):
-            opening = self.advance()
-            with self.nested(opening):
-                inner = self.condition()
-            self.expect_close(opening)
-            return inner
-        left = self.operand()
-        if self.at_op("=", "!=", "<>", "<", "<=", ">", ">="):
-            op = self.advance()
-            return self.comparison(op, left, self.operand())
-        if self.at_word("in") or (self.at_word("not") and self.peek().word == "in"):
-            return self.in_list(left)
-        if self.at_word("is"):
-            return self.is_null(left)
-        if isinstance(left.value, ColumnRef):
-            if left.value.type == "boolean":
-                return BooleanColumn(left.value)
-            raise self.unexpected(
-                f"; expected a comparison, 'in' or 'is null' after column '{left.value.name}'"
-            )
-        raise self.error(
-            left.start, f"a condition needs a column; '{self.source(left)}' is a constant"
-        )
-
-    def operand(self) -> _Operand:
-        token = self.current
-        if token.kind == "number":
-            self.advance()
-            return _Operand("number", Decimal(token.text), token.pos, token.end)
-        if self.at_op("-") and self.peek().kind == "number":
-            self.advance()
-            number = self.advance()
-            return _Operand("number", -Decimal(number.text), token.pos, number.end)
-        if token.kind == "string":
-            self.advance()
-            return _Operand("string", token.text, token.pos, token.end)
-        if token.word in ("true", "false"):
-            self.advance()
-            return _Operand("boolean", token.word == "true", token.pos, token.end)
-        if token.word == "null":
-            self.advance()
-            return _Operand("null", None, token.pos, token.end)
-        if token.kind == "name":
-            self.check_name(token)
-            if self.peek().kind == "op" and self.peek().text == "(":
-                reason = (
-                    f"aggregate '{token.word}' is not allowed in a filter"
-                    if token.word in AGGREGATE_FUNCTIONS
-                    else f"unknown function '{token.text}' (filters allow no functions)"
-                )
-                raise self.error(token.pos, reason)
-            self.advance()
-            return _Operand("column", self.column(token), token.pos, token.end)
-        if self.at_op("("):
-            if self.peek().kind == "name":
-                # Surfaces "'select' is a reserved SQL keyword" for sub-select attempts.
-                self.check_name(self.peek())
-            raise self.unexpected("; parentheses may group conditions, not values")
-        raise self.unexpected()
-
-    def source(self, operand: _Operand) -> str:
-        return self.text[operand.start : operand.end]
-
-    def comparison(self, op: _Token, left: _Operand, right: _Operand) -> Comparison:
-        symbol = cast(ComparisonOperator, "!=" if op.text == "<>" else op.text)
-        for side in (left, right):
-            if side.kind == "null":
-                negation = "is not null" if symbol == "!=" else "is null"
-                raise self.error(side.start, f"use '{negation}' instead of '{op.text} null'")
-        left_col = left.value if left.kind == "column" else None
-        right_col = right.value if right.kind == "column" else None
-        if left_col is None and right_col is None:
-            raise self.error(left.start, "a comparison needs at least one column")
-        if left_col is not None and right_col is not None:
-            if _type_family(left_col.type) != _type_family(right_col.type):
-                raise self.error(
-                    right.start,
-                    f"cannot compare {left_col.type} column '{left_col.name}' "
-                    f"with {right_col.type} column '{right_col.name}'",
-                )
-            lhs: ColumnRef | Constant = left_col
-            rhs: ColumnRef | Constant = right_col
-            column = left_col
-        elif left_col is not None:
-            column, lhs, rhs = left_col, left_col, self.constant(right, left_col)
-        else:
-            assert right_col is not None
-            column, lhs, rhs = right_col, self.constant(left, right_col), right_col
-        if column.type == "boolean" and symbol not in ("=", "!="):
-            raise self.error(
-                op.pos, f"operator '{op.text}' is not allowed on boolean column '{column.name}'"
-            )
-        return Comparison(symbol, lhs, rhs)
-
-    def in_list(self, left: _Operand) -> InList:
-        negated = self.at_word("not")
-        if negated:
-            self.advance()
-        keyword = self.advance()
-        if not isinstance(left.value, ColumnRef):
-            raise self.error(left.start, f"'{keyword.text}' needs a column on its left")
-        column = left.value
-        if not self.at_op("("):
-            raise self.unexpected(f"; expected '(' after '{keyword.text}'")
-        opening = self.advance()
-        if self.at_op(")"):
-            raise self.error(self.current.pos, "empty 'in' list")
-        values: list[Constant] = []
-        while True:
-            item = self.operand()
-            if item.kind == "column":
-                raise self.error(item.start, "'in' lists may only contain literals")
-            if item.kind == "null":
-                raise self.error(item.start, "null is not allowed in an 'in' list; use 'is null'")
-            values.append(self.constant(item, column))
-            if not self.at_op(","):
-                break
-            self.advance()
-        self.expect_close(opening)
-        return InList(column, tuple(values), negated)
-
-    def is_null(self, left: _Operand) -> IsNull:
-        keyword = self.advance()
-        negated = self.at_word("not")
-        if negated:
-            self.advance()
-        if not self.at_word("null"):
-            raise self.unexpected("; expected 'null' or 'not null' after 'is'")
-        self.advance()
-        if not isinstance(left.value, ColumnRef):
-            raise self.error(left.start, f"'{keyword.text} null' needs a column on its left")
-        return IsNull(left.value, negated)
-
-    def constant(self, literal: _Operand, column: ColumnRef) -> Constant:
-        """Type-check a literal against the column it is compared with and convert it."""
-        if column.type in _NUMERIC and literal.kind == "number":
-            return Constant(literal.value, "decimal")
-        if column.type == "string" and literal.kind == "string":
-            return Constant(literal.value, "string")
-        if column.type == "boolean" and literal.kind == "boolean":
-            return Constant(literal.value, "boolean")
-        if column.type == "date" and literal.kind == "string":
-            try:
-                return Constant(dt.date.fromisoformat(literal.value), "date")
-            except ValueError:
-                raise self.error(
-                    literal.start,
-                    f"invalid date {self.source(literal)} for date column '{column.name}'; "
-                    "expected 'YYYY-MM-DD'",
-                ) from None
-        if column.type == "timestamp" and literal.kind == "string":
-            try:
-                return Constant(dt.datetime.fromisoformat(literal.value), "timestamp")
-            except ValueError:
-                raise self.error(
-                    literal.start,
-                    f"invalid timestamp {self.source(literal)} for timestamp column "
-                    f"'{column.name}'; expected ISO 8601 such as '2026-01-01' "
-                    "or '2026-01-01T12:00:00'",
-                ) from None
-        raise self.error(
-            literal.start,
-            f"cannot compare {column.type} column '{column.name}' "
-            f"with {_LITERAL_DESCRIPTIONS[literal.kind]} ({self.source(literal)})",
-        )
-
-
-def _type_family(column_type: ColumnType) -> str:
-    if column_type in _NUMERIC:
-        return "numeric"
-    if column_type in _TEMPORAL:
-        return "temporal"
-    return column_type
+    # -- conditions (filters, aggregate conditions) ----------------------------------------
 
 
 def _check_column_types(columns: Mapping[str, ColumnType]) -> None:
@@ -993,11 +357,10 @@ def _check_column_types(columns: Mapping[str, ColumnType]) -> None:
 def parse_measure(text: str, columns: Mapping[str, ColumnType]) -> Measure:
     """Parse and validate a measure such as ``sum(amount) - sum(discount)``."""
     _check_column_types(columns)
-    parser = _Parser(text, columns=columns)
-    result = parser.arithmetic("measure")
-    parser.expect_end()
-    if not any(isinstance(node, Aggregate) for node in _arithmetic_nodes(result.node)):
-        raise parser.error(
+    checker = _Checker(text, columns=columns)
+    result = checker.arithmetic(checker.tree("measure"), "measure")
+    if not any(isinstance(node, Aggregate) for node in arithmetic_nodes(result.node)):
+        raise checker.error(
             result.start, "a measure needs an aggregate such as sum(...), count(*) or avg(...)"
         )
     return Measure(text, result.node, result.type)
@@ -1006,17 +369,14 @@ def parse_measure(text: str, columns: Mapping[str, ColumnType]) -> Measure:
 def parse_filter(text: str, columns: Mapping[str, ColumnType]) -> Filter:
     """Parse and validate a filter such as ``region in ('EU', 'US') and amount > 0``."""
     _check_column_types(columns)
-    parser = _Parser(text, columns=columns)
-    root = parser.condition()
-    parser.expect_end()
-    return Filter(text, root)
+    checker = _Checker(text, columns=columns)
+    return Filter(text, checker.condition(checker.tree("filter")))
 
 
 def parse_derived(text: str, kpi_names: Collection[str]) -> Derived:
     """Parse and validate a derived KPI such as ``net_revenue / order_count``."""
-    parser = _Parser(text, kpi_names=kpi_names)
-    result = parser.arithmetic("derived")
-    parser.expect_end()
-    if not any(isinstance(node, KpiRef) for node in _arithmetic_nodes(result.node)):
-        raise parser.error(result.start, "a derived KPI must reference at least one KPI")
+    checker = _Checker(text, kpi_names=kpi_names)
+    result = checker.arithmetic(checker.tree("derived"), "derived")
+    if not any(isinstance(node, KpiRef) for node in arithmetic_nodes(result.node)):
+        raise checker.error(result.start, "a derived KPI must reference at least one KPI")
     return Derived(text, result.node)

@@ -4,18 +4,20 @@ A measure qualifies when each of its aggregates is sum, count, count(*), min, ma
 sum and a count), whatever arithmetic combines them: every aggregate is rolled up on its own
 and the arithmetic is applied afterwards, so `sum(a) - sum(b)` or `sum(a) / count(*)` stay exact.
 count_distinct never adds up (a customer of two days is one customer of the month), so a measure
-with one is computed from the clean rows for each grain.
+with one is computed from the clean rows for each grain. A conditional aggregate
+(`count(*) where status = 'returned'`) keeps its condition in each of its partials, next to the
+KPI's filter, so its partials add up exactly like those of any other aggregate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
+from analytics_pipelines.lib.kpi.expression_ast import arithmetic_nodes, condition_columns
 from analytics_pipelines.lib.kpi.expression_sql import SqlElements, compile_derived, compile_measure
 from analytics_pipelines.lib.kpi.expressions import (
     Aggregate,
@@ -31,46 +33,25 @@ from analytics_pipelines.lib.kpi.expressions import (
 ROLLUP_FUNCTIONS = frozenset({"sum", "count", "min", "max", "avg"})
 
 
-def _aggregates(node: Arithmetic) -> Iterator[Aggregate]:
-    match node:
-        case Aggregate():
-            yield node
-        case Negate(operand=operand):
-            yield from _aggregates(operand)
-        case BinaryOp(left=left, right=right):
-            yield from _aggregates(left)
-            yield from _aggregates(right)
-        case _:
-            pass
-
-
 def aggregates_of(measure: Measure) -> list[Aggregate]:
     """The distinct aggregates of a measure, in order of appearance."""
-    return list(dict.fromkeys(_aggregates(measure.root)))
-
-
-def _columns(node: Arithmetic) -> Iterator[ColumnRef]:
-    match node:
-        case ColumnRef():
-            yield node
-        case Negate(operand=operand):
-            yield from _columns(operand)
-        case BinaryOp(left=left, right=right):
-            yield from _columns(left)
-            yield from _columns(right)
-        case Aggregate(argument=argument) if argument is not None:
-            yield from _columns(argument)
-        case _:
-            pass
+    return measure.aggregates
 
 
 def bytewise_text_columns(measure: Measure, text_dimensions: set[str]) -> set[str]:
-    """Text columns only grouped by or counted distinct: never ordered (e.g. by min or max)."""
+    """Text columns only grouped by or counted distinct: never ordered (e.g. by min or max) and
+    never compared in an aggregate's `where` (which may use < or >)."""
     candidates, ordered = set(text_dimensions), set[str]()
     for aggregate in aggregates_of(measure):
+        if aggregate.condition is not None:
+            ordered.update(condition_columns(aggregate.condition))
         if aggregate.argument is None:
             continue
-        names = {c.name for c in _columns(aggregate.argument) if c.type == "string"}
+        names = {
+            n.name
+            for n in arithmetic_nodes(aggregate.argument)
+            if isinstance(n, ColumnRef) and n.type == "string"
+        }
         (candidates if aggregate.function == "count_distinct" else ordered).update(names)
     return candidates - ordered
 
@@ -98,8 +79,8 @@ def _parts(index: int, aggregate: Aggregate) -> list[_Part]:
             return [_Part(f"_a{index}_{aggregate.function}", aggregate, aggregate.function)]
         case "avg":
             return [
-                _Part(f"_a{index}_sum", Aggregate("sum", aggregate.argument), "sum"),
-                _Part(f"_a{index}_count", Aggregate("count", aggregate.argument), "sum"),
+                _Part(f"_a{index}_sum", replace(aggregate, function="sum"), "sum"),
+                _Part(f"_a{index}_count", replace(aggregate, function="count"), "sum"),
             ]
     raise ValueError(f"{aggregate.function} does not roll up")
 

@@ -43,7 +43,7 @@ from analytics_pipelines.lib.tables import clean_table, kpi_values
 def insert_semi_additive(plan: KpiPlan, windows: Windows) -> sa.Insert:
     """The values of every grain of `windows` (grain -> local dates [start, end)), in one INSERT."""
     kpi, source, semi_additive = plan.kpi, plan.source, plan.kpi.semi_additive
-    assert plan.measure is not None and semi_additive is not None
+    assert plan.measure is not None and semi_additive is not None and source is not None
     clean = clean_table(source)
     event = clean.c[source.event_time]
     first = min(start for start, _ in windows.values())

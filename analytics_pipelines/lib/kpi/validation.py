@@ -21,6 +21,7 @@ from analytics_pipelines.lib.kpi.expressions import (
     InList,
     Measure,
     Not,
+    Filter,
     Or,
     closest_name,
     parse_derived,
@@ -38,12 +39,19 @@ def did_you_mean(name: str, names: Iterable[str]) -> str:
     return f" (did you mean {close!r}?)" if close else ""
 
 
-def values_outside_allowed(node: Condition, source: SourceSpec) -> Iterator[str]:
-    """Literals compared with a column that declares `allowed_values` but are not among them.
+def values_outside_allowed(expression: Filter | Measure, source: SourceSpec) -> Iterator[str]:
+    """Literals compared with a column that declares `allowed_values` but are not among them, in
+    a KPI's filter or in the `where` of any aggregate of its measure.
 
-    Such a filter can never match a clean row (the clean layer quarantines other values), so
+    Such a condition can never match a clean row (the clean layer quarantines other values), so
     `status = 'canceled'` where only 'cancelled' exists is a typo that would make the KPI 0.
     """
+    conditions = [expression.root] if isinstance(expression, Filter) else expression.conditions
+    for condition in conditions:
+        yield from _condition_values_outside_allowed(condition, source)
+
+
+def _condition_values_outside_allowed(node: Condition, source: SourceSpec) -> Iterator[str]:
     pairs: list[tuple[ColumnRef, Constant]] = []
     match node:
         case Comparison(op="=" | "!=", left=ColumnRef() as column, right=Constant() as value):
@@ -54,9 +62,9 @@ def values_outside_allowed(node: Condition, source: SourceSpec) -> Iterator[str]
             pairs.extend((column, value) for value in values)
         case And(operands=operands) | Or(operands=operands):
             for operand in operands:
-                yield from values_outside_allowed(operand, source)
+                yield from _condition_values_outside_allowed(operand, source)
         case Not(operand=operand):
-            yield from values_outside_allowed(operand, source)
+            yield from _condition_values_outside_allowed(operand, source)
     for column, value in pairs:
         allowed = source.column(column.name).allowed_values
         if allowed is not None and isinstance(value.value, str) and value.value not in allowed:
@@ -96,6 +104,9 @@ def kpi_problems(
     except ExpressionError as error:
         problems.append(f"measure: {error}")
     else:
+        problems.extend(
+            f"measure: {problem}" for problem in values_outside_allowed(measure, source)
+        )
         if kpi.semi_additive is not None:
             problems.extend(
                 f"semi_additive: {problem}"
@@ -108,7 +119,7 @@ def kpi_problems(
             problems.append(f"filter: {error}")
         else:
             problems.extend(
-                f"filter: {problem}" for problem in values_outside_allowed(condition.root, source)
+                f"filter: {problem}" for problem in values_outside_allowed(condition, source)
             )
     return problems
 
@@ -211,9 +222,7 @@ def semi_additive_problems(kpi: KpiSpec, source: SourceSpec, measure: Measure) -
             "rows may differ there, and its value would count under whatever its picked row "
             "says; add them to per if they describe the entity"
         )
-    from analytics_pipelines.lib.kpi.rollup import aggregates_of
-
-    functions = sorted({a.function for a in aggregates_of(measure)} - SEMI_ADDITIVE_AGGREGATES)
+    functions = sorted({a.function for a in measure.aggregates} - SEMI_ADDITIVE_AGGREGATES)
     if functions:
         yield (
             f"measure {measure.text!r} uses {', '.join(functions)}; the picked rows combine with "
