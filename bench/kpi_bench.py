@@ -162,7 +162,7 @@ def full_table_group_by(warehouse: Warehouse, plans: list[KpiPlan]) -> int:
             if plan.measure is None:
                 continue
             table = clean_table(plan.source)
-            day = period_start_sql("day", table.c[plan.source.event_time], plan.kpi.timezone)
+            day = period_start_sql("day", table.c[plan.source.event_column], plan.kpi.timezone)
             dimensions = [table.c[d] for d in plan.kpi.dimensions]
             query = sa.select(
                 day.label("day"), *dimensions, compile_measure(plan.measure, table.c).label("m")

@@ -10,7 +10,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from analytics_pipelines.lib.catalog.models import KpiFile, KpiSpec, SourceFile, SourceSpec
+from analytics_pipelines.lib.catalog.models import (
+    KpiFile,
+    KpiSpec,
+    LookupSpec,
+    SourceFile,
+    SourceSpec,
+)
 
 # Each KPI gets a view kpi.<name> beside the system table.
 RESERVED_KPI_NAMES = frozenset({"kpi_values"})
@@ -36,6 +42,15 @@ class Catalog:
 
     def kpis_of_source(self, source: str) -> list[KpiSpec]:
         return [k for k in self.kpis.values() if k.source == source]
+
+    def lookups_of(self, reference: str) -> list[tuple[SourceSpec, LookupSpec]]:
+        """The (fact source, lookup) pairs that read the reference source `reference`."""
+        return [
+            (source, lookup)
+            for source in self.sources.values()
+            for lookup in source.lookups
+            if lookup.source == reference
+        ]
 
 
 def _entry_label(raw: Any, index: int) -> str:
@@ -88,7 +103,8 @@ def _check_kpis(catalog: Catalog, problems: list[str]) -> None:
         parse_filter,
         parse_measure,
     )
-    from analytics_pipelines.lib.kpi.plan import did_you_mean, values_outside_allowed
+    from analytics_pipelines.lib.kpi.lookups import dimension_problems
+    from analytics_pipelines.lib.kpi.plan import reference_kpi_problem, values_outside_allowed
 
     for kpi in catalog.kpis.values():
         where = f"{catalog.origins[kpi.name]}: kpi {kpi.name}"
@@ -98,13 +114,14 @@ def _check_kpis(catalog: Catalog, problems: list[str]) -> None:
         if source is None:
             problems.append(f"{where}: source: unknown source {kpi.source!r}")
             continue
+        if source.kind == "reference" and kpi.measure is not None:
+            problems.append(f"{where}: source: {reference_kpi_problem(source.name)}")
+            continue
         types = source.column_types
-        for dimension in kpi.dimensions:
-            if dimension not in types:
-                problems.append(
-                    f"{where}: dimensions: {dimension!r} is not a column of source {source.name}"
-                    + did_you_mean(dimension, types)
-                )
+        problems.extend(
+            f"{where}: dimensions: {problem}"
+            for problem in dimension_problems(kpi, source, catalog.sources)
+        )
         try:
             if kpi.measure is not None:
                 parse_measure(kpi.measure, types)
@@ -178,6 +195,13 @@ def load_catalog(root: str | Path) -> Catalog:
                     f"{catalog.origins[source.name]}: source {source.name}: landing_prefix overlaps source {other}"
                 )
         prefixes[source.landing_prefix] = source.name
+    from analytics_pipelines.lib.kpi.lookups import lookup_problems
+
+    for source in catalog.sources.values():
+        problems.extend(
+            f"{catalog.origins[source.name]}: source {source.name}: lookups: {problem}"
+            for problem in lookup_problems(source, catalog.sources)
+        )
     _check_kpis(catalog, problems)
     if problems:
         raise CatalogError(problems)

@@ -146,7 +146,11 @@ def _materialization(result: RefreshResult) -> dg.MaterializeResult:
 def build_kpi_asset(plan: KpiPlan, start: str, plans: dict[str, KpiPlan]) -> dg.AssetsDefinition:
     kpi = plan.kpi
     sources = kpi_sources(plans, plan.name)
-    deps = [clean_asset_key(kpi.source), *(kpi_asset_key(ref) for ref in plan.inputs)]
+    deps = [
+        clean_asset_key(kpi.source),
+        *(clean_asset_key(reference.name) for reference in plan.references.values()),
+        *(kpi_asset_key(ref) for ref in plan.inputs),
+    ]
     freshness = (
         dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=kpi.freshness_hours))
         if kpi.freshness_hours

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from analytics_pipelines.lib.catalog import Catalog, CatalogError, KpiSpec, SourceSpec
 from analytics_pipelines.lib.kpi.expressions import (
@@ -35,6 +35,8 @@ class KpiPlan:
     measure: Measure | None
     filter: Filter | None
     derived: Derived | None
+    # Reference sources the dimensions look up, by lookup name (lib/kpi/lookups).
+    references: dict[str, SourceSpec] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -58,8 +60,12 @@ def plan_kpi(catalog: Catalog, name: str) -> KpiPlan:
     source = catalog.sources.get(kpi.source)
     if source is None:
         raise CatalogError([f"{where}: source: unknown source {kpi.source!r}"])
+    from analytics_pipelines.lib.kpi import lookups  # it builds on this module's names
+
+    if source.kind == "reference" and kpi.measure is not None:
+        raise CatalogError([f"{where}: source: {reference_kpi_problem(source.name)}"])
     types = source.column_types
-    missing = [d for d in kpi.dimensions if d not in types]
+    missing = [d for d in kpi.dimensions if lookups.split_dimension(d) is None and d not in types]
     if missing:
         raise CatalogError(
             [
@@ -67,6 +73,14 @@ def plan_kpi(catalog: Catalog, name: str) -> KpiPlan:
                 + ", ".join(f"{d}{did_you_mean(d, types)}" for d in missing)
             ]
         )
+    problems = [
+        f"lookups: {problem}" for problem in lookups.lookup_problems(source, catalog.sources)
+    ] + [
+        f"dimensions: {problem}"
+        for problem in lookups.dimension_problems(kpi, source, catalog.sources)
+    ]
+    if problems:
+        raise CatalogError([f"{where}: {problem}" for problem in problems])
     derived = None
     if kpi.derived is not None:
         derived = parse_derived(kpi.derived, [n for n in catalog.kpis if n != name])
@@ -91,6 +105,14 @@ def plan_kpi(catalog: Catalog, name: str) -> KpiPlan:
         measure=parse_measure(kpi.measure, types) if kpi.measure is not None else None,
         filter=condition,
         derived=derived,
+        references=lookups.references_of(kpi, source, catalog.sources),
+    )
+
+
+def reference_kpi_problem(source: str) -> str:
+    return (
+        f"{source} is a reference source (no event time, so no periods); a KPI counts the "
+        f"rows of an events source and may look {source} up as a dimension"
     )
 
 

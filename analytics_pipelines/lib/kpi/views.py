@@ -31,7 +31,9 @@ _FIXED_COLUMNS = (
 
 
 def dimension_column(name: str) -> str:
-    """View column of a dimension; a dimension named like a fixed column gets a `_dim` suffix."""
+    """View column of a dimension (`customer.segment` is `customer_segment`); a dimension named
+    like a fixed column gets a `_dim` suffix."""
+    name = name.replace(".", "_")
     return f"{name}_dim" if name in _FIXED_COLUMNS else name
 
 
