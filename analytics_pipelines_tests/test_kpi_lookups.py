@@ -20,12 +20,15 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pandas as pd
+import polars as pl
 import pytest
 import sqlalchemy as sa
 
+from analytics_pipelines.defs.clean.assets import build_clean_asset
 from analytics_pipelines.lib.catalog import CatalogError, ColumnSpec, SourceSpec, load_catalog
 from analytics_pipelines.lib.catalog.models import LookupSpec
 from analytics_pipelines.lib.clean import clean_pending
+from analytics_pipelines.lib.demo import generate_demo
 from analytics_pipelines.lib.ingest import load_pending
 from analytics_pipelines.lib.kpi.dagster_factory import (
     RANGE_END_TAG,
@@ -36,6 +39,7 @@ from analytics_pipelines.lib.kpi.dagster_factory import (
 from analytics_pipelines.lib.kpi.engine import refresh_kpi
 from analytics_pipelines.lib.kpi.invalidation import SensorCursor
 from analytics_pipelines.lib.kpi.plan import plan_kpi
+from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
 from analytics_pipelines.lib.storage import LocalFolderStore
 from analytics_pipelines.lib.tables import touched_periods
 from analytics_pipelines.lib.warehouse import Warehouse
@@ -474,7 +478,7 @@ def test_a_reference_change_refreshes_exactly_the_periods_of_the_customers_order
     moved = {**CUSTOMERS, "C01": "vip", "C99": "retail"}
     report = world.deliver_customers("customers-2.csv", moved)
     [message] = report.reference_changes
-    assert f"reference {world.customers.name} changed for 2 keys" in message
+    assert f"reference {world.customers.name} changed for 2 keys:" in message
     assert f"of {world.orders.name} recorded (lookup customer)" in message
 
     # The sensor requests exactly the local days holding orders of C01 or C99.
@@ -519,3 +523,65 @@ def test_a_reference_change_refreshes_exactly_the_periods_of_the_customers_order
     assert days == _local_days(orders + late, "C01") | _local_days(orders + late, "C99")
     world.refresh()
     world.check(orders + late, {**corrected, "C01": CUSTOMERS["C01"]})
+
+
+def test_demo_customers_match_the_orders_and_move_segment_when_re_sent(
+    local_store: LocalFolderStore,
+) -> None:
+    catalog = load_catalog(DEMO_CATALOG_DIR)
+    assert plan_kpi(catalog, "net_revenue_by_segment").references == {
+        "customer": catalog.sources["customers"]
+    }
+    specs = [catalog.sources["orders"], catalog.sources["customers"]]
+    generate_demo(local_store, specs, rows=3000, days=3, seed=5)
+
+    def read(prefix: str) -> pl.DataFrame:
+        keys = sorted(info.key for info in local_store.list(prefix))
+        return pl.concat(
+            pl.read_csv(local_store.root / key, infer_schema=False).with_columns(file=pl.lit(i))
+            for i, key in enumerate(keys)
+        )
+
+    customers = read("landing/customers/")
+    orders = read("landing/orders/")
+    known = set(customers.get_column("customer_id").to_list())
+    ordering = orders.get_column("customer_id").drop_nulls()
+    matched = ordering.is_in(list(known)).sum()
+    # Small customer numbers order most, and the master lists them first: many orders match.
+    assert 0.2 * ordering.len() < matched < ordering.len()
+    # A customer re-sent in a later file has grown into the next segment.
+    versions = customers.filter(
+        pl.col("segment").is_in(["consumer", "small_business", "enterprise"])
+    )
+    moved = (
+        versions.group_by("customer_id")
+        .agg(pl.col("segment").sort_by("file").alias("segments"))
+        .filter(pl.col("segments").list.n_unique() > 1)
+    )
+    assert moved.height > 0
+    for first, *later in moved.get_column("segments").to_list():
+        assert later[-1] == {"consumer": "small_business", "small_business": "enterprise"}[first]
+
+
+def test_the_clean_run_of_a_changed_reference_says_what_it_touched(
+    warehouse: Warehouse, local_store: LocalFolderStore, database_url: str
+) -> None:
+    world = World(warehouse, local_store)
+    world.start(_orders(13, DAYS, 10, "c"))
+    local_store.write(
+        f"{world.customers.landing_prefix}customers-2.csv",
+        _customers_csv({**CUSTOMERS, "C03": "wholesale"}),
+    )
+    load_pending(world.customers, local_store, warehouse)
+
+    result = dg.materialize(
+        [build_clean_asset(world.customers, world.lookups)],
+        resources={"warehouse": WarehouseResource(database_url=database_url)},
+    )
+
+    [event] = result.get_asset_materialization_events()
+    materialization = event.step_materialization_data.materialization
+    text = materialization.metadata["reference_changes"].value
+    assert isinstance(text, str)
+    assert f"reference {world.customers.name} changed for 1 key:" in text
+    assert f"slots of {world.orders.name} recorded" in text

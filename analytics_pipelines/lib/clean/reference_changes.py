@@ -132,7 +132,8 @@ class ReferenceSnapshot:
                 )
             ).rowcount
             messages.append(
-                f"reference {source.name} changed for {keys} keys: {slots} touched 15-minute "
+                f"reference {source.name} changed for {keys} key{'s' if keys != 1 else ''}: "
+                f"{slots} touched 15-minute "
                 f"slots of {fact.name} recorded (lookup {lookup.name}); the KPIs of "
                 f"{fact.name} refresh those periods"
             )
