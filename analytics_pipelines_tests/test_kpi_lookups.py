@@ -192,7 +192,10 @@ def test_a_lookup_of_an_events_source_and_reference_misuse_are_refused(tmp_path:
         "    primary_key: [customer_id]\n",
         "    primary_key: [customer_id]\n    event_time: segment\n",
     )
-    assert "event_time: a reference source has none" in _problems(tmp_path / "b", timed)
+    assert (
+        "event_time: not allowed on a reference source (a reference has no event time: the "
+        "newest version of each key wins)" in _problems(tmp_path / "b", timed)
+    )
     on_reference = KPIS.replace("source: orders", "source: customers").replace(
         "[region, customer.segment]", "[segment]"
     )
@@ -318,6 +321,8 @@ def _expected(
     joined[SEGMENT] = joined[SEGMENT].astype(object).where(joined[SEGMENT].notna(), None)
 
     def value(group: pd.DataFrame) -> Any:
+        if measure == "distinct":
+            return group["customer_id"].nunique()
         return len(group) if measure == "count" else group["qty"].sum()
 
     return expected_values(
@@ -349,7 +354,16 @@ class World:
             grains=["day", "month"],
             timezone=BERLIN,
         )
-        self.catalog = make_catalog([self.customers, self.orders], [self.count, self.qty])
+        self.buyers = make_kpi(
+            unique("buyers_by_segment"),
+            self.orders.name,
+            measure="count_distinct(customer_id)",
+            dimensions=["region", SEGMENT],
+            grains=["day", "month"],
+            timezone=BERLIN,
+        )
+        self.kpis = [self.count, self.qty, self.buyers]
+        self.catalog = make_catalog([self.customers, self.orders], self.kpis)
         self.lookups = self.catalog.lookups_of(self.customers.name)
 
     def deliver_customers(self, name: str, customers: dict[str, str | None]) -> Any:
@@ -379,7 +393,7 @@ class World:
         )
 
     def refresh(self) -> None:
-        for kpi in (self.count, self.qty):
+        for kpi in self.kpis:
             refresh_kpi(self.warehouse, plan_kpi(self.catalog, kpi.name), DAYS[0], DAYS[-1])
 
     def check(self, orders: list[dict[str, Any]], customers: dict[str, str | None]) -> None:
@@ -387,6 +401,11 @@ class World:
             stored_values(self.warehouse, self.count.name),
             _expected(orders, customers, "count"),
             "count by region and segment",
+        )
+        assert_same_values(
+            stored_values(self.warehouse, self.buyers.name),
+            _expected(orders, customers, "distinct"),
+            "distinct customers by region and segment (text compared bytewise)",
         )
         # The qty KPI has the segment alone: keep only the subsets that it has.
         expected_qty = {
@@ -452,10 +471,7 @@ def _sensor_requests(world: World, database_url: str, cursor: str) -> tuple[Any,
     assert isinstance(result, dg.SensorResult)
     for request in result.run_requests or []:
         assert isinstance(request, dg.RunRequest)
-        assert set(request.asset_selection or []) == {
-            kpi_asset_key(world.count.name),
-            kpi_asset_key(world.qty.name),
-        }
+        assert set(request.asset_selection or []) == {kpi_asset_key(k.name) for k in world.kpis}
         if request.partition_key:
             days.add(request.partition_key)
         else:
@@ -511,7 +527,7 @@ def test_a_reference_change_refreshes_exactly_the_periods_of_the_customers_order
 
     # Refreshing those days (and their month, by the engine) gives the current-version values.
     for day in sorted(days):
-        for kpi in (world.count, world.qty):
+        for kpi in world.kpis:
             plan = plan_kpi(world.catalog, kpi.name)
             refresh_kpi(warehouse, plan, dt.date.fromisoformat(day), dt.date.fromisoformat(day))
     world.check(orders, moved)

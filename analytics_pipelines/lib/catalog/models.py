@@ -153,16 +153,14 @@ class SourceSpec(_Strict):
     def _check_reference(self) -> None:
         # Refused rather than ignored: a reference row is never placed in time, and a silently
         # ignored setting would promise periods, archives or retention that never happen.
-        for setting, value in (
-            ("event_time", self.event_time),
-            ("raw_retention_days", self.raw_retention_days),
-            ("lookups", self.lookups or None),
-        ):
-            if value is not None:
-                raise ValueError(
-                    f"{setting}: a reference source has none (the newest version of each key "
-                    "wins whatever its time; it is not archived by date)"
-                )
+        refused = {
+            "event_time": "a reference has no event time: the newest version of each key wins",
+            "raw_retention_days": "a reference is not archived by date, so its raw rows stay",
+            "lookups": "a reference is looked up by events sources; it looks nothing up itself",
+        }
+        for setting, reason in refused.items():
+            if getattr(self, setting):
+                raise ValueError(f"{setting}: not allowed on a reference source ({reason})")
 
     @property
     def event_column(self) -> str:
