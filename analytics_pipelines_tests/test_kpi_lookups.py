@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from analytics_pipelines.defs.clean.assets import build_clean_asset
 from analytics_pipelines.lib.catalog import CatalogError, ColumnSpec, SourceSpec, load_catalog
-from analytics_pipelines.lib.catalog.models import LookupSpec
+from analytics_pipelines.lib.catalog.models import KpiSpec, LookupSpec
 from analytics_pipelines.lib.clean import clean_pending
 from analytics_pipelines.lib.demo import generate_demo
 from analytics_pipelines.lib.ingest import load_pending
@@ -338,33 +338,25 @@ class World:
     def __init__(self, warehouse: Warehouse, store: LocalFolderStore) -> None:
         self.warehouse, self.store = warehouse, store
         self.customers, self.orders = _sources()
-        self.count = make_kpi(
-            unique("orders_by_segment"),
-            self.orders.name,
-            measure="count(*)",
-            dimensions=["region", SEGMENT],
-            grains=["day", "month"],
-            timezone=BERLIN,
-        )
-        self.qty = make_kpi(
-            unique("qty_by_segment"),
-            self.orders.name,
-            measure="sum(qty)",
-            dimensions=[SEGMENT],
-            grains=["day", "month"],
-            timezone=BERLIN,
-        )
-        self.buyers = make_kpi(
-            unique("buyers_by_segment"),
-            self.orders.name,
-            measure="count_distinct(customer_id)",
-            dimensions=["region", SEGMENT],
-            grains=["day", "month"],
-            timezone=BERLIN,
+        by_region_and_segment = ["region", SEGMENT]
+        self.count = self._kpi("orders_by_segment", "count(*)", by_region_and_segment)
+        self.qty = self._kpi("qty_by_segment", "sum(qty)", [SEGMENT])
+        self.buyers = self._kpi(
+            "buyers_by_segment", "count_distinct(customer_id)", by_region_and_segment
         )
         self.kpis = [self.count, self.qty, self.buyers]
         self.catalog = make_catalog([self.customers, self.orders], self.kpis)
         self.lookups = self.catalog.lookups_of(self.customers.name)
+
+    def _kpi(self, prefix: str, measure: str, dimensions: list[str]) -> KpiSpec:
+        return make_kpi(
+            unique(prefix),
+            self.orders.name,
+            measure=measure,
+            dimensions=dimensions,
+            grains=["day", "month"],
+            timezone=BERLIN,
+        )
 
     def deliver_customers(self, name: str, customers: dict[str, str | None]) -> Any:
         return _deliver(
