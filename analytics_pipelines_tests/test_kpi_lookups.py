@@ -24,6 +24,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
+from analytics_pipelines.cli import main
 from analytics_pipelines.defs.clean.assets import build_clean_asset
 from analytics_pipelines.lib.catalog import CatalogError, ColumnSpec, SourceSpec, load_catalog
 from analytics_pipelines.lib.catalog.models import KpiSpec, LookupSpec
@@ -44,6 +45,7 @@ from analytics_pipelines.lib.storage import LocalFolderStore
 from analytics_pipelines.lib.tables import touched_periods
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
+from analytics_pipelines_tests.test_kpi_cli import write_catalog
 from analytics_pipelines_tests.test_kpi_support import (
     assert_same_values,
     expected_values,
@@ -220,7 +222,8 @@ def test_a_lookup_of_an_events_source_and_reference_misuse_are_refused(tmp_path:
 # -- values through the ingest path --------------------------------------------------------------
 
 
-def _sources() -> tuple[SourceSpec, SourceSpec]:
+def _sources(segments: list[str] | None = None) -> tuple[SourceSpec, SourceSpec]:
+    """The customers reference (`segments`: its allowed segments, if any) and the orders."""
     suffix = uuid.uuid4().hex[:8]
     customers = SourceSpec(
         name=f"customers_{suffix}",
@@ -230,7 +233,7 @@ def _sources() -> tuple[SourceSpec, SourceSpec]:
         format="csv",
         columns=[
             ColumnSpec(name="customer_no", type="string", required=True),
-            ColumnSpec(name="segment", type="string"),
+            ColumnSpec(name="segment", type="string", allowed_values=segments),
         ],
         primary_key=["customer_no"],
     )
@@ -335,9 +338,11 @@ def _expected(
 
 
 class World:
-    def __init__(self, warehouse: Warehouse, store: LocalFolderStore) -> None:
+    def __init__(
+        self, warehouse: Warehouse, store: LocalFolderStore, segments: list[str] | None = None
+    ) -> None:
         self.warehouse, self.store = warehouse, store
-        self.customers, self.orders = _sources()
+        self.customers, self.orders = _sources(segments)
         by_region_and_segment = ["region", SEGMENT]
         self.count = self._kpi("orders_by_segment", "count(*)", by_region_and_segment)
         self.qty = self._kpi("qty_by_segment", "sum(qty)", [SEGMENT])
@@ -634,3 +639,32 @@ def test_a_reference_failing_its_quarantine_check_holds_the_kpis_that_look_it_up
     world.deliver_customers("customers-good.csv", {"C06": "wholesale"})
     _, days = _sensor_requests(world, database_url, held.cursor or "")
     assert days == _local_days(orders, "C04") | _local_days(orders, "C06")
+
+
+def test_a_quarantine_replay_of_the_reference_from_the_cli_touches_the_released_keys(
+    warehouse: Warehouse,
+    local_store: LocalFolderStore,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = World(warehouse, local_store, segments=["retail", "wholesale", "vip"])
+    orders = world.start(_orders(19, DAYS, 12, "e"))
+    cursor = world.sensor_cursor()
+    # C07 becomes a key account, a segment the catalog does not allow yet: quarantined.
+    report = world.deliver_customers("customers-2.csv", {"C07": "key_account"})
+    assert report.quarantined_rows == 1 and report.reference_changes == ()
+
+    allowed = ColumnSpec(
+        name="segment", type="string", allowed_values=["retail", "wholesale", "vip", "key_account"]
+    )
+    fixed = world.customers.model_copy(update={"columns": [world.customers.columns[0], allowed]})
+    folder = write_catalog(tmp_path / "catalog", [fixed, world.orders], [])
+    monkeypatch.setenv("CATALOG_DIR", str(folder))
+    monkeypatch.setenv("STORAGE_URL", f"file://{local_store.root}")
+    assert main(["quarantine", "replay", world.customers.name]) == 0
+
+    _, days = _sensor_requests(world, database_url, cursor)
+    assert days == _local_days(orders, "C07")
+    world.refresh()
+    world.check(orders, {**CUSTOMERS, "C07": "key_account"})
