@@ -79,7 +79,7 @@ def test_kpi_on_unknown_source_and_dimension(catalog_dir: Path) -> None:
 
 def test_cli_validate(catalog_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["catalog", "validate", "--dir", str(catalog_dir)]) == 0
-    assert "3 sources" in capsys.readouterr().out
+    assert "4 sources" in capsys.readouterr().out
     (catalog_dir / "sources" / "extra.yaml").write_text("sources:\n  - name: Bad Name\n")
     assert main(["catalog", "validate", "--dir", str(catalog_dir)]) == 2
     err = capsys.readouterr().err

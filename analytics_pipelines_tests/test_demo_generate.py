@@ -254,19 +254,19 @@ def test_cli_writes_into_storage_url_and_prints_a_summary(
     argv = ["demo", "generate", "--rows", "5000", "--days", "2", "--seed", "4"]
     assert run_cli([*argv, "--files-per-source", "3", "--start-date", "2026-03-28"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 3
-    assert out[1] == (
+    assert len(out) == 4
+    assert out[2] == (
         "orders: 3 files, 5000 rows (75 bad, 51 duplicates, 34 late) "
         f"-> file://{folder}/landing/orders/"
     )
     keys = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    assert keys[3:6] == [
+    assert keys[6:9] == [
         "landing/orders/orders_2026-03-28_0001.csv",
         "landing/orders/orders_2026-03-28_0002.csv",
         "landing/orders/orders_2026-03-29_0003.csv",
     ]
     # 29 March is the spring-forward day in Berlin: no wall-clock time between 02:00 and 03:00.
-    text = "".join((folder / key).read_text() for key in keys[3:6])
+    text = "".join((folder / key).read_text() for key in keys[6:9])
     assert "2026-03-29 03:" in text and "2026-03-29 02:" not in text
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from analytics_pipelines.lib.catalog import SourceSpec
+    from analytics_pipelines.lib.clean.reference_changes import LookupUses
     from analytics_pipelines.lib.warehouse import Warehouse
 
 
@@ -39,19 +40,21 @@ class UnknownSource(Exception):
 
 
 @contextmanager
-def _source_and_warehouse(name: str) -> Iterator[tuple[SourceSpec, Warehouse]]:
-    """The declared source and a one-connection warehouse, closed when the command ends."""
+def _source_and_warehouse(name: str) -> Iterator[tuple[SourceSpec, Warehouse, LookupUses]]:
+    """The declared source, a one-connection warehouse (closed when the command ends) and the
+    lookups that read the source (a reference source's changes touch their periods)."""
     from analytics_pipelines.lib.catalog import load_catalog
     from analytics_pipelines.lib.settings import load_settings
     from analytics_pipelines.lib.warehouse import Warehouse
 
     settings = load_settings()
-    source = load_catalog(settings.catalog_dir).sources.get(name)
+    catalog = load_catalog(settings.catalog_dir)
+    source = catalog.sources.get(name)
     if source is None:
         raise UnknownSource(f"unknown source {name!r}: it is not declared in the catalog")
     warehouse = Warehouse(settings.database_url_plain, pool_size=1)
     try:
-        yield source, warehouse
+        yield source, warehouse, catalog.lookups_of(name)
     finally:
         warehouse.dispose()
 
@@ -73,7 +76,7 @@ def _reports_unknown_source(
 def run_show(args: argparse.Namespace) -> int:
     from analytics_pipelines.lib.clean.replay import quarantine_summary
 
-    with _source_and_warehouse(args.source) as (source, warehouse):
+    with _source_and_warehouse(args.source) as (source, warehouse, _):
         summary = quarantine_summary(warehouse, source)
     print(f"{summary.rows} quarantined rows in {source.name}")
     if summary.reasons:
@@ -89,9 +92,9 @@ def run_replay(args: argparse.Namespace) -> int:
     from analytics_pipelines.lib.clean.replay import replay_quarantine
     from analytics_pipelines.lib.clean.schema import SchemaDriftError
 
-    with _source_and_warehouse(args.source) as (source, warehouse):
+    with _source_and_warehouse(args.source) as (source, warehouse, lookups):
         try:
-            report = replay_quarantine(warehouse, source)
+            report = replay_quarantine(warehouse, source, lookups)
         except SchemaDriftError as error:
             sys.stderr.write(f"{error}\n")
             return 1
@@ -107,8 +110,8 @@ def run_replay(args: argparse.Namespace) -> int:
 def run_rebuild(args: argparse.Namespace) -> int:
     from analytics_pipelines.lib.clean.replay import rebuild_clean
 
-    with _source_and_warehouse(args.source) as (source, warehouse):
-        report = rebuild_clean(warehouse, source)
+    with _source_and_warehouse(args.source) as (source, warehouse, lookups):
+        report = rebuild_clean(warehouse, source, lookups)
     print(
         f"clean.{source.name} rebuilt: {report.files} file versions, {report.clean_rows} clean,"
         f" {report.quarantined_rows} quarantined, {report.replaced_rows} replaced"

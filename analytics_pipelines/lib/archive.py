@@ -130,15 +130,15 @@ def archived_columns(source: SourceSpec) -> list[tuple[str, pa.DataType]]:
 
 def business_date(source: SourceSpec, table: sa.Table) -> sa.ColumnElement[Any]:
     """The event time's calendar date in the source's time zone, as SQL."""
-    column = table.c[source.event_time]
-    if source.column(source.event_time).type == "date":
+    column = table.c[source.event_column]
+    if source.column(source.event_column).type == "date":
         return column
     return sa.cast(sa.func.timezone(source.timezone, column), sa.Date)
 
 
 def _business_date_copy_sql(source: SourceSpec) -> sql.Composable:
-    column = sql.Identifier(source.event_time)
-    if source.column(source.event_time).type == "date":
+    column = sql.Identifier(source.event_column)
+    if source.column(source.event_column).type == "date":
         return column
     return sql.SQL("(timezone({}, {}))::date").format(sql.Literal(source.timezone), column)
 

@@ -68,7 +68,8 @@ def build_archive_asset(source: SourceSpec) -> dg.AssetsDefinition:
 
 
 def build_archive_definitions(sources: Sequence[SourceSpec]) -> dg.Definitions:
-    assets = [build_archive_asset(source) for source in sources]
+    # A reference source has no business dates to partition the lake by: its raw rows are kept.
+    assets = [build_archive_asset(source) for source in sources if source.kind == "events"]
     if not assets:
         return dg.Definitions()
     job = dg.define_asset_job(

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.clean import SchemaDriftError, clean_pending
+from analytics_pipelines.lib.clean.reference_changes import LookupUses
 from analytics_pipelines.lib.ingest.config import definitions_catalog
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
 from analytics_pipelines.lib.tables import clean_table, ledger
@@ -48,7 +49,7 @@ def _cleaned_while_loading(warehouse: Warehouse, source: SourceSpec, run_id: str
     return [int(v) for v in row]
 
 
-def build_clean_asset(source: SourceSpec) -> dg.AssetsDefinition:
+def build_clean_asset(source: SourceSpec, lookups: LookupUses = ()) -> dg.AssetsDefinition:
     """The clean asset of one source; it runs in the same sensor-requested run as `raw/<source>`."""
     freshness = (
         dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=source.freshness_hours))
@@ -75,11 +76,13 @@ def build_clean_asset(source: SourceSpec) -> dg.AssetsDefinition:
             db = warehouse.get_warehouse()
             fused = _cleaned_while_loading(db, source, context.run.run_id)
             try:
-                report = clean_pending(db, source)
+                report = clean_pending(db, source, lookups)
             except SchemaDriftError as error:
                 raise dg.Failure(description=str(error)) from None
             for change in report.schema_changes:
                 context.log.info(f"clean.{source.name}: {change}")
+            for change in report.reference_changes:
+                context.log.info(change)
             return dg.MaterializeResult(
                 metadata={
                     "files": report.files + fused[0],
@@ -92,6 +95,11 @@ def build_clean_asset(source: SourceSpec) -> dg.AssetsDefinition:
                     "removed_superseded_rows": report.removed_rows,
                     "dagster/row_count": report.clean_rows + fused[2],
                     "preview": _preview(db, source),
+                    **(
+                        {"reference_changes": "\n".join(report.reference_changes)}
+                        if report.reference_changes
+                        else {}
+                    ),
                 }
             )
 
@@ -100,6 +108,7 @@ def build_clean_asset(source: SourceSpec) -> dg.AssetsDefinition:
 
 @dg.definitions
 def clean_assets() -> dg.Definitions:
+    catalog = definitions_catalog()
     return dg.Definitions(
-        assets=[build_clean_asset(s) for s in definitions_catalog().sources.values()]
+        assets=[build_clean_asset(s, catalog.lookups_of(s.name)) for s in catalog.sources.values()]
     )

@@ -10,7 +10,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from analytics_pipelines.lib.catalog.models import KpiFile, KpiSpec, SourceFile, SourceSpec
+from analytics_pipelines.lib.catalog.models import (
+    KpiFile,
+    KpiSpec,
+    LookupSpec,
+    SourceFile,
+    SourceSpec,
+)
 
 
 class CatalogError(Exception):
@@ -33,6 +39,15 @@ class Catalog:
 
     def kpis_of_source(self, source: str) -> list[KpiSpec]:
         return [k for k in self.kpis.values() if k.source == source]
+
+    def lookups_of(self, reference: str) -> list[tuple[SourceSpec, LookupSpec]]:
+        """The (fact source, lookup) pairs that read the reference source `reference`."""
+        return [
+            (source, lookup)
+            for source in self.sources.values()
+            for lookup in source.lookups
+            if lookup.source == reference
+        ]
 
 
 def _entry_label(raw: Any, index: int) -> str:
@@ -122,6 +137,13 @@ def load_catalog(root: str | Path) -> Catalog:
                     f"{catalog.origins[source.name]}: source {source.name}: landing_prefix overlaps source {other}"
                 )
         prefixes[source.landing_prefix] = source.name
+    from analytics_pipelines.lib.kpi.validation import lookup_problems
+
+    for source in catalog.sources.values():
+        problems.extend(
+            f"{catalog.origins[source.name]}: source {source.name}: lookups: {problem}"
+            for problem in lookup_problems(source, catalog.sources)
+        )
     _check_kpis(catalog, problems)
     if problems:
         raise CatalogError(problems)

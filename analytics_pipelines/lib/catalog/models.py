@@ -18,6 +18,9 @@ GRAIN_ORDER: tuple[Grain, ...] = ("hour", "day", "week", "month", "quarter", "ye
 
 # Names become PostgreSQL identifiers (quoted anyway) and Dagster asset keys.
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+# A KPI dimension: a column of its source, or `lookup.column` of a reference joined to it.
+DimensionName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}(\.[a-z][a-z0-9_]{0,62})?$")]
+SourceKind = Literal["events", "reference"]
 
 
 class _Strict(BaseModel):
@@ -78,8 +81,19 @@ def _check_timezone(value: str) -> str:
     return value
 
 
+class LookupSpec(_Strict):
+    """Dimensions from a reference source, joined on `key` (fact column -> reference key column)."""
+
+    name: Name
+    source: Name
+    key: dict[Name, Name] = Field(min_length=1)
+
+
 class SourceSpec(_Strict):
     name: Name
+    # A reference (customers, products) has no event time: the newest version of each key wins
+    # and KPIs of other sources look its columns up (`lookups`).
+    kind: SourceKind = "events"
     value_chain: Name
     description: str = ""
     landing_prefix: str = Field(min_length=1)
@@ -87,8 +101,9 @@ class SourceSpec(_Strict):
     reader: ReaderOptions = ReaderOptions()
     columns: list[ColumnSpec] = Field(min_length=1)
     primary_key: list[str] = Field(min_length=1)
-    event_time: str
+    event_time: str | None = None
     timezone: str = "UTC"
+    lookups: list[LookupSpec] = []
     max_quarantine_rate: float = Field(default=0.05, ge=0, le=1)
     freshness_hours: float | None = Field(default=None, gt=0)
     raw_retention_days: int | None = Field(default=None, ge=1)
@@ -112,11 +127,47 @@ class SourceSpec(_Strict):
         unknown = [c for c in self.primary_key if c not in names]
         if unknown:
             raise ValueError(f"primary_key names undeclared columns: {', '.join(unknown)}")
-        if self.event_time not in names:
+        if self.kind == "reference":
+            self._check_reference()
+        elif self.event_time is None:
+            raise ValueError(
+                "event_time is required (the column that places a row in business time); "
+                "a source without one is declared with kind: reference"
+            )
+        elif self.event_time not in names:
             raise ValueError(f"event_time {self.event_time!r} is not a declared column")
-        if self.column(self.event_time).type not in ("date", "timestamp"):
+        elif self.column(self.event_time).type not in ("date", "timestamp"):
             raise ValueError(f"event_time {self.event_time!r} must be a date or timestamp column")
+        lookup_names = [lookup.name for lookup in self.lookups]
+        twice = sorted({n for n in lookup_names if lookup_names.count(n) > 1})
+        if twice:
+            raise ValueError(f"lookups declared twice: {', '.join(twice)}")
+        for lookup in self.lookups:
+            missing = [c for c in lookup.key if c not in names]
+            if missing:
+                raise ValueError(
+                    f"lookup {lookup.name}: key names undeclared columns: {', '.join(missing)}"
+                )
         return self
+
+    def _check_reference(self) -> None:
+        # Refused rather than ignored: a reference row is never placed in time, and a silently
+        # ignored setting would promise periods, archives or retention that never happen.
+        refused = {
+            "event_time": "a reference has no event time: the newest version of each key wins",
+            "raw_retention_days": "a reference is not archived by date, so its raw rows stay",
+            "lookups": "a reference is looked up by events sources; it looks nothing up itself",
+        }
+        for setting, reason in refused.items():
+            if getattr(self, setting):
+                raise ValueError(f"{setting}: not allowed on a reference source ({reason})")
+
+    @property
+    def event_column(self) -> str:
+        """The event-time column; only events sources have one."""
+        if self.event_time is None:
+            raise ValueError(f"source {self.name} is a reference: it has no event time")
+        return self.event_time
 
     def column(self, name: str) -> ColumnSpec:
         for column in self.columns:
@@ -190,7 +241,7 @@ class KpiSpec(_Strict):
     semi_additive: SemiAdditive | None = None
     # What a sum over no matching row is (a count is 0 anyway); null keeps it NULL.
     fill_nulls_with: Decimal | None = Decimal(0)
-    dimensions: list[Name] = []
+    dimensions: list[DimensionName] = []
     grains: list[Grain] = Field(default_factory=lambda: list[Grain](["day"]), min_length=1)
     timezone: str = "UTC"
     refresh_cron: str = "0 * * * *"

@@ -95,6 +95,8 @@ class FastValidator:
         first_line: int,
         zone: ZoneOffsets,
     ) -> None:
+        if source.event_time is None:
+            raise Declined("a reference source (no event time)")
         if source.reader.encoding not in ("utf-8", "utf-8-sig"):
             raise Declined(f"encoding {source.reader.encoding}")
         for name in source.primary_key:
@@ -303,7 +305,7 @@ class FastValidator:
             wall = pl.col("n").str.to_datetime("%Y-%m-%d", time_unit="us", strict=False)
             return self._localise(text.select(wall.alias("w")).collect().to_series())
         simple = self._simple_walls(frame.get_column(name))
-        if name == self.source.event_time:
+        if name == self.source.event_column:
             self._naive_walls = simple
         if simple is not None:
             return self._localise(simple)
@@ -369,7 +371,7 @@ class FastValidator:
     def _dates_and_slots(
         self, good: pl.DataFrame, instants: pl.Series, landed: pl.Series
     ) -> tuple[date | None, date | None, pl.Series]:
-        event = self.source.event_time
+        event = self.source.event_column
         if good.height == 0:
             return None, None, pl.Series("q", [], pl.Datetime("us"))
         present = good.get_column(event).is_not_null()
@@ -407,7 +409,7 @@ class FastValidator:
         for column in self.source.columns:
             n = pl.col(f"__n_{column.name}")
             wall_format = formats[column.name]
-            if column.name == self.source.event_time and wall_format is not None:
+            if column.name == self.source.event_column and wall_format is not None:
                 # Parsed once: the quick check and the event time's wall time.
                 wall = self._wall(n, wall_format)
                 plain = (wall.dt.strftime(wall_format) == n) & (wall.dt.year() >= 1)
@@ -421,7 +423,7 @@ class FastValidator:
             frame.lazy().with_columns(normalised).with_columns(walls).with_columns(quick).collect()
         )
         staged = self._recheck(staged)
-        event = self.source.event_time
+        event = self.source.event_column
         # "__w" holds the event times that round-trip through the plain wall format.
         received_plain = (
             pl.col("__w").is_not_null() & (pl.col(event) == pl.col(f"__n_{event}"))
@@ -473,13 +475,13 @@ class FastValidator:
             instants = pl.Series("t", [], pl.Datetime("us"))
         elif "__w" in good.columns and (
             good.get_column("__w").null_count()
-            == good.get_column(self.source.event_time).null_count()
+            == good.get_column(self.source.event_column).null_count()
         ):
             # Every event time is a plain wall time already parsed by the checks.
             self._naive_walls = good.get_column("__w")
             instants = self._localise(self._naive_walls)
         else:
-            instants = self._instants(good, self.source.event_time)
+            instants = self._instants(good, self.source.event_column)
         keyed = good.with_columns(*self._key_exprs(), __t=instants)
         keys = [f"__k_{k}" for k in self.source.primary_key]
         # Distinct hashes prove distinct keys; hashing is far cheaper than de-duplicating.
@@ -529,7 +531,7 @@ class FastValidator:
             if column.type == "timestamp":
                 instants = (
                     landed.get_column("__t")
-                    if column.name == self.source.event_time
+                    if column.name == self.source.event_column
                     else self._instants(landed, column.name)
                 )
                 typed.append(instants.alias(column.name))

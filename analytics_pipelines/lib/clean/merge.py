@@ -52,7 +52,7 @@ class MergeOutcome:
 
 def slot_of(value: sa.ColumnElement, source: SourceSpec) -> sa.ColumnElement:
     """The 15-minute UTC slot holding an event-time value (a date is its local midnight)."""
-    if source.column(source.event_time).type == "date":
+    if source.column(source.event_column).type == "date":
         value = sa.func.timezone(source.timezone, sa.cast(value, sa.DateTime()))
     return sa.func.date_bin(
         sa.cast(sa.literal(SLOT), postgresql.INTERVAL),
@@ -62,14 +62,19 @@ def slot_of(value: sa.ColumnElement, source: SourceSpec) -> sa.ColumnElement:
 
 
 def business_date(value: sa.ColumnElement, source: SourceSpec) -> sa.ColumnElement:
-    if source.column(source.event_time).type == "date":
+    if source.column(source.event_column).type == "date":
         return value
     return sa.cast(sa.func.timezone(source.timezone, value), sa.Date)
 
 
 def stage_counts(conn: Connection, source: SourceSpec, stage: sa.Table) -> dict[int, StageCounts]:
     ok = stage.c[OK]
-    day = business_date(stage.c[source.event_time], source)
+    # A reference source has no business dates: its rows are not placed in time.
+    day = (
+        business_date(stage.c[source.event_time], source)
+        if source.event_time is not None
+        else sa.cast(sa.null(), sa.Date)
+    )
     rows = conn.execute(
         sa.select(
             stage.c[FILE_ID],
@@ -105,15 +110,21 @@ def quarantine_failures(conn: Connection, source: SourceSpec, stage: sa.Table) -
     return int(conn.execute(statement).rowcount or 0)
 
 
+def _event_of(table: sa.Table, source: SourceSpec) -> list[sa.ColumnElement]:
+    """The event-time column as `event`; none for a reference source (nothing to record)."""
+    return [table.c[source.event_time].label("event")] if source.event_time is not None else []
+
+
 def merge_stage(conn: Connection, source: SourceSpec, stage: sa.Table) -> MergeOutcome:
     """Upsert the passing staged rows into clean; record touched slots; count per file.
 
     One statement: the snapshot that finds the clean rows about to be replaced (to count them
     against their file and to record their old event time) is the one the upsert works on.
+    A reference source records no slots of its own (lib/clean/reference_changes does, for the
+    sources that look it up).
     """
     clean = clean_table(source)
     pk = list(source.primary_key)
-    event = source.event_time
     data_columns = [c.name for c in source.columns]
 
     winners = (
@@ -129,7 +140,7 @@ def merge_stage(conn: Connection, source: SourceSpec, stage: sa.Table) -> MergeO
         sa.select(
             clean.c[FILE_ID].label("file_id"),
             winners.c[FILE_ID].label("cause"),
-            clean.c[event].label("event"),
+            *_event_of(clean, source),
         )
         .select_from(clean.join(winners, sa.and_(*(clean.c[k] == winners.c[k] for k in pk))))
         .where(version < incoming)
@@ -158,8 +169,30 @@ def merge_stage(conn: Connection, source: SourceSpec, stage: sa.Table) -> MergeO
         )
     )
     replaced = older_rows.cte("replaced")
-    landed = upsert.returning(clean.c[FILE_ID].label("file_id"), clean.c[event].label("event"))
+    landed = upsert.returning(clean.c[FILE_ID].label("file_id"), *_event_of(clean, source))
     landed_cte = landed.cte("landed")
+    summary = sa.union_all(
+        sa.select(sa.literal("landed"), landed_cte.c.file_id, sa.func.count()).group_by(
+            landed_cte.c.file_id
+        ),
+        sa.select(sa.literal("displaced"), replaced.c.file_id, sa.func.count()).group_by(
+            replaced.c.file_id
+        ),
+    )
+    statement = (
+        summary
+        if source.event_time is None
+        else summary.add_cte(_record_touched(source, landed_cte, replaced))
+    )
+    outcome = MergeOutcome()
+    for kind, file_id, count in conn.execute(statement):
+        target = outcome.landed if kind == "landed" else outcome.displaced
+        target[int(file_id)] = int(count)
+    return outcome
+
+
+def _record_touched(source: SourceSpec, landed_cte: sa.CTE, replaced: sa.CTE) -> sa.CTE:
+    """The insert of the slots of the landed rows and of the rows they replaced."""
     touched = sa.union_all(
         sa.select(landed_cte.c.file_id, landed_cte.c.event),
         sa.select(replaced.c.cause, replaced.c.event),
@@ -174,21 +207,7 @@ def merge_stage(conn: Connection, source: SourceSpec, stage: sa.Table) -> MergeO
         .where(touched.c.event.is_not(None))
         .distinct(),
     )
-    record_cte = record.cte("recorded")
-    summary = sa.union_all(
-        sa.select(sa.literal("landed"), landed_cte.c.file_id, sa.func.count()).group_by(
-            landed_cte.c.file_id
-        ),
-        sa.select(sa.literal("displaced"), replaced.c.file_id, sa.func.count()).group_by(
-            replaced.c.file_id
-        ),
-    )
-    statement = summary.add_cte(record_cte)
-    outcome = MergeOutcome()
-    for kind, file_id, count in conn.execute(statement):
-        target = outcome.landed if kind == "landed" else outcome.displaced
-        target[int(file_id)] = int(count)
-    return outcome
+    return record.cte("recorded")
 
 
 VACATED_KEYS = "_vacated_keys"
@@ -237,16 +256,29 @@ def remove_files_from_clean(
         sa.delete(clean)
         .where(clean.c[FILE_ID].in_(list(attribution)))
         .returning(
-            clean.c[FILE_ID].label("file_id"),
-            clean.c[source.event_time].label("event"),
-            *(clean.c[k] for k in pk),
+            clean.c[FILE_ID].label("file_id"), *_event_of(clean, source), *(clean.c[k] for k in pk)
         )
         .cte("deleted")
     )
+    keep_keys = (
+        sa.insert(vacated).from_select(pk, sa.select(*(deleted.c[k] for k in pk))).cte("kept_keys")
+    )
+    statement = sa.select(deleted.c.file_id, sa.func.count()).group_by(deleted.c.file_id)
+    if source.event_time is not None:
+        statement = statement.add_cte(_record_removed(source, deleted, attribution))
+    statement = statement.add_cte(keep_keys)
+    removed: dict[int, int] = defaultdict(int)
+    for file_id, count in conn.execute(statement):
+        removed[int(file_id)] = int(count)
+    return Removal(dict(removed), vacated)
+
+
+def _record_removed(source: SourceSpec, deleted: sa.CTE, attribution: dict[int, int]) -> sa.CTE:
+    """The insert of the slots the deleted rows leave, recorded for the file that caused it."""
     mapping = sa.values(
         sa.column("file_id", sa.BigInteger), sa.column("cause", sa.BigInteger), name="mapping"
     ).data(list(attribution.items()))
-    record = (
+    return (
         sa.insert(touched_periods)
         .from_select(
             ["source", "file_id", "slot_start"],
@@ -261,16 +293,3 @@ def remove_files_from_clean(
         )
         .cte("recorded")
     )
-    keep_keys = (
-        sa.insert(vacated).from_select(pk, sa.select(*(deleted.c[k] for k in pk))).cte("kept_keys")
-    )
-    statement = (
-        sa.select(deleted.c.file_id, sa.func.count())
-        .group_by(deleted.c.file_id)
-        .add_cte(record)
-        .add_cte(keep_keys)
-    )
-    removed: dict[int, int] = defaultdict(int)
-    for file_id, count in conn.execute(statement):
-        removed[int(file_id)] = int(count)
-    return Removal(dict(removed), vacated)

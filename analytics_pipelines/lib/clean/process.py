@@ -15,6 +15,7 @@ from analytics_pipelines.lib.clean.merge import (
     remove_files_from_clean,
     stage_counts,
 )
+from analytics_pipelines.lib.clean.reference_changes import LookupUses, ReferenceSnapshot
 from analytics_pipelines.lib.clean.reinstate import reinstate_vacated
 from analytics_pipelines.lib.clean.schema import ensure_clean_table, raw_columns
 from analytics_pipelines.lib.clean.stage import RawInput, build_stage, raw_input_table
@@ -44,6 +45,8 @@ class CleanReport:
     reinstated_rows: int = 0
     retired_files: tuple[int, ...] = ()
     schema_changes: tuple[str, ...] = ()
+    # A reference source: which periods of the sources looking it up its changes touched.
+    reference_changes: tuple[str, ...] = ()
 
     @property
     def files(self) -> int:
@@ -54,13 +57,17 @@ def set_local(conn: Connection, setting: str, value: str) -> None:
     conn.execute(sa.select(sa.func.set_config(setting, value, True)))
 
 
-def clean_pending(warehouse: Warehouse, source: SourceSpec) -> CleanReport:
+def clean_pending(
+    warehouse: Warehouse, source: SourceSpec, lookups: LookupUses = ()
+) -> CleanReport:
     """Validate, type and de-duplicate every loaded, not yet cleaned file version of `source`.
 
     Rows that pass go to `clean.<source>`, failing rows to `quarantine.rows`; superseded
     versions leave clean, and the rows they had displaced from older current versions come
     back (lib/clean/reinstate); the ledger counters and the touched 15-minute slots are recorded in
     the same transaction. Raises SchemaDriftError (changing nothing) on an incompatible catalog.
+    For a reference source, `lookups` are the (fact source, lookup) pairs reading it: the
+    periods of their rows whose reference row changed are recorded as touched.
     """
     with warehouse.begin() as conn:
         book.lock_source(conn, source.name)
@@ -68,6 +75,7 @@ def clean_pending(warehouse: Warehouse, source: SourceSpec) -> CleanReport:
         # Naive timestamps are read in the source's zone by the cast itself (see validate).
         set_local(conn, "TimeZone", source.timezone)
         changes = ensure_clean_table(conn, source)
+        snapshot = ReferenceSnapshot.take(conn, source, lookups)
 
         retiring = book.superseded_to_retire(conn, source.name)
         removal = remove_files_from_clean(
@@ -91,6 +99,7 @@ def clean_pending(warehouse: Warehouse, source: SourceSpec) -> CleanReport:
                 reinstated_rows=reinstated,
                 retired_files=tuple(sorted(retiring)),
                 schema_changes=tuple(changes),
+                reference_changes=tuple(snapshot.record(conn) if snapshot else ()),
             )
         ids = [p.file_id for p in pending]
         live = raw_columns(conn, source)
@@ -150,6 +159,7 @@ def clean_pending(warehouse: Warehouse, source: SourceSpec) -> CleanReport:
             reinstated_rows=reinstated,
             retired_files=tuple(sorted(retiring)),
             schema_changes=tuple(changes),
+            reference_changes=tuple(snapshot.record(conn) if snapshot else ()),
         )
     log.info("cleaned", **{k: v for k, v in report.__dict__.items() if k != "file_ids"})
     return report

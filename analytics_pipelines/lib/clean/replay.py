@@ -11,6 +11,7 @@ from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.clean import ledger as book
 from analytics_pipelines.lib.clean.merge import merge_stage, stage_counts
 from analytics_pipelines.lib.clean.process import WORK_MEM, CleanReport, clean_pending, set_local
+from analytics_pipelines.lib.clean.reference_changes import LookupUses, ReferenceSnapshot
 from analytics_pipelines.lib.clean.schema import drop_clean_table, ensure_clean_table
 from analytics_pipelines.lib.clean.stage import FAILURES, OK, RawInput, build_stage
 from analytics_pipelines.lib.logging import get_logger
@@ -109,7 +110,9 @@ def _replay_input(conn: Connection, source: SourceSpec) -> sa.Table:
     return table
 
 
-def replay_quarantine(warehouse: Warehouse, source: SourceSpec) -> ReplayReport:
+def replay_quarantine(
+    warehouse: Warehouse, source: SourceSpec, lookups: LookupUses = ()
+) -> ReplayReport:
     """Validate the quarantined rows of `source` again with the current catalog.
 
     Rows that now pass leave quarantine for clean (under the usual newest-version-wins rule);
@@ -120,6 +123,7 @@ def replay_quarantine(warehouse: Warehouse, source: SourceSpec) -> ReplayReport:
         set_local(conn, "work_mem", WORK_MEM)
         set_local(conn, "TimeZone", source.timezone)
         ensure_clean_table(conn, source)
+        snapshot = ReferenceSnapshot.take(conn, source, lookups)
         table = _replay_input(conn, source)
         stage = build_stage(conn, source, RawInput(table, [c.name for c in source.columns]))
         counts = stage_counts(conn, source, stage)
@@ -140,6 +144,8 @@ def replay_quarantine(warehouse: Warehouse, source: SourceSpec) -> ReplayReport:
             book.shift(conn, file_id, quarantined=-got.ok, clean=landed, replaced=got.ok - landed)
         for file_id, count in outcome.displaced.items():
             book.shift(conn, file_id, clean=-count, replaced=count)
+        if snapshot is not None:
+            snapshot.record(conn)
     released = sum(c.ok for c in counts.values())
     landed_total = sum(outcome.landed.values())
     report = ReplayReport(
@@ -154,7 +160,9 @@ def replay_quarantine(warehouse: Warehouse, source: SourceSpec) -> ReplayReport:
     return report
 
 
-def rebuild_clean(warehouse: Warehouse, source: SourceSpec) -> CleanReport:
+def rebuild_clean(
+    warehouse: Warehouse, source: SourceSpec, lookups: LookupUses = ()
+) -> CleanReport:
     """Drop `clean.<source>` and its quarantine, then clean every loaded file version again.
 
     The way out of a schema drift the catalog owner wants (e.g. a column's type changed).
@@ -184,4 +192,5 @@ def rebuild_clean(warehouse: Warehouse, source: SourceSpec) -> CleanReport:
                 updated_at=sa.func.now(),
             )
         )
-    return clean_pending(warehouse, source)
+    # The rebuilt reference compares with an empty table: every fact row's periods are touched.
+    return clean_pending(warehouse, source, lookups)

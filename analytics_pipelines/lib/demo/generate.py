@@ -20,6 +20,7 @@ import polars as pl
 
 from analytics_pipelines.lib.catalog import SourceSpec
 from analytics_pipelines.lib.catalog.models import SourceFile
+from analytics_pipelines.lib.demo.customers import CustomersProfile
 from analytics_pipelines.lib.demo.defaults import DEFAULT_SHARES, DEFAULT_START, Shares
 from analytics_pipelines.lib.demo.errors import DemoError
 from analytics_pipelines.lib.demo.inventory import InventoryProfile
@@ -38,6 +39,7 @@ LATE_MIN_DAYS, LATE_MAX_DAYS = 1, 3
 EXTENSIONS = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}
 PROFILES: dict[str, type[Profile]] = {
     "orders": OrdersProfile,
+    "customers": CustomersProfile,
     "inventory_movements": InventoryProfile,
     "support_tickets": TicketsProfile,
 }

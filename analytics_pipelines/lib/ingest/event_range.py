@@ -79,7 +79,7 @@ def event_date_range(
     conn: Connection, source: SourceSpec, file_id: int, present_columns: Sequence[str]
 ) -> tuple[date | None, date | None]:
     """(min, max) business date of the file's rows in the session time zone (the source's)."""
-    if source.event_time not in present_columns:
+    if source.event_time is None or source.event_time not in present_columns:
         return None, None
     names = {
         "column": sql.Identifier(source.event_time),

@@ -29,7 +29,7 @@ class EventTextReader:
 
     def __init__(self, source: SourceSpec, received: list[str]) -> None:
         self.source = source
-        self.position = received.index(source.event_time)
+        self.position = received.index(source.event_column)
         self.text = RawEventText()
         self.rows = 0
         self.failed: str | None = None
@@ -69,7 +69,7 @@ class EventTextReader:
         reader = self.source.reader
         stray = stray_quote(reader.delimiter, reader.quote)
         quote = reader.quote.encode()
-        name = self.source.event_time
+        name = self.source.event_column
         try:
             for batch in self._tee.batches():
                 if quote in batch and stray.search(batch):

@@ -150,9 +150,12 @@ def _materialization(result: RefreshResult) -> dg.MaterializeResult:
 def build_kpi_asset(plan: KpiPlan, start: str, plans: dict[str, KpiPlan]) -> dg.AssetsDefinition:
     kpi = plan.kpi
     sources = kpi_sources(plans, plan.name)
-    # A measure reads its clean table; a derived KPI the values of its inputs, of any source.
-    deps = [clean_asset_key(s.name) for s in ([plan.source] if plan.source else [])] + [
-        kpi_asset_key(ref) for ref in plan.inputs
+    # A measure reads its clean table and those of its lookups' references; a derived KPI the
+    # values of its inputs, of any source.
+    deps = [
+        *(clean_asset_key(s.name) for s in ([plan.source] if plan.source else [])),
+        *(clean_asset_key(reference.name) for reference in plan.references.values()),
+        *(kpi_asset_key(ref) for ref in plan.inputs),
     ]
     freshness = (
         dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=kpi.freshness_hours))

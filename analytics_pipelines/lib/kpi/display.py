@@ -1,5 +1,5 @@
-"""How KPI numbers and periods are written for people (CLI tables, previews, check descriptions);
-no heavy imports, so read-only commands can use it."""
+"""How KPI numbers, periods and dimension columns are written for people (CLI tables, previews,
+check descriptions, view columns); no heavy imports, so read-only commands can use it."""
 
 from __future__ import annotations
 
@@ -46,3 +46,25 @@ def period_label(grain: Grain, start: dt.datetime) -> str:
     if grain == "quarter":
         return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
     return str(start.year)
+
+
+# The fixed columns of a KPI's view `kpi.<name>` (lib/kpi/views.py).
+VIEW_COLUMNS = (
+    "grain",
+    "period_start_local",
+    "period_end_local",
+    "period_start",
+    "period_end",
+    "breakdown",
+    "value",
+    "target",
+    "target_status",
+    "computed_at",
+)
+
+
+def dimension_column(name: str) -> str:
+    """View column of a dimension (`customer.segment` is `customer_segment`); a dimension named
+    like a fixed column gets a `_dim` suffix."""
+    name = name.replace(".", "_")
+    return f"{name}_dim" if name in VIEW_COLUMNS else name

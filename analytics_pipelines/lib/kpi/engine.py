@@ -77,7 +77,7 @@ def clean_table_exists(conn: Connection, source: SourceSpec) -> bool:
 
 
 def event_time_index_name(source: SourceSpec) -> str:
-    name = f"ix_kpi_{source.name}_{source.event_time}"
+    name = f"ix_kpi_{source.name}_{source.event_column}"
     if len(name) > 63:  # PostgreSQL truncates identifiers; keep names distinct when it would
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
         name = f"{name[:54]}_{digest}"
@@ -100,7 +100,7 @@ def ensure_event_time_index(warehouse: Warehouse, source: SourceSpec) -> bool:
                 "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
                 "WHERE i.indrelid = to_regclass(:table) AND a.attname = :column)"
             ),
-            {"table": _qualified(CLEAN_SCHEMA, source.name), "column": source.event_time},
+            {"table": _qualified(CLEAN_SCHEMA, source.name), "column": source.event_column},
         ).scalar()
         if indexed:
             return False
@@ -108,10 +108,10 @@ def ensure_event_time_index(warehouse: Warehouse, source: SourceSpec) -> bool:
             sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
             {"key": f"kpi-index:{source.name}"},
         )
-        sa.Index(event_time_index_name(source), table.c[source.event_time]).create(
+        sa.Index(event_time_index_name(source), table.c[source.event_column]).create(
             conn, checkfirst=True
         )
-        log.info("created event-time index", source=source.name, column=source.event_time)
+        log.info("created event-time index", source=source.name, column=source.event_column)
         return True
 
 
@@ -181,6 +181,14 @@ def refresh_kpi(
     with warehouse.begin() as conn:
         if source is not None and not clean_table_exists(conn, source):
             reason = f"clean.{source.name} does not exist yet: no data loaded for this source"
+            log.warning("kpi refresh skipped", kpi=kpi.name, reason=reason)
+            return RefreshResult(kpi.name, first_day, last_day, skipped=reason)
+        unloaded = [r.name for r in plan.references.values() if not clean_table_exists(conn, r)]
+        if plan.measure is not None and unloaded:
+            reason = (
+                f"reference clean.{', clean.'.join(unloaded)} does not exist yet: no data loaded "
+                "for it (its first load refreshes the periods of the rows that look it up)"
+            )
             log.warning("kpi refresh skipped", kpi=kpi.name, reason=reason)
             return RefreshResult(kpi.name, first_day, last_day, skipped=reason)
         # Runs of the same KPI (schedule, sensor, backfill) take turns instead of colliding.

@@ -78,7 +78,8 @@ def blocked_sources(
 
 
 def kpi_sources(plans: Mapping[str, KpiPlan], name: str) -> list[SourceSpec]:
-    """Every source a KPI's values come from: its own and, transitively, its inputs' sources."""
+    """Every source a KPI's values come from: its own, the references its dimensions look up
+    and, transitively, its inputs' sources."""
     found: dict[str, SourceSpec] = {}
     pending, seen = [name], set()
     while pending:
@@ -89,6 +90,7 @@ def kpi_sources(plans: Mapping[str, KpiPlan], name: str) -> list[SourceSpec]:
         plan = plans[current]
         if plan.source is not None:
             found[plan.source.name] = plan.source
+        found.update({reference.name: reference for reference in plan.references.values()})
         pending.extend(plan.inputs)
     return [found[s] for s in sorted(found)]
 

@@ -9,9 +9,10 @@ different sources commit in any order, so a row with a lower id can become visib
 with a higher one, and a single "last id seen" would skip it forever. Within one source that
 cannot happen: every writer of `ingest.touched_periods` (`clean.merge.merge_stage` and
 `clean.merge.remove_files_from_clean`, called from `clean.process.clean_pending`,
-`clean.replay.replay_quarantine` and `clean.replay.rebuild_clean`) first takes
-`clean.ledger.lock_source`, a transaction-level advisory lock on `clean:<source>` held until
-commit, and the identity column draws ids one at a time (no sequence cache, migration 0001).
+`clean.replay.replay_quarantine` and `clean.replay.rebuild_clean`, and
+`clean.reference_changes`, which records the slots of a fact source when a reference it looks
+up changes) first takes `clean.ledger.lock_source`, a transaction-level advisory lock on
+`clean:<source>` held until commit, and the identity column draws ids one at a time (no sequence cache, migration 0001).
 So a writer of a source gets its ids only after the previous writer of that source committed:
 within a source, ids become visible in increasing order.
 """

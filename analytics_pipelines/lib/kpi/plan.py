@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from analytics_pipelines.lib.catalog import Catalog, CatalogError, KpiSpec, SourceSpec
 from analytics_pipelines.lib.kpi.expressions import (
@@ -13,7 +13,12 @@ from analytics_pipelines.lib.kpi.expressions import (
     parse_filter,
     parse_measure,
 )
-from analytics_pipelines.lib.kpi.validation import did_you_mean, entity_columns, kpi_problems
+from analytics_pipelines.lib.kpi.validation import (
+    did_you_mean,
+    entity_columns,
+    kpi_problems,
+    references_of,
+)
 
 __all__ = ["KpiPlan", "entity_columns", "plan_catalog", "plan_kpi"]
 
@@ -25,6 +30,8 @@ class KpiPlan:
     measure: Measure | None
     filter: Filter | None
     derived: Derived | None
+    # Reference sources the dimensions look up, by lookup name (lib/kpi/lookups).
+    references: dict[str, SourceSpec] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -67,6 +74,7 @@ def plan_kpi(catalog: Catalog, name: str) -> KpiPlan:
         measure=parse_measure(kpi.measure, types),
         filter=parse_filter(kpi.filter, types) if kpi.filter is not None else None,
         derived=None,
+        references=references_of(kpi, source, catalog.sources),
     )
 
 

@@ -23,6 +23,7 @@ from analytics_pipelines.lib.kpi.expression_sql import (
     compile_filter,
     compile_measure,
 )
+from analytics_pipelines.lib.kpi.lookups import dimension_type, joined_rows
 from analytics_pipelines.lib.kpi.periods import (
     local_midnight_sql,
     period_end_sql,
@@ -134,12 +135,12 @@ def insert_measure(plan: KpiPlan, windows: Windows, roll_up: bool = True) -> sa.
     kpi, source = plan.kpi, plan.source
     tz = sa.literal(kpi.timezone, sa.Text())
     clean = clean_table(source)
-    event = clean.c[source.event_time]
+    event = clean.c[source.event_column]
     first = min(start for start, _ in windows.values())
     last = max(end for _, end in windows.values())
     moment: sa.ColumnElement[Any]
     local: sa.ColumnElement[Any]
-    if source.column(source.event_time).type == "date":
+    if source.column(source.event_column).type == "date":
         # A date has no time of day: it stands for the local midnight in the KPI's zone.
         local = sa.cast(event, sa.DateTime(timezone=False))
         moment = sa.func.timezone(tz, local, type_=sa.DateTime(timezone=True))
@@ -161,8 +162,10 @@ def insert_measure(plan: KpiPlan, windows: Windows, roll_up: bool = True) -> sa.
     )
     # OFFSET 0 keeps PostgreSQL from inlining the subquery, which would repeat the (costly)
     # time zone conversion once per grain instead of once per row.
+    joined, column_of = joined_rows(plan, clean)
     rows = (
-        sa.select(local.label("_local"), *extra, *(clean.c[name] for name in needed))
+        sa.select(local.label("_local"), *extra, *(column_of(name) for name in needed))
+        .select_from(joined)
         .where(*conditions)
         .offset(0)
         .subquery("rows")
@@ -258,7 +261,7 @@ def _periods(
         {
             name
             for name in plan.kpi.dimensions
-            if source.column(name).type == "string" and name not in filtered
+            if dimension_type(plan, name) == "string" and name not in filtered
         },
     )
 

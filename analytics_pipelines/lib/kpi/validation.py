@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 
 from analytics_pipelines.lib.catalog.models import KpiSpec, SourceSpec
+from analytics_pipelines.lib.kpi.display import dimension_column
 from analytics_pipelines.lib.kpi.expressions import (
     And,
     ColumnRef,
@@ -18,10 +19,10 @@ from analytics_pipelines.lib.kpi.expressions import (
     Condition,
     Constant,
     ExpressionError,
+    Filter,
     InList,
     Measure,
     Not,
-    Filter,
     Or,
     closest_name,
     parse_derived,
@@ -92,13 +93,11 @@ def kpi_problems(
         return problems
     assert kpi.source is not None and kpi.measure is not None  # KpiSpec requires both
     source = sources[kpi.source]
+    if source.kind == "reference":
+        problems.append(f"source: {reference_kpi_problem(source.name)}")
+        return problems
     types = source.column_types
-    problems.extend(
-        f"dimensions: {dimension!r} is not a column of source {source.name}"
-        + did_you_mean(dimension, types)
-        for dimension in kpi.dimensions
-        if dimension not in types
-    )
+    problems.extend(f"dimensions: {p}" for p in dimension_problems(kpi, source, sources))
     try:
         measure = parse_measure(kpi.measure, types)
     except ExpressionError as error:
@@ -228,3 +227,121 @@ def semi_additive_problems(kpi: KpiSpec, source: SourceSpec, measure: Measure) -
             f"measure {measure.text!r} uses {', '.join(functions)}; the picked rows combine with "
             f"{', '.join(sorted(SEMI_ADDITIVE_AGGREGATES))}"
         )
+
+
+# ---- lookup dimensions (lib/kpi/lookups.py joins them) -------------------------------------
+
+
+def split_dimension(name: str) -> tuple[str, str] | None:
+    """`("customer", "segment")` for `customer.segment`; None for a column of the source."""
+    lookup, dot, column = name.partition(".")
+    return (lookup, column) if dot else None
+
+
+def lookup_problems(source: SourceSpec, sources: Mapping[str, SourceSpec]) -> list[str]:
+    """What is wrong with the lookups `source` declares, one message per problem."""
+    problems = []
+    for lookup in source.lookups:
+        reference = sources.get(lookup.source)
+        where = f"lookup {lookup.name}"
+        if reference is None:
+            problems.append(
+                f"{where}: unknown source {lookup.source!r}"
+                + did_you_mean(lookup.source, [s for s in sources if s != source.name])
+            )
+            continue
+        if reference.kind != "reference":
+            problems.append(
+                f"{where}: source {reference.name} is not a reference (declare it with "
+                "kind: reference: one row per key, no event time)"
+            )
+            continue
+        if sorted(lookup.key.values()) != sorted(reference.primary_key):
+            problems.append(
+                f"{where}: key must map columns of {source.name} to the whole primary key of "
+                f"{reference.name} ({', '.join(reference.primary_key)}), "
+                f"not ({', '.join(lookup.key.values())})"
+            )
+            continue
+        for fact_column, key_column in lookup.key.items():
+            fact_type = source.column(fact_column).type
+            key_type = reference.column(key_column).type
+            if fact_type != key_type:
+                problems.append(
+                    f"{where}: key: {source.name}.{fact_column} is {fact_type} but "
+                    f"{reference.name}.{key_column} is {key_type}; the types must match"
+                )
+    return problems
+
+
+def dimension_problems(
+    kpi: KpiSpec, source: SourceSpec, sources: Mapping[str, SourceSpec]
+) -> list[str]:
+    """Dimensions of `kpi` that name nothing its source offers, and view columns that clash."""
+    problems = []
+    lookups = {lookup.name: lookup for lookup in source.lookups}
+    offered = [
+        *source.column_types,
+        *(
+            f"{lookup.name}.{column.name}"
+            for lookup in source.lookups
+            if lookup.source in sources
+            for column in sources[lookup.source].columns
+        ),
+    ]
+    for dimension in kpi.dimensions:
+        parts = split_dimension(dimension)
+        if parts is None:
+            if dimension not in source.column_types:
+                problems.append(
+                    f"{dimension!r} is not a column of source {source.name}"
+                    + did_you_mean(dimension, offered)
+                )
+            continue
+        lookup_name, column = parts
+        lookup = lookups.get(lookup_name)
+        if lookup is None:
+            known = ", ".join(sorted(lookups)) or "none"
+            problems.append(
+                f"{dimension!r}: source {source.name} declares no lookup {lookup_name!r} "
+                f"(lookups: {known}){did_you_mean(lookup_name, lookups)}"
+            )
+            continue
+        reference = sources.get(lookup.source)
+        if reference is None or reference.kind != "reference":
+            continue  # reported with the source's lookups
+        if column not in reference.column_types:
+            problems.append(
+                f"{dimension!r}: {column!r} is not a column of reference source {reference.name}"
+                + did_you_mean(column, reference.column_types)
+            )
+    seen: dict[str, str] = {}
+    for dimension in kpi.dimensions:
+        view_column = dimension_column(dimension)
+        if view_column in seen:
+            problems.append(
+                f"{seen[view_column]!r} and {dimension!r} would both be column {view_column!r} "
+                f"of the view kpi.{kpi.name}"
+            )
+        seen.setdefault(view_column, dimension)
+    return problems
+
+
+def references_of(
+    kpi: KpiSpec, source: SourceSpec, sources: Mapping[str, SourceSpec]
+) -> dict[str, SourceSpec]:
+    """The reference sources the KPI's dimensions read, by lookup name (a valid catalog)."""
+    lookups = {lookup.name: lookup for lookup in source.lookups}
+    found = {}
+    for dimension in kpi.dimensions:
+        parts = split_dimension(dimension)
+        if parts is not None:
+            found[parts[0]] = sources[lookups[parts[0]].source]
+    return found
+
+
+def reference_kpi_problem(source: str) -> str:
+    return (
+        f"{source} is a reference source (no event time, so no periods); a KPI counts the "
+        f"rows of an events source and may look {source} up as a dimension"
+    )

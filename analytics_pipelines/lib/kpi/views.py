@@ -18,28 +18,10 @@ from psycopg2 import sql
 from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog import KpiSpec
+from analytics_pipelines.lib.kpi.display import dimension_column
 from analytics_pipelines.lib.kpi.targets import status_sql, target_sql
 
 SCHEMA = "kpi"
-_FIXED_COLUMNS = (
-    "grain",
-    "period_start_local",
-    "period_end_local",
-    "period_start",
-    "period_end",
-    "breakdown",
-    "value",
-    "target",
-    "target_status",
-    "computed_at",
-)
-
-
-def dimension_column(name: str) -> str:
-    """View column of a dimension; a dimension named like a fixed column gets a `_dim` suffix."""
-    return f"{name}_dim" if name in _FIXED_COLUMNS else name
-
-
 def view_definition(kpi: KpiSpec) -> sql.Composed:
     tz = sql.Literal(kpi.timezone)
     # The target is computed once per row in a lateral select, the status compares with it.
