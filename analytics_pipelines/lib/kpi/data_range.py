@@ -21,14 +21,14 @@ def source_dates(
     """First and last local date (in `timezone`) of the clean rows' event time; None when the
     source has no clean row yet."""
     table = clean_table(source)
-    event = table.c[source.event_time]
+    event = table.c[source.event_column]
     zone = sa.literal(timezone, sa.Text())
     with warehouse.connect() as conn:
         if not clean_table_exists(conn, source):
             return None
         low: sa.ColumnElement[Any]
         high: sa.ColumnElement[Any]
-        if source.column(source.event_time).type == "date":
+        if source.column(source.event_column).type == "date":
             # A date is the business day itself, whatever the zone.
             low, high = sa.func.min(event), sa.func.max(event)
         else:

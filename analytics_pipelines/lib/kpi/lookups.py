@@ -13,7 +13,7 @@ once the affected periods are refreshed (lib/clean/reference_changes records tho
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +26,7 @@ from analytics_pipelines.lib.tables import clean_table
 
 def dimension_type(plan: KpiPlan, name: str) -> ColumnType:
     """The column type of a dimension, whether of the source or of a reference."""
+    assert plan.source is not None, "a derived KPI has no rows of its own"
     parts = split_dimension(name)
     if parts is None:
         return plan.source.column(name).type
@@ -40,6 +41,7 @@ def joined_rows(
 
     The join is on the reference's whole primary key, so each fact row meets at most one row.
     """
+    assert plan.source is not None, "a derived KPI has no rows of its own"
     joined: sa.FromClause = clean
     aliases: dict[str, sa.FromClause] = {}
     lookups = {lookup.name: lookup for lookup in plan.source.lookups}

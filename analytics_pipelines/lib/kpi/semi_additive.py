@@ -45,11 +45,11 @@ def insert_semi_additive(plan: KpiPlan, windows: Windows) -> sa.Insert:
     kpi, source, semi_additive = plan.kpi, plan.source, plan.kpi.semi_additive
     assert plan.measure is not None and semi_additive is not None and source is not None
     clean = clean_table(source)
-    event = clean.c[source.event_time]
+    event = clean.c[source.event_column]
     first = min(start for start, _ in windows.values())
     last = max(end for _, end in windows.values())
     moment: sa.ColumnElement[Any]
-    if source.column(source.event_time).type == "date":
+    if source.column(source.event_column).type == "date":
         # A date has no time of day: it stands for the local midnight in the KPI's zone.
         in_window = sa.and_(event >= first, event < last)
         local = sa.cast(event, sa.DateTime(timezone=False))

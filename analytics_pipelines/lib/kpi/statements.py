@@ -253,7 +253,6 @@ def _periods(
     grouping see the "C" collation; min/max of a text keep the database's order.
     """
     assert plan.measure is not None and plan.source is not None
-    source = plan.source
     # Filter columns keep the database's collation: a filter may compare text with < or >.
     filtered = plan.filter.columns if plan.filter is not None else set()
     bytewise = bytewise_text_columns(

@@ -22,6 +22,8 @@ from analytics_pipelines.lib.kpi.display import dimension_column
 from analytics_pipelines.lib.kpi.targets import status_sql, target_sql
 
 SCHEMA = "kpi"
+
+
 def view_definition(kpi: KpiSpec) -> sql.Composed:
     tz = sql.Literal(kpi.timezone)
     # The target is computed once per row in a lateral select, the status compares with it.
