@@ -120,3 +120,25 @@ def test_schema_drift_fails_the_run_with_the_message(
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "schema drift" in str(failure.step_failure_data.error)
+
+
+def test_row_count_is_the_clean_tables_total_after_two_loads(
+    warehouse: Warehouse, database_url: str
+) -> None:
+    source = make_source()
+    first = [row(order_id=f"ORD-{i:04d}") for i in range(1, 4)]
+    # The second delivery repeats one key (replaced, not added) and brings two new ones.
+    second = [row(order_id="ORD-0002", quantity="9")] + [
+        row(order_id=f"ORD-{i:04d}") for i in range(4, 6)
+    ]
+    land(warehouse, source, first)
+    one = materialised(materialise(database_url, source))[dg.AssetKey(["clean", source.name])]
+    land(warehouse, source, second)
+    two = materialised(materialise(database_url, source))[dg.AssetKey(["clean", source.name])]
+
+    distinct_keys = {(r["order_id"], r["line_no"]) for r in first + second}
+    assert (one["dagster/row_count"].value, one["rows_this_run"].value) == (3, len(first))
+    assert (two["dagster/row_count"].value, two["rows_this_run"].value) == (
+        len(distinct_keys),
+        len(second),
+    )

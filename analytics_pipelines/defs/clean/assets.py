@@ -9,7 +9,8 @@ from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.clean import SchemaDriftError, clean_pending
 from analytics_pipelines.lib.ingest.config import definitions_catalog
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
-from analytics_pipelines.lib.tables import clean_table, ledger
+from analytics_pipelines.lib.table_rows import table_rows
+from analytics_pipelines.lib.tables import CLEAN_SCHEMA, clean_table, ledger
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
 
@@ -90,7 +91,9 @@ def build_clean_asset(source: SourceSpec) -> dg.AssetsDefinition:
                     "replaced_rows": report.replaced_rows + fused[4],
                     "replaced_in_clean": report.displaced_rows,
                     "removed_superseded_rows": report.removed_rows,
-                    "dagster/row_count": report.clean_rows + fused[2],
+                    # "Row count" is the table's, as Dagster means it; this run's rows beside it.
+                    **table_rows(db, CLEAN_SCHEMA, source.name).metadata(),
+                    "rows_this_run": report.clean_rows + fused[2],
                     "preview": _preview(db, source),
                 }
             )

@@ -18,6 +18,8 @@ from analytics_pipelines.lib.ingest import (
 from analytics_pipelines.lib.ingest.config import definitions_catalog
 from analytics_pipelines.lib.ingest.file_status import failures_summary
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
+from analytics_pipelines.lib.table_rows import TableRows, table_rows
+from analytics_pipelines.lib.tables import RAW_SCHEMA
 from analytics_pipelines.resources import ObjectStoreResource, WarehouseResource
 
 FILES_READABLE = "files_readable"
@@ -54,7 +56,9 @@ def _failures_table(failures: list[FileOutcome]) -> str:
     return "\n".join(lines)
 
 
-def report_metadata(report: LoadReport, preview: list[dict[str, Any]]) -> dict[str, Any]:
+def report_metadata(
+    report: LoadReport, preview: list[dict[str, Any]], table: TableRows
+) -> dict[str, Any]:
     return {
         "files_loaded": len(report.with_status("loaded")),
         "files_duplicate": len(report.with_status("duplicate")),
@@ -68,7 +72,9 @@ def report_metadata(report: LoadReport, preview: list[dict[str, Any]]) -> dict[s
             [o.file_id for o in report.loaded_earlier]
         ),
         "rows_loaded": dg.MetadataValue.int(report.rows),
-        "dagster/row_count": dg.MetadataValue.int(report.rows),
+        # "Row count" is the table's, as Dagster means it; what this run added is beside it.
+        **table.metadata(),
+        "rows_this_run": dg.MetadataValue.int(report.rows),
         "loaded_file_ids": dg.MetadataValue.json(report.loaded_file_ids),
         "cleaned_while_loading_file_ids": dg.MetadataValue.json(report.cleaned_file_ids),
         "superseded_file_ids": dg.MetadataValue.json(report.superseded_file_ids),
@@ -155,6 +161,7 @@ def build_raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
             preview = preview_rows(
                 warehouse.get_warehouse(), source, report.loaded_file_ids, PREVIEW_ROWS
             )
+            table = table_rows(warehouse.get_warehouse(), RAW_SCHEMA, source.name)
         for failure in report.failures:
             context.log.error(f"file {failure.key} failed: {failure.error}")
         for earlier in report.loaded_earlier:
@@ -167,7 +174,7 @@ def build_raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
             f"{len(report.with_status('duplicate'))} duplicate(s), {len(report.failures)} failed"
         )
         return dg.MaterializeResult(
-            metadata=report_metadata(report, preview),
+            metadata=report_metadata(report, preview, table),
             check_results=[
                 dg.AssetCheckResult(
                     check_name=FILES_READABLE,
