@@ -14,6 +14,7 @@ from analytics_pipelines.defs.clean.checks import (
     RECONCILIATION,
     build_clean_checks,
 )
+from analytics_pipelines.defs.ingest.sensors import raw_asset_key
 from analytics_pipelines.lib.catalog import SourceSpec
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
@@ -48,7 +49,7 @@ def test_asset_shape_follows_the_contract() -> None:
     key = dg.AssetKey(["clean", source.name])
     spec = next(iter(asset.specs))
     assert asset.key == key
-    assert dg.AssetKey(["raw", source.name]) in {d.asset_key for d in spec.deps}
+    assert raw_asset_key(source.name) in {d.asset_key for d in spec.deps}
     assert spec.group_name == "testing"
     assert spec.kinds == {"postgres"}
     assert spec.freshness_policy is not None

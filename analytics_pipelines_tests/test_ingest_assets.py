@@ -1,4 +1,4 @@
-"""raw/<source> as Dagster sees it: materialised by hand, metadata, the readable-files check, jobs."""
+"""raw/raw_<source> as Dagster sees it: materialised by hand, metadata, the readable-files check, jobs."""
 
 from __future__ import annotations
 

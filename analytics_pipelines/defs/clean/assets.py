@@ -5,6 +5,7 @@ from datetime import timedelta
 import dagster as dg
 import sqlalchemy as sa
 
+from analytics_pipelines.defs.ingest.sensors import raw_asset_key
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.clean import SchemaDriftError, clean_pending
 from analytics_pipelines.lib.ingest.config import definitions_catalog
@@ -30,7 +31,7 @@ def _preview(warehouse: Warehouse, source: SourceSpec) -> dg.MetadataValue:
 
 
 def _cleaned_while_loading(warehouse: Warehouse, source: SourceSpec, run_id: str) -> list[int]:
-    """[files, raw, clean, quarantined, replaced] of this run's files cleaned by raw/<source>."""
+    """[files, raw, clean, quarantined, replaced] of this run's files cleaned by raw/raw_<source>."""
     with warehouse.connect() as conn:
         row = conn.execute(
             sa.select(
@@ -50,7 +51,7 @@ def _cleaned_while_loading(warehouse: Warehouse, source: SourceSpec, run_id: str
 
 
 def build_clean_asset(source: SourceSpec) -> dg.AssetsDefinition:
-    """The clean asset of one source; it runs in the same sensor-requested run as `raw/<source>`."""
+    """The clean asset of one source; it runs in the same sensor-requested run as `raw/raw_<source>`."""
     freshness = (
         dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=source.freshness_hours))
         if source.freshness_hours is not None
@@ -59,7 +60,7 @@ def build_clean_asset(source: SourceSpec) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=["clean", source.name],
-        deps=[dg.AssetKey(["raw", source.name])],
+        deps=[raw_asset_key(source.name)],
         group_name=source.value_chain,
         kinds={"postgres"},
         description=(

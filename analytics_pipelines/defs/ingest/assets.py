@@ -1,4 +1,4 @@
-"""`raw/<source>` assets: load new file versions from the landing prefix into `raw.<source>`."""
+"""`raw/raw_<source>` assets: load new file versions from the landing prefix into `raw.<source>`."""
 
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from analytics_pipelines.defs.ingest.sensors import ingest_job_name
+from analytics_pipelines.defs.ingest.sensors import ingest_job_name, raw_asset_key
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest import (
     FileOutcome,
@@ -31,10 +31,6 @@ class RawLoadConfig(dg.Config):
         default_factory=list,
         description="Object keys to load (set by the landing sensor); empty = everything pending.",
     )
-
-
-def raw_asset_key(source: str) -> dg.AssetKey:
-    return dg.AssetKey(["raw", source])
 
 
 def _markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -86,20 +82,19 @@ def report_metadata(
     }
 
 
-def _assets_of_run(context: dg.AssetExecutionContext) -> AbstractSet[dg.AssetKey]:
+def _assets_of_run(context: dg.AssetExecutionContext, source: str) -> AbstractSet[dg.AssetKey]:
     """Every asset this run materialises (`selected_asset_keys` holds only this step's).
 
     A run of a selection names its assets (`DagsterRun.asset_selection`). A run of a whole job
     names none (None; empty from `execute_in_process`), and Dagster has no public API that
-    lists a job's assets. The one whole job that runs raw/<source> is ours, `ingest_<source>`:
-    raw/<source> and what directly depends on it, which every catalog source has as
+    lists a job's assets. The one whole job that runs raw/raw_<source> is ours, `ingest_<source>`:
+    raw/raw_<source> and what directly depends on it, which every catalog source has as
     clean/<source> (sensors.build_ingest_job). Any other job runs only this step as far as
     this asset can tell, so it loads without the fast clean path.
     """
     selection = context.run.asset_selection
     if selection:
         return selection
-    source = context.asset_key.path[-1]
     if context.job_name == ingest_job_name(source):
         return {context.asset_key, dg.AssetKey(["clean", source])}
     return {context.asset_key}
@@ -140,7 +135,7 @@ def build_raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         # When clean/<source> runs too, new files are cleaned from the same bytes while they
         # load; the clean step then only handles what that fast path left to it.
-        cleaning = dg.AssetKey(["clean", source.name]) in _assets_of_run(context)
+        cleaning = dg.AssetKey(["clean", source.name]) in _assets_of_run(context, source.name)
         with bound_context(**run_context_fields(context), source=source.name):
             try:
                 report = load_pending(
