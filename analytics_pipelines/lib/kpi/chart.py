@@ -198,21 +198,22 @@ def render_svg(data: ChartData) -> str:
         colour = TOTAL_COLOUR if total else PALETTE[(position - 1) % len(PALETTE)]
         # A period without a value breaks the line rather than bridging it; a value alone
         # between gaps is a zero-length piece, drawn as a dot by the round line cap.
-        path: list[str] = []
+        lines: list[str] = []
+        dots: list[str] = []
         for i, point in enumerate(series.values):
             if point is None:
                 continue
             joined = i > 0 and series.values[i - 1] is not None
-            path.append(f"{'L' if joined else 'M'}{x(i):.1f} {y(point):.1f}")
-            if not joined and (i + 1 == n or series.values[i + 1] is None):
-                path.append("h0")
+            alone = not joined and (i + 1 == n or series.values[i + 1] is None)
+            move = f"{'L' if joined else 'M'}{x(i):.1f} {y(point):.1f}"
+            (dots if alone else lines).append(move + ("h0" if alone else ""))
         parts.append(f"<g data-series={quoteattr(series.label)}>")
-        if path:
-            parts.append(
-                f'<path d="{"".join(path)}" fill="none" stroke="{colour}" '
-                f'stroke-width="{3 if total else 2}" stroke-linecap="round" '
-                'stroke-linejoin="round"/>'
-            )
+        for path, width in ((lines, 3 if total else 2), (dots, 6)):
+            if path:
+                parts.append(
+                    f'<path d="{"".join(path)}" fill="none" stroke="{colour}" '
+                    f'stroke-width="{width}" stroke-linecap="round" stroke-linejoin="round"/>'
+                )
         legend_y = TOP + 14 + 16 * position
         parts.append(
             f'<rect x="{WIDTH - RIGHT + 14}" y="{legend_y - 8}" width="12" height="3" '
