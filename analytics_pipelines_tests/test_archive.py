@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from analytics_pipelines.defs.archive.assets import build_archive_asset
+from analytics_pipelines.defs.archive.assets import archive_asset_key, build_archive_asset
 from analytics_pipelines.lib.archive import (
     ArchiveError,
     archive_dates,
@@ -384,7 +384,7 @@ def test_the_archive_asset_reports_what_it_did(
         loaded_days_ago=40,
     )
     asset = build_archive_asset(orders.source)
-    key = dg.AssetKey(["archive", orders.source.name])
+    key = archive_asset_key(orders.source.name)
     spec = asset.specs_by_key[key]
     assert spec.group_name == "sales"
     assert set(spec.kinds) == {"parquet", "s3"}
@@ -423,9 +423,9 @@ def test_the_code_location_has_one_archive_asset_per_catalog_source(
         if spec.key.path[0] == "archive"  # the clean/<source> keys it depends on show up too
     }
     assert groups == {
-        "archive/orders": "sales",
-        "archive/inventory_movements": "supply_chain",
-        "archive/support_tickets": "customer_service",
+        "archive/archive_orders": "sales",
+        "archive/archive_inventory_movements": "supply_chain",
+        "archive/archive_support_tickets": "customer_service",
     }
     assert defs.resolve_schedule_def("archive_schedule").default_status == (
         dg.DefaultScheduleStatus.RUNNING

@@ -14,6 +14,7 @@ from analytics_pipelines.defs.clean.checks import (
     RECONCILIATION,
     build_clean_checks,
 )
+from analytics_pipelines.defs.ingest.sensors import raw_asset_key
 from analytics_pipelines.lib.catalog import SourceSpec
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
@@ -48,7 +49,7 @@ def test_asset_shape_follows_the_contract() -> None:
     key = dg.AssetKey(["clean", source.name])
     spec = next(iter(asset.specs))
     assert asset.key == key
-    assert dg.AssetKey(["raw", source.name]) in {d.asset_key for d in spec.deps}
+    assert raw_asset_key(source.name) in {d.asset_key for d in spec.deps}
     assert spec.group_name == "testing"
     assert spec.kinds == {"postgres"}
     assert spec.freshness_policy is not None
@@ -120,3 +121,25 @@ def test_schema_drift_fails_the_run_with_the_message(
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "schema drift" in str(failure.step_failure_data.error)
+
+
+def test_row_count_is_the_clean_tables_total_after_two_loads(
+    warehouse: Warehouse, database_url: str
+) -> None:
+    source = make_source()
+    first = [row(order_id=f"ORD-{i:04d}") for i in range(1, 4)]
+    # The second delivery repeats one key (replaced, not added) and brings two new ones.
+    second = [row(order_id="ORD-0002", quantity="9")] + [
+        row(order_id=f"ORD-{i:04d}") for i in range(4, 6)
+    ]
+    land(warehouse, source, first)
+    one = materialised(materialise(database_url, source))[dg.AssetKey(["clean", source.name])]
+    land(warehouse, source, second)
+    two = materialised(materialise(database_url, source))[dg.AssetKey(["clean", source.name])]
+
+    distinct_keys = {(r["order_id"], r["line_no"]) for r in first + second}
+    assert (one["dagster/row_count"].value, one["rows_this_run"].value) == (3, len(first))
+    assert (two["dagster/row_count"].value, two["rows_this_run"].value) == (
+        len(distinct_keys),
+        len(second),
+    )

@@ -59,9 +59,7 @@ def test_demo_pipeline_materialises_from_the_dagster_cli(
         tmp_path,
     )
     catalog = load_catalog(DEMO_CATALOG_DIR)
-    layers = ",".join(
-        f"{layer}/{source}" for source in catalog.sources for layer in ("raw", "clean")
-    )
+    layers = ",".join(f"raw/raw_{source},clean/{source}" for source in catalog.sources)
     module = ["-m", "analytics_pipelines.definitions"]
     run([str(BIN / "dagster"), "asset", "materialize", *module, "--select", layers], env, tmp_path)
 

@@ -34,10 +34,23 @@ def test_one_asset_per_declared_source_and_kpi(defs: dg.Definitions) -> None:
     catalog = load_catalog(DEMO_CATALOG_DIR)
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     for source in catalog.sources:
-        assert f"raw/{source}" in keys
+        assert f"raw/raw_{source}" in keys
         assert f"clean/{source}" in keys
     for kpi in catalog.kpis:
         assert f"kpi/{kpi}" in keys
+
+
+def test_every_node_of_the_lineage_graph_has_a_label_of_its_own(defs: dg.Definitions) -> None:
+    # Dagster's lineage graph labels a node with the last part of its asset key alone
+    # (dagster-webserver 1.13: ui-core asset-graph/AssetNode.tsx, `assetKey.path[length - 1]`).
+    catalog = load_catalog(DEMO_CATALOG_DIR)
+    keys = defs.resolve_asset_graph().get_all_asset_keys()
+    labels = [key.path[-1] for key in keys]
+    assert len(labels) == len(set(labels)), sorted(labels)
+    for source in catalog.sources:
+        raw = next(k for k in keys if k.path[0] == "raw" and k.path[-1] == f"raw_{source}")
+        clean = dg.AssetKey(["clean", source])
+        assert clean in keys and raw.path[-1] != clean.path[-1] == source
 
 
 def test_every_asset_has_a_description_kinds_and_a_value_chain_group(defs: dg.Definitions) -> None:

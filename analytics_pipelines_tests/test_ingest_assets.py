@@ -1,4 +1,4 @@
-"""raw/<source> as Dagster sees it: materialised by hand, metadata, the readable-files check, jobs."""
+"""raw/raw_<source> as Dagster sees it: materialised by hand, metadata, the readable-files check, jobs."""
 
 from __future__ import annotations
 
@@ -159,3 +159,31 @@ def test_code_location_has_one_raw_asset_job_and_sensor_per_source(
         spec = repository.assets_defs_by_key[raw_asset_key(name)].specs_by_key[raw_asset_key(name)]
         assert spec.group_name == source.value_chain
         assert set(spec.kinds) == {"postgres", "s3"}
+
+
+def test_row_count_is_the_tables_total_and_this_runs_rows_stand_beside_it(
+    store: ObjectStore, warehouse: Warehouse, database_url: str
+) -> None:
+    source = make_source()
+    asset = build_raw_asset(source)
+    second = b"order_id,ordered_at,region,amount\n" + b"".join(
+        f"N{i},2024-03-03,north,{i}\n".encode() for i in range(5)
+    )
+    delivered = 0
+    reported = []
+    for name, content in (("1.csv", GOOD), ("2.csv", second), ("3.csv", BAD)):
+        store.write(key_of(source, name), content)
+        readable = content is not BAD
+        this_file = content.count(b"\n") - 1 if readable else 0  # data lines, header aside
+        delivered += this_file
+        result = dg.materialize([asset], resources=_resources(store, database_url))
+        [materialization] = result.asset_materializations_for_node(raw_op_name(source.name))
+        metadata = materialization.metadata
+        reported.append(
+            (metadata["dagster/row_count"].value, metadata["rows_this_run"].value, delivered)
+        )
+        assert metadata["rows_this_run"].value == this_file
+
+    # The table's rows after each run (2, 2 + 5, unchanged by the unreadable file), not the run's.
+    assert reported == [(2, 2, 2), (7, 5, 7), (7, 0, 7)]
+    assert len(raw_rows(warehouse, source)) == delivered

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from analytics_pipelines.defs.clean.assets import build_clean_asset
 from analytics_pipelines.defs.clean.checks import RECONCILIATION, build_clean_checks
 from analytics_pipelines.defs.ingest.assets import build_raw_asset
-from analytics_pipelines.defs.ingest.sensors import raw_op_name
+from analytics_pipelines.defs.ingest.sensors import raw_asset_key, raw_op_name
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest import KeysRefused, load_object, load_pending
 from analytics_pipelines.lib.storage import LocalFolderStore, ObjectStore, S3Store
@@ -519,7 +519,7 @@ def test_header_only_file_is_loaded_with_zero_rows_and_cleans(
     assert (entry["clean_rows"], entry["quarantined_rows"], entry["replaced_rows"]) == (0, 0, 0)
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks[RECONCILIATION] is True
-    assert _metadata(result, "raw", source.name)["files_loaded"] == 2
+    assert _metadata(result, *raw_asset_key(source.name).path)["files_loaded"] == 2
 
 
 def test_rerun_after_crash_reports_rows_committed_earlier(
@@ -536,7 +536,7 @@ def test_rerun_after_crash_reports_rows_committed_earlier(
     result = _materialise_raw_and_clean(store, database_url, source, keys)
 
     assert result.success
-    raw = _metadata(result, "raw", source.name)
+    raw = _metadata(result, *raw_asset_key(source.name).path)
     assert (raw["files_loaded"], raw["rows_loaded"]) == (1, 1)
     assert (raw["files_loaded_earlier"], raw["rows_loaded_earlier"]) == (1, 2)
     assert raw["loaded_earlier_file_ids"] == [crashed.outcomes[0].file_id]
@@ -550,4 +550,4 @@ def test_rerun_after_crash_reports_rows_committed_earlier(
 
     # Once cleaned, the same keys report nothing earlier: each row is reported once.
     again = _materialise_raw_and_clean(store, database_url, source, keys)
-    assert _metadata(again, "raw", source.name)["files_loaded_earlier"] == 0
+    assert _metadata(again, *raw_asset_key(source.name).path)["files_loaded_earlier"] == 0

@@ -6,7 +6,7 @@ import dagster as dg
 
 from analytics_pipelines.defs.clean.assets import build_clean_asset
 from analytics_pipelines.defs.ingest.assets import build_raw_asset
-from analytics_pipelines.defs.ingest.sensors import build_ingest_job, ingest_job_name
+from analytics_pipelines.defs.ingest.sensors import build_ingest_job, ingest_job_name, raw_asset_key
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.storage import LocalFolderStore
 from analytics_pipelines.resources import ObjectStoreResource, WarehouseResource
@@ -56,7 +56,7 @@ def test_raw_alone_is_loaded_without_the_fast_clean_path(
 ) -> None:
     source, job = _job(local_store, database_url, 1)
 
-    raw_only = job.execute_in_process(asset_selection=[dg.AssetKey(["raw", source.name])])
+    raw_only = job.execute_in_process(asset_selection=[raw_asset_key(source.name)])
     assert raw_only.success
     # The later clean run then does the cleaning itself: nothing was cleaned while loading.
     result = job.execute_in_process(asset_selection=[dg.AssetKey(["clean", source.name])])

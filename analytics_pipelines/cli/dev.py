@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from analytics_pipelines.lib.demo.defaults import DEFAULT_START as DEMO_START
 from analytics_pipelines.lib.dev_lock import DevAlreadyRunning, DevLock
 from analytics_pipelines.lib.pgserver import LocalPostgres, PostgresUnavailable
 
@@ -168,6 +169,9 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
         env["STORAGE_URL"] = f"file://{storage}"
     # Short ticks in development: a dropped file should show in the KPIs well within a minute.
     env.setdefault("SENSOR_INTERVAL_SECONDS", "5")
+    # KPI partitions from the demo's first day, not the production default: the UI's "filled"
+    # share and the partition bar then describe the data that is there.
+    env.setdefault("KPI_PARTITIONS_START", DEMO_START.isoformat())
     dagster_home = (DATA_DIR / "dagster_home").resolve()
     dagster_home.mkdir(parents=True, exist_ok=True)
     (dagster_home / "dagster.yaml").write_text(DAGSTER_DEV_YAML)

@@ -5,12 +5,14 @@ from datetime import timedelta
 import dagster as dg
 import sqlalchemy as sa
 
+from analytics_pipelines.defs.ingest.sensors import raw_asset_key
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.clean import SchemaDriftError, clean_pending
 from analytics_pipelines.lib.clean.reference_changes import LookupUses
 from analytics_pipelines.lib.ingest.config import definitions_catalog
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
-from analytics_pipelines.lib.tables import clean_table, ledger
+from analytics_pipelines.lib.table_rows import table_rows
+from analytics_pipelines.lib.tables import CLEAN_SCHEMA, clean_table, ledger
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
 
@@ -30,7 +32,7 @@ def _preview(warehouse: Warehouse, source: SourceSpec) -> dg.MetadataValue:
 
 
 def _cleaned_while_loading(warehouse: Warehouse, source: SourceSpec, run_id: str) -> list[int]:
-    """[files, raw, clean, quarantined, replaced] of this run's files cleaned by raw/<source>."""
+    """[files, raw, clean, quarantined, replaced] of this run's files cleaned by raw/raw_<source>."""
     with warehouse.connect() as conn:
         row = conn.execute(
             sa.select(
@@ -50,7 +52,7 @@ def _cleaned_while_loading(warehouse: Warehouse, source: SourceSpec, run_id: str
 
 
 def build_clean_asset(source: SourceSpec, lookups: LookupUses = ()) -> dg.AssetsDefinition:
-    """The clean asset of one source; it runs in the same sensor-requested run as `raw/<source>`."""
+    """The clean asset of one source; it runs in the same sensor-requested run as `raw/raw_<source>`."""
     freshness = (
         dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=source.freshness_hours))
         if source.freshness_hours is not None
@@ -59,7 +61,7 @@ def build_clean_asset(source: SourceSpec, lookups: LookupUses = ()) -> dg.Assets
 
     @dg.asset(
         key=["clean", source.name],
-        deps=[dg.AssetKey(["raw", source.name])],
+        deps=[raw_asset_key(source.name)],
         group_name=source.value_chain,
         kinds={"postgres"},
         description=(
@@ -93,7 +95,9 @@ def build_clean_asset(source: SourceSpec, lookups: LookupUses = ()) -> dg.Assets
                     "replaced_rows": report.replaced_rows + fused[4],
                     "replaced_in_clean": report.displaced_rows,
                     "removed_superseded_rows": report.removed_rows,
-                    "dagster/row_count": report.clean_rows + fused[2],
+                    # "Row count" is the table's, as Dagster means it; this run's rows beside it.
+                    **table_rows(db, CLEAN_SCHEMA, source.name).metadata(),
+                    "rows_this_run": report.clean_rows + fused[2],
                     "preview": _preview(db, source),
                     **(
                         {"reference_changes": "\n".join(report.reference_changes)}

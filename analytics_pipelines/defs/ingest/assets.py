@@ -1,4 +1,4 @@
-"""`raw/<source>` assets: load new file versions from the landing prefix into `raw.<source>`."""
+"""`raw/raw_<source>` assets: load new file versions from the landing prefix into `raw.<source>`."""
 
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from analytics_pipelines.defs.ingest.sensors import ingest_job_name
+from analytics_pipelines.defs.ingest.sensors import ingest_job_name, raw_asset_key
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest import (
     FileOutcome,
@@ -18,6 +18,8 @@ from analytics_pipelines.lib.ingest import (
 from analytics_pipelines.lib.ingest.config import definitions_catalog
 from analytics_pipelines.lib.ingest.file_status import failures_summary
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
+from analytics_pipelines.lib.table_rows import TableRows, table_rows
+from analytics_pipelines.lib.tables import RAW_SCHEMA
 from analytics_pipelines.resources import ObjectStoreResource, WarehouseResource
 
 FILES_READABLE = "files_readable"
@@ -29,10 +31,6 @@ class RawLoadConfig(dg.Config):
         default_factory=list,
         description="Object keys to load (set by the landing sensor); empty = everything pending.",
     )
-
-
-def raw_asset_key(source: str) -> dg.AssetKey:
-    return dg.AssetKey(["raw", source])
 
 
 def _markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -54,7 +52,9 @@ def _failures_table(failures: list[FileOutcome]) -> str:
     return "\n".join(lines)
 
 
-def report_metadata(report: LoadReport, preview: list[dict[str, Any]]) -> dict[str, Any]:
+def report_metadata(
+    report: LoadReport, preview: list[dict[str, Any]], table: TableRows
+) -> dict[str, Any]:
     return {
         "files_loaded": len(report.with_status("loaded")),
         "files_duplicate": len(report.with_status("duplicate")),
@@ -68,7 +68,9 @@ def report_metadata(report: LoadReport, preview: list[dict[str, Any]]) -> dict[s
             [o.file_id for o in report.loaded_earlier]
         ),
         "rows_loaded": dg.MetadataValue.int(report.rows),
-        "dagster/row_count": dg.MetadataValue.int(report.rows),
+        # "Row count" is the table's, as Dagster means it; what this run added is beside it.
+        **table.metadata(),
+        "rows_this_run": dg.MetadataValue.int(report.rows),
         "loaded_file_ids": dg.MetadataValue.json(report.loaded_file_ids),
         "cleaned_while_loading_file_ids": dg.MetadataValue.json(report.cleaned_file_ids),
         "superseded_file_ids": dg.MetadataValue.json(report.superseded_file_ids),
@@ -80,20 +82,19 @@ def report_metadata(report: LoadReport, preview: list[dict[str, Any]]) -> dict[s
     }
 
 
-def _assets_of_run(context: dg.AssetExecutionContext) -> AbstractSet[dg.AssetKey]:
+def _assets_of_run(context: dg.AssetExecutionContext, source: str) -> AbstractSet[dg.AssetKey]:
     """Every asset this run materialises (`selected_asset_keys` holds only this step's).
 
     A run of a selection names its assets (`DagsterRun.asset_selection`). A run of a whole job
     names none (None; empty from `execute_in_process`), and Dagster has no public API that
-    lists a job's assets. The one whole job that runs raw/<source> is ours, `ingest_<source>`:
-    raw/<source> and what directly depends on it, which every catalog source has as
+    lists a job's assets. The one whole job that runs raw/raw_<source> is ours, `ingest_<source>`:
+    raw/raw_<source> and what directly depends on it, which every catalog source has as
     clean/<source> (sensors.build_ingest_job). Any other job runs only this step as far as
     this asset can tell, so it loads without the fast clean path.
     """
     selection = context.run.asset_selection
     if selection:
         return selection
-    source = context.asset_key.path[-1]
     if context.job_name == ingest_job_name(source):
         return {context.asset_key, dg.AssetKey(["clean", source])}
     return {context.asset_key}
@@ -134,7 +135,7 @@ def build_raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         # When clean/<source> runs too, new files are cleaned from the same bytes while they
         # load; the clean step then only handles what that fast path left to it.
-        cleaning = dg.AssetKey(["clean", source.name]) in _assets_of_run(context)
+        cleaning = dg.AssetKey(["clean", source.name]) in _assets_of_run(context, source.name)
         with bound_context(**run_context_fields(context), source=source.name):
             try:
                 report = load_pending(
@@ -155,6 +156,7 @@ def build_raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
             preview = preview_rows(
                 warehouse.get_warehouse(), source, report.loaded_file_ids, PREVIEW_ROWS
             )
+            table = table_rows(warehouse.get_warehouse(), RAW_SCHEMA, source.name)
         for failure in report.failures:
             context.log.error(f"file {failure.key} failed: {failure.error}")
         for earlier in report.loaded_earlier:
@@ -167,7 +169,7 @@ def build_raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
             f"{len(report.with_status('duplicate'))} duplicate(s), {len(report.failures)} failed"
         )
         return dg.MaterializeResult(
-            metadata=report_metadata(report, preview),
+            metadata=report_metadata(report, preview, table),
             check_results=[
                 dg.AssetCheckResult(
                     check_name=FILES_READABLE,

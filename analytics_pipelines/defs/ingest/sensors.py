@@ -15,8 +15,15 @@ _IN_FLIGHT = [
 ]
 
 
+def raw_asset_key(source: str) -> dg.AssetKey:
+    """`raw/raw_<source>`, beside `clean/<source>`: Dagster's lineage graph labels a node with
+    the last part of its key alone, so raw and clean need different last parts to be told apart
+    (`raw/orders` and `clean/orders` were both drawn as "orders")."""
+    return dg.AssetKey(["raw", f"raw_{source}"])
+
+
 def raw_op_name(source: str) -> str:
-    return dg.AssetKey(["raw", source]).to_python_identifier()
+    return raw_asset_key(source).to_python_identifier()
 
 
 def ingest_job_name(source: str) -> str:
@@ -26,10 +33,10 @@ def ingest_job_name(source: str) -> str:
 def build_ingest_job(
     source: SourceSpec,
 ):  # returns dagster's non-public UnresolvedAssetJobDefinition
-    """raw/<source> and what directly depends on it (clean/<source>), in one run."""
+    """raw/raw_<source> and what directly depends on it (clean/<source>), in one run."""
     return dg.define_asset_job(
         ingest_job_name(source.name),
-        selection=dg.AssetSelection.assets(dg.AssetKey(["raw", source.name])).downstream(depth=1),
+        selection=dg.AssetSelection.assets(raw_asset_key(source.name)).downstream(depth=1),
         description=f"Loads new {source.name} files into raw and carries them through clean.",
         tags={"ingest/source": source.name},
     )

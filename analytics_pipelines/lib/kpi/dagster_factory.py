@@ -49,6 +49,7 @@ from analytics_pipelines.lib.kpi.periods import contiguous_ranges, local_date
 from analytics_pipelines.lib.kpi.plan import KpiPlan, plan_catalog
 from analytics_pipelines.lib.kpi.targets import latest_complete_periods
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
+from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
 
 # Partition sets must not move between deployments: a fixed first day, overridable per install.
@@ -134,7 +135,9 @@ def _preview_markdown(result: RefreshResult) -> str:
     return "\n".join(lines)
 
 
-def _materialization(result: RefreshResult) -> dg.MaterializeResult:
+def _materialization(
+    result: RefreshResult, warehouse: Warehouse, kpi: KpiSpec
+) -> dg.MaterializeResult:
     metadata: dict[str, Any] = {
         "first_day": result.first_day.isoformat(),
         "last_day": result.last_day.isoformat(),
@@ -144,6 +147,15 @@ def _materialization(result: RefreshResult) -> dg.MaterializeResult:
     }
     if result.skipped:
         metadata["skipped"] = result.skipped
+    else:
+        # Imported here: only a refresh draws, loading the definitions does not.
+        from analytics_pipelines.lib.kpi.chart import chart_markdown, recent_values, render_svg
+
+        with warehouse.connect() as conn:
+            recent = recent_values(conn, kpi, result.last_day)
+        metadata["chart"] = dg.MetadataValue.md(
+            chart_markdown(render_svg(recent), f"{kpi.name}, recent values")
+        )
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -212,7 +224,7 @@ def build_kpi_asset(plan: KpiPlan, start: str, plans: dict[str, KpiPlan]) -> dg.
             result = refresh_kpi(warehouse.get_warehouse(), plan, first, last)
         if result.skipped:
             context.log.warning(f"{kpi.name}: {result.skipped}")
-        return _materialization(result)
+        return _materialization(result, warehouse.get_warehouse(), kpi)
 
     return _kpi
 
