@@ -1,25 +1,51 @@
 """The code location: everything under defs/ is loaded by Dagster's autoloader."""
 
+import os
 import sys
 from pathlib import Path
 
 import dagster as dg
-from dotenv import load_dotenv
 
 from analytics_pipelines.lib.catalog import CatalogError
 from analytics_pipelines.lib.logging import configure_logging
-from analytics_pipelines.lib.settings import SettingsError, get_settings
+from analytics_pipelines.lib.settings import (
+    SettingsError,
+    get_settings,
+    missing_connections_line,
+    resolve_environment,
+)
+
+# Commands that execute the run in the process that loads us (`dg launch`, `dagster asset
+# materialize`, `dagster job execute`): without connections they would fail later with
+# Dagster's config traceback, so they are told here, in one line, what to set.
+_EXECUTING_COMMANDS = (
+    ("dg", "launch"),
+    ("dagster", "asset", "materialize"),
+    ("dagster", "job", "execute"),
+)
+
+
+def _executes_here() -> bool:
+    words = [Path(sys.argv[0]).name, *sys.argv[1:3]] if sys.argv else []
+    return any(words[: len(command)] == list(command) for command in _EXECUTING_COMMANDS)
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    load_dotenv(override=False)
+    # The same sources as every other entry point: environment, `.env`, a running `make dev`.
+    # The resources read DATABASE_URL and STORAGE_URL when a run starts, not here, so that
+    # `dg check defs` and `dg list defs` need no database.
+    resolve_environment(dagster_instance=False)
     try:
         settings = get_settings()
     except SettingsError as error:
         # One readable message and exit status 2, instead of a traceback in every tool.
         sys.stderr.write(f"{error}\n")
         raise SystemExit(2) from None
+    missing = [name for name in ("DATABASE_URL", "STORAGE_URL") if not os.environ.get(name)]
+    if missing and _executes_here():
+        sys.stderr.write(f"{missing_connections_line(missing)}\n")
+        raise SystemExit(2)
     configure_logging(settings.log_format, settings.log_level)
     try:
         loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)

@@ -3,6 +3,10 @@
 Starts a project-local PostgreSQL under `.data/` (unless DATABASE_URL is set), migrates, uses
 `.data/storage` as object storage (unless STORAGE_URL is set), and runs `dagster dev` with the
 code location loaded. Ctrl-C stops what it started; a second run reuses the data.
+
+While it runs, `.data/dev-stack.json` holds the settings it runs with (lib/dev_lock.py): every
+`analytics-pipelines` command, and the code location loaded by `dg`/`dagster` commands, started
+in this folder from another shell uses them for whatever the environment and `.env` leave unset.
 """
 
 from __future__ import annotations
@@ -22,6 +26,15 @@ DATA_DIR = Path(".data")
 DEV_PG_PORT = 54329
 DEMO_ROWS = 20_000
 DEMO_DAYS = 14
+# The one name of the code location: docker/workspace.yaml, [tool.dg.project] and this.
+LOCATION_NAME = "analytics_pipelines"
+DEV_WORKSPACE_YAML = f"""\
+# Written by `analytics-pipelines dev`: the code location under its one name.
+load_from:
+  - python_module:
+      module_name: analytics_pipelines.definitions
+      location_name: {LOCATION_NAME}
+"""
 DAGSTER_DEV_YAML = """\
 # Written by `analytics-pipelines dev`: Dagster's runs, events and schedules in the dev PostgreSQL.
 storage:
@@ -48,6 +61,9 @@ concurrency:
     granularity: op
 telemetry:
   enabled: false
+# No "join the community" pop-up on the first visit of the UI.
+nux:
+  enabled: false
 """
 
 
@@ -56,13 +72,19 @@ def register(commands: Any) -> None:
         "dev", help="run the whole stack locally (PostgreSQL, storage, Dagster UI)"
     )
     parser.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+    parser.add_argument(
+        "--pg-port",
+        type=int,
+        default=DEV_PG_PORT,
+        help=f"port of the local PostgreSQL (default {DEV_PG_PORT})",
+    )
     parser.add_argument("--no-ui", action="store_true", help="prepare everything, then exit")
     parser.set_defaults(func=run)
 
 
 def _default_child_signals() -> None:
     # A shell that started us in the background may have left SIGINT/SIGTERM ignored; the UI
-    # process must react to them, or Ctrl-C would leave it running.
+    # process must react to them, or stopping it would leave it running.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
@@ -97,10 +119,11 @@ def _interrupt(*_: object) -> None:
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
+    """One SIGINT to the UI's supervisor, which stops the webserver, daemon and code server in order."""
     if child.poll() is None:
         child.send_signal(signal.SIGINT)
     try:
-        child.wait(timeout=30)
+        child.wait(timeout=60)
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
@@ -121,11 +144,22 @@ def _ensure_dagster_database(url: str) -> str:
     return sa.make_url(url).set(database="dagster").render_as_string(hide_password=False)
 
 
+def _say_what_came_from_dotenv(log: Any) -> None:
+    """A `.env` changes what dev does (another database, other ticks): say so, masked."""
+    from analytics_pipelines.lib.settings import mask_url, resolved_sources
+
+    taken = resolved_sources().from_dotenv
+    if taken:
+        values = ", ".join(f"{name}={mask_url(value)}" for name, value in sorted(taken.items()))
+        log(f"from .env: {values}\n")
+
+
 def run(args: argparse.Namespace) -> int:
     from analytics_pipelines.lib.settings import mask_url
 
     env = dict(os.environ)
     log = sys.stderr.write
+    _say_what_came_from_dotenv(log)
     # Before anything starts: a second stack would start a second daemon, fail to bind the UI
     # port, and on Ctrl-C stop the first one's database.
     lock = DevLock(DATA_DIR)
@@ -134,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             ui_url=f"http://localhost:{args.port}",
             database=mask_url(env["DATABASE_URL"])
             if env.get("DATABASE_URL")
-            else f"local PostgreSQL on port {DEV_PG_PORT}",
+            else f"local PostgreSQL on port {args.pg_port}",
         )
     except DevAlreadyRunning as error:
         log(f"{error}\n")
@@ -149,12 +183,17 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
     from alembic import command
     from alembic.config import Config
 
-    from analytics_pipelines.lib.settings import mask_url, normalise_database_url
+    from analytics_pipelines.lib.settings import (
+        DAGSTER_INSTANCE_VARIABLES,
+        PROJECT_VARIABLES,
+        mask_url,
+        normalise_database_url,
+    )
 
     server: LocalPostgres | None = None
     if not env.get("DATABASE_URL"):
         try:
-            server = LocalPostgres(DATA_DIR / "postgres", DEV_PG_PORT)
+            server = LocalPostgres(DATA_DIR / "postgres", args.pg_port)
             env["DATABASE_URL"] = server.start()
         except PostgresUnavailable as error:
             log(f"{error}\n")
@@ -171,9 +210,14 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
     dagster_home = (DATA_DIR / "dagster_home").resolve()
     dagster_home.mkdir(parents=True, exist_ok=True)
     (dagster_home / "dagster.yaml").write_text(DAGSTER_DEV_YAML)
+    workspace = dagster_home / "workspace.yaml"
+    workspace.write_text(DEV_WORKSPACE_YAML)
     env.setdefault("DAGSTER_HOME", str(dagster_home))
     env["DAGSTER_PG_URL"] = _ensure_dagster_database(env["DATABASE_URL"])
+    env.setdefault("DAGSTER_WEBSERVER_URL", f"http://localhost:{args.port}")
     os.environ.update(env)
+    shared = PROJECT_VARIABLES + DAGSTER_INSTANCE_VARIABLES
+    lock.publish({name: env[name] for name in shared if env.get(name)})
 
     child: subprocess.Popen[bytes] | None = None
     try:
@@ -184,21 +228,25 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
         if args.no_ui:
             return 0
         log(f"Dagster UI on http://localhost:{args.port} (Ctrl-C stops it)\n")
+        # `dg dev` (not the superseded `dagster dev`) with the workspace naming the location.
+        # Its own session: a terminal's Ctrl-C reaches only us, and the single SIGINT we pass
+        # on lets Dagster stop its processes in order, instead of each of them being
+        # interrupted at once (tracebacks and click's "Aborted!").
         child = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "dagster",
+                str(Path(sys.executable).parent / "dg"),
                 "dev",
-                "-m",
-                "analytics_pipelines.definitions",
+                "-w",
+                str(workspace),
                 "-p",
                 str(args.port),
+                "--log-level",
+                "info",
             ],
             env=env,
+            start_new_session=True,
             preexec_fn=_default_child_signals,
         )
-        # Ctrl-C reaches the UI through the terminal's process group; SIGTERM is passed on by us.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _interrupt)
         return child.wait()
