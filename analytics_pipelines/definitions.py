@@ -7,8 +7,10 @@ from pathlib import Path
 import dagster as dg
 
 from analytics_pipelines.lib.catalog import CatalogError
+from analytics_pipelines.lib.dev_lock import running_stack_environment
 from analytics_pipelines.lib.logging import configure_logging
 from analytics_pipelines.lib.settings import (
+    DEV_DATA_DIR,
     SettingsError,
     get_settings,
     missing_connections_line,
@@ -30,6 +32,17 @@ def _executes_here() -> bool:
     return any(words[: len(command)] == list(command) for command in _EXECUTING_COMMANDS)
 
 
+def _say_where_the_run_is_recorded() -> None:
+    # Dagster chose its instance before loading us, from DAGSTER_HOME only: without it the run
+    # writes to the stack's warehouse but is recorded in a throwaway instance, not in the UI.
+    stack_home = running_stack_environment(DEV_DATA_DIR).get("DAGSTER_HOME")
+    if stack_home and not os.environ.get("DAGSTER_HOME"):
+        sys.stderr.write(
+            "note: this run uses the running `make dev` stack's database and storage; to see it "
+            f"in the stack's UI as well, run the command with DAGSTER_HOME={stack_home}\n"
+        )
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     # The same sources as every other entry point: environment, `.env`, a running `make dev`.
@@ -46,6 +59,8 @@ def defs() -> dg.Definitions:
     if missing and _executes_here():
         sys.stderr.write(f"{missing_connections_line(missing)}\n")
         raise SystemExit(2)
+    if _executes_here():
+        _say_where_the_run_is_recorded()
     configure_logging(settings.log_format, settings.log_level)
     try:
         loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from analytics_pipelines.cli.dev import DAGSTER_DEV_YAML
+from analytics_pipelines.cli.dev import dev_instance_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -335,7 +335,9 @@ def test_shipped_dagster_yaml_loads_and_connects(tmp_path: Path, scratch_databas
 def test_dev_instance_has_the_shipped_shape(tmp_path: Path, scratch_database_url: str) -> None:
     """`analytics-pipelines dev` writes the same sections as dagster.yaml, and Dagster loads it."""
     shipped = load_yaml("docker/dagster.yaml")
-    dev = yaml.safe_load(DAGSTER_DEV_YAML)
+    dev_yaml = dev_instance_yaml(scratch_database_url)
+    dev = yaml.safe_load(dev_yaml)
+    assert dev["nux"]["enabled"] is False  # no community pop-up in make dev's UI
     for section in ("run_coordinator", "run_launcher"):
         assert {k: dev[section][k] for k in ("module", "class")} == {
             k: shipped[section][k] for k in ("module", "class")
@@ -344,8 +346,9 @@ def test_dev_instance_has_the_shipped_shape(tmp_path: Path, scratch_database_url
     assert dev["concurrency"]["runs"]["max_concurrent_runs"] >= 1
     assert set(dev["concurrency"]["pools"]) == set(shipped["concurrency"]["pools"])
 
-    (tmp_path / "dagster.yaml").write_text(DAGSTER_DEV_YAML)
-    info = _dagster_instance_info(tmp_path, {"DAGSTER_PG_URL": scratch_database_url})
+    (tmp_path / "dagster.yaml").write_text(dev_yaml)
+    # DAGSTER_HOME alone is enough: the file names its database.
+    info = _dagster_instance_info(tmp_path, {})
     assert "run_storage: PostgresRunStorage" in info
     assert "module: dagster\n  class: DefaultRunLauncher" in info
     assert "max_concurrent_runs: 4" in info

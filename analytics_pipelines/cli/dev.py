@@ -12,6 +12,7 @@ in this folder from another shell uses them for whatever the environment and `.e
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -37,10 +38,11 @@ load_from:
 """
 DAGSTER_DEV_YAML = """\
 # Written by `analytics-pipelines dev`: Dagster's runs, events and schedules in the dev PostgreSQL.
+# The URL is written out (not `env:`), so that DAGSTER_HOME alone points any `dg`/`dagster`
+# command at this instance.
 storage:
   postgres:
-    postgres_url:
-      env: DAGSTER_PG_URL
+    postgres_url: {dagster_pg_url}
 # The shape of the shipped dagster.yaml: run limits under `concurrency:`, classes by their public
 # module; only the queue's pace differs.
 run_coordinator:
@@ -65,6 +67,20 @@ telemetry:
 nux:
   enabled: false
 """
+
+
+def dev_instance_yaml(dagster_pg_url: str) -> str:
+    """The dev instance's dagster.yaml, storing in the given database."""
+    # A JSON string is a YAML string: quoting and escaping done right for any URL.
+    return DAGSTER_DEV_YAML.replace("{dagster_pg_url}", json.dumps(dagster_pg_url))
+
+
+def _write_private(path: Path, text: str) -> None:
+    # Owner-only: the URL may carry the password of a DATABASE_URL given to dev.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    path.chmod(0o600)
 
 
 def register(commands: Any) -> None:
@@ -209,11 +225,13 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
     env.setdefault("SENSOR_INTERVAL_SECONDS", "5")
     dagster_home = (DATA_DIR / "dagster_home").resolve()
     dagster_home.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").write_text(DAGSTER_DEV_YAML)
+    _write_private(
+        dagster_home / "dagster.yaml",
+        dev_instance_yaml(_ensure_dagster_database(env["DATABASE_URL"])),
+    )
     workspace = dagster_home / "workspace.yaml"
     workspace.write_text(DEV_WORKSPACE_YAML)
     env.setdefault("DAGSTER_HOME", str(dagster_home))
-    env["DAGSTER_PG_URL"] = _ensure_dagster_database(env["DATABASE_URL"])
     env.setdefault("DAGSTER_WEBSERVER_URL", f"http://localhost:{args.port}")
     os.environ.update(env)
     shared = PROJECT_VARIABLES + DAGSTER_INSTANCE_VARIABLES

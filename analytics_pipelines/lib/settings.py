@@ -30,7 +30,7 @@ DEV_DATA_DIR = Path(".data")
 DOTENV_NAME = ".env"
 
 # What a running dev stack shares with a second shell: our settings and where Dagster's
-# instance is (DAGSTER_HOME, whose dagster.yaml reads DAGSTER_PG_URL).
+# instance is (DAGSTER_HOME).
 PROJECT_VARIABLES = (
     "DATABASE_URL",
     "STORAGE_URL",
@@ -46,7 +46,7 @@ PROJECT_VARIABLES = (
     "DAGSTER_WEBSERVER_URL",
     "KPI_PARTITIONS_START",
 )
-DAGSTER_INSTANCE_VARIABLES = ("DAGSTER_HOME", "DAGSTER_PG_URL")
+DAGSTER_INSTANCE_VARIABLES = ("DAGSTER_HOME",)
 
 # Accept what people paste from their tools; the engine always runs on psycopg2 because
 # SQLAlchemy 2.1 maps a bare `postgresql://` URL to psycopg 3, which dagster-postgres rejects.
