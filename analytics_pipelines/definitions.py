@@ -1,5 +1,6 @@
 """The code location: everything under defs/ is loaded by Dagster's autoloader."""
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -32,6 +33,15 @@ def _executes_here() -> bool:
     return any(words[: len(command)] == list(command) for command in _EXECUTING_COMMANDS)
 
 
+@functools.cache  # Dagster may load the definitions more than once per command: say it once
+def _say_what_runs_will_need(missing: tuple[str, ...]) -> None:
+    # `dg check defs`, `dg list defs` and `dg dev` work without them; the first sensor tick
+    # or run would not, and Dagster's error for that is a traceback per tick.
+    consequence = "the definitions load, but runs and sensor ticks will fail"
+    sys.stderr.write(f"note: {missing_connections_line(list(missing), consequence)}\n")
+
+
+@functools.cache
 def _say_where_the_run_is_recorded() -> None:
     # Dagster chose its instance before loading us, from DAGSTER_HOME only: without it the run
     # writes to the stack's warehouse but is recorded in a throwaway instance, not in the UI.
@@ -59,6 +69,8 @@ def defs() -> dg.Definitions:
     if missing and _executes_here():
         sys.stderr.write(f"{missing_connections_line(missing)}\n")
         raise SystemExit(2)
+    if missing:
+        _say_what_runs_will_need(tuple(missing))
     if _executes_here():
         _say_where_the_run_is_recorded()
     configure_logging(settings.log_format, settings.log_level)

@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from analytics_pipelines.lib.dev_lock import DevLock
 from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
+from analytics_pipelines.lib.tables import kpi_values
 from analytics_pipelines_tests.conftest import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
@@ -249,3 +251,62 @@ def test_a_second_shell_uses_the_running_dev_stack_with_no_exports(
     assert not (work / ".data" / "dev-stack.json").exists()
     for noise in ("Aborted!", "Traceback", "SupersessionWarning", "does not match the name"):
         assert noise not in output, f"{noise!r} in the dev log:\n{output[-4000:]}"
+
+
+# --- the README's Dagster commands --------------------------------------------------------
+
+
+def readme_dg_commands() -> list[list[str]]:
+    """The `dg launch` lines of the README's "Command line" block, as a user would type them."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    block = text.split("## Command line", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    return [line.split() for line in block.splitlines() if line.startswith("dg launch ")]
+
+
+@pytest.mark.timeout(600)
+def test_the_readme_dg_launch_commands_run_with_settings_from_dotenv(
+    scratch_database_url: str, tmp_path: Path
+) -> None:
+    """Settings only in `.env` (no exports); each README command succeeds without warnings."""
+    from alembic import command
+
+    from analytics_pipelines_tests.conftest import alembic_config
+
+    commands = readme_dg_commands()
+    assert [words[:3] for words in commands] == [["dg", "launch", "--assets"]] * 2
+    command.upgrade(alembic_config(scratch_database_url), "head")
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    (tmp_path / ".env").write_text(
+        f"DATABASE_URL={scratch_database_url}\nSTORAGE_URL=file://{storage}\n"
+    )
+    env = shell_env(tmp_path)
+    demo = run(
+        [str(BIN / "analytics-pipelines"), "demo", "generate", "--rows", "600", "--days", "3"],
+        env,
+        tmp_path,
+    )
+    assert demo.returncode == 0, demo.stderr
+    for words in commands:
+        result = run(
+            [str(BIN / "dg"), *words[1:], "--target-path", str(PROJECT_ROOT)],
+            env,
+            tmp_path,
+            timeout=300,
+        )
+        assert result.returncode == 0, f"{' '.join(words)}:\n{result.stderr[-4000:]}"
+        assert "RUN_SUCCESS" in result.stderr
+        for noise in ("Warning:", "Traceback"):
+            assert noise not in result.stderr, f"{' '.join(words)}:\n{result.stderr[-4000:]}"
+
+    engine = sa.create_engine(scratch_database_url)
+    with engine.connect() as conn:
+        clean_rows = conn.execute(sa.text("SELECT count(*) FROM clean.orders")).scalar_one()
+        kpi_rows = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(kpi_values)
+            .where(kpi_values.c.kpi == "gross_revenue")
+        ).scalar_one()
+    engine.dispose()
+    assert clean_rows > 0
+    assert kpi_rows > 0  # the partition's values are stored

@@ -187,14 +187,15 @@ _HOW_TO_SET = (
 )
 
 
-def missing_connections_line(missing: list[str]) -> str:
+def missing_connections_line(missing: list[str], consequence: str = "") -> str:
     """One line for a command that must connect but has nothing to connect to."""
     names = " and ".join(missing)
     verb = "is" if len(missing) == 1 else "are"
+    pronoun = "it" if len(missing) == 1 else "them"
+    what = f"{names} {verb} not set" + (f" ({consequence})" if consequence else "")
     return (
-        f"{names} {verb} not set: start `make dev` in this folder (every command here then "
-        f"uses its stack), or set {'it' if len(missing) == 1 else 'them'} in the environment "
-        "or in .env (see .env.example)"
+        f"{what}: start `make dev` in this folder (every command here then uses its stack), "
+        f"or set {pronoun} in the environment or in .env (see .env.example)"
     )
 
 
