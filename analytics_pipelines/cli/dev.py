@@ -234,18 +234,23 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
     env.setdefault("DAGSTER_HOME", str(dagster_home))
     env.setdefault("DAGSTER_WEBSERVER_URL", f"http://localhost:{args.port}")
     os.environ.update(env)
-    shared = PROJECT_VARIABLES + DAGSTER_INSTANCE_VARIABLES
-    lock.publish({name: env[name] for name in shared if env.get(name)})
 
     child: subprocess.Popen[bytes] | None = None
     try:
         config = Config("alembic.ini")
         config.attributes["database_url"] = env["DATABASE_URL"]
         command.upgrade(config, "head")
+        # Published once the database is migrated: a second shell never meets a half-made one.
+        shared = PROJECT_VARIABLES + DAGSTER_INSTANCE_VARIABLES
+        lock.publish({name: env[name] for name in shared if env.get(name)})
         _seed_demo_data(log)
         if args.no_ui:
             return 0
         log(f"Dagster UI on http://localhost:{args.port} (Ctrl-C stops it)\n")
+        log(
+            f"a second shell in this folder uses this stack with nothing exported "
+            f"(its settings: {lock.state_path})\n"
+        )
         # `dg dev` (not the superseded `dagster dev`) with the workspace naming the location.
         # Its own session: a terminal's Ctrl-C reaches only us, and the single SIGINT we pass
         # on lets Dagster stop its processes in order, instead of each of them being

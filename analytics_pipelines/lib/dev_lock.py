@@ -117,6 +117,7 @@ def _refusal(path: Path, holder: str) -> str:
     database = who.get("database", "unknown")
     return (
         f"analytics-pipelines dev is already running for this folder (PID {pid}, UI {ui}, "
-        f"database {database}); it was left untouched. Use that one, or stop it with Ctrl-C "
+        f"database {database}); it was left untouched. Use that one (commands in this folder "
+        f"already do, with nothing exported), or stop it with Ctrl-C "
         f"in its terminal (or `kill {pid}`) first. Lock: {path}"
     )
