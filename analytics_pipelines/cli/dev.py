@@ -1,7 +1,7 @@
 """`analytics-pipelines dev`: everything a laptop needs, started together and stopped together.
 
 Starts a project-local PostgreSQL under `.data/` (unless DATABASE_URL is set), migrates, uses
-`.data/storage` as object storage (unless STORAGE_URL is set), and runs `dagster dev` with the
+`.data/storage` as object storage (unless STORAGE_URL is set), and runs `dg dev` with the
 code location loaded. Ctrl-C stops what it started; a second run reuses the data.
 
 While it runs, `.data/dev-stack.json` holds the settings it runs with (lib/dev_lock.py): every
