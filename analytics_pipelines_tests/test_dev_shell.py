@@ -158,6 +158,20 @@ def test_a_state_file_of_another_process_is_not_used(tmp_path: Path) -> None:
 # --- the real dev stack and a second shell -----------------------------------------------
 
 
+def processes_mentioning(folder: Path) -> list[str]:
+    """Command lines of running processes that name `folder` (the stack's DAGSTER_HOME is in it)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile
+        text = b" ".join(words).decode(errors="replace")
+        if str(folder) in text:
+            found.append(text[:200])
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -249,6 +263,7 @@ def test_a_second_shell_uses_the_running_dev_stack_with_no_exports(
     assert dev.returncode == 0, output[-4000:]
     assert "PostgreSQL stopped" not in output  # it was not ours to stop
     assert not (work / ".data" / "dev-stack.json").exists()
+    assert processes_mentioning(work) == [], "processes of the stack outlived it"
     for noise in ("Aborted!", "Traceback", "SupersessionWarning", "does not match the name"):
         assert noise not in output, f"{noise!r} in the dev log:\n{output[-4000:]}"
 

@@ -12,11 +12,13 @@ in this folder from another shell uses them for whatever the environment and `.e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +145,29 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
+
+
+def _end_leftovers(child: subprocess.Popen[bytes], log: Any) -> None:
+    """Stop what the UI's supervisor left running in its process group (its own session).
+
+    Seen once in testing: a code server outlived `dg dev` and ignored SIGTERM, holding
+    connections to the database about to stop. Nothing in that group is of use once its
+    supervisor has gone.
+    """
+    try:
+        os.killpg(child.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return  # the group is empty: everything stopped in order
+    log("stopping Dagster processes that outlived the UI\n")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(child.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
 
 
 def _ensure_dagster_database(url: str) -> str:
@@ -278,6 +303,8 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
             _stop(child)
         return 0
     finally:
+        if child is not None:
+            _end_leftovers(child, log)
         if server is not None:
             server.stop()
             log("PostgreSQL stopped\n")
