@@ -29,7 +29,12 @@ _EXECUTING_COMMANDS = (
 
 
 def _executes_here() -> bool:
-    words = [Path(sys.argv[0]).name, *sys.argv[1:3]] if sys.argv else []
+    if not sys.argv:
+        return False
+    program = Path(sys.argv[0])
+    # `python -m dagster ...` runs .../dagster/__main__.py
+    name = program.parent.name if program.name == "__main__.py" else program.name
+    words = [name, *sys.argv[1:3]]
     return any(words[: len(command)] == list(command) for command in _EXECUTING_COMMANDS)
 
 
