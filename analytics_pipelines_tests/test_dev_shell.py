@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -255,6 +256,39 @@ def test_a_second_shell_uses_the_running_dev_stack_with_no_exports(
             time.sleep(2)
         assert files.stdout.startswith("SOURCE"), files.stdout + log.read_text()[-3000:]
         assert " loaded " in files.stdout
+
+        shown = run(
+            [str(BIN / "analytics-pipelines"), "kpi", "show", "gross_revenue", "--grain", "day"],
+            second_shell,
+            work,
+        )
+        assert shown.returncode == 0, shown.stderr
+
+        # `dg launch` from shell two: on the stack's data; in its UI only with its DAGSTER_HOME.
+        launch = [str(BIN / "dg"), "launch", "--assets", "raw/orders"]
+        launch += ["--target-path", str(PROJECT_ROOT)]
+        here = run(launch, second_shell, work, timeout=300)
+        assert here.returncode == 0, here.stderr[-4000:]
+        assert "RUN_SUCCESS" in here.stderr
+        stack_home = work / ".data" / "dagster_home"
+        assert (
+            "note: this run uses the running `make dev` stack's database and storage" in here.stderr
+        )
+        assert f"DAGSTER_HOME={stack_home.resolve()}" in here.stderr
+        in_ui = run(launch, {**second_shell, "DAGSTER_HOME": str(stack_home)}, work, timeout=300)
+        assert in_ui.returncode == 0, in_ui.stderr[-4000:]
+        assert "note:" not in in_ui.stderr
+        success = re.search(r" - ([0-9a-f-]{36}) - .*RUN_SUCCESS", in_ui.stderr)
+        assert success, in_ui.stderr[-4000:]
+        # Recorded in the stack's instance (its own database beside the warehouse): the UI lists it.
+        dagster_db = sa.create_engine(sa.make_url(scratch_database_url).set(database="dagster"))
+        with dagster_db.connect() as conn:
+            recorded = conn.execute(
+                sa.text("SELECT status FROM runs WHERE run_id = :run_id"),
+                {"run_id": success.group(1)},
+            ).scalar_one_or_none()
+        dagster_db.dispose()
+        assert recorded == "SUCCESS"
     finally:
         if dev.poll() is None:
             os.killpg(dev.pid, signal.SIGINT)  # Ctrl-C in the first shell
