@@ -39,7 +39,7 @@ RUN uv sync --frozen --no-dev
 RUN groupadd --system --gid 1000 dagster \
     && useradd --system --uid 1000 --gid dagster --home-dir /home/dagster --create-home dagster \
     && mkdir -p "$DAGSTER_HOME/storage" \
-    && cp dagster.yaml workspace.yaml "$DAGSTER_HOME/" \
+    && cp docker/dagster.yaml docker/workspace.yaml "$DAGSTER_HOME/" \
     && chmod 0755 docker/*.sh \
     && chown -R dagster:dagster "$DAGSTER_HOME"
 
@@ -49,4 +49,4 @@ EXPOSE 4000
 
 # The code location as a gRPC server; docker-compose.yml overrides the command
 # for the webserver, the daemon and the migrate job.
-CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "analytics_pipelines.definitions"]
+CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "analytics_pipelines.definitions", "--location-name", "analytics_pipelines"]

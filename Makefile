@@ -5,9 +5,6 @@ SHELL := /bin/bash
 # uv is the only tool we need up front; bootstrap it with pip when it is missing.
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 RUN := $(UV) run --frozen
-# `dg check defs` only loads definitions; it needs the variables set, not a reachable server.
-CHECK_ENV := DATABASE_URL=$${DATABASE_URL:-postgresql://check@localhost/check} \
-	STORAGE_URL=$${STORAGE_URL:-file:///tmp} DAGSTER_HOME=$(CURDIR)/.data/dagster_check
 
 .PHONY: help uv install dev-install dev test lint format type-check check-defs bench clean \
 	migrate-upgrade migrate-downgrade migrate-create migrate-history migrate-current
@@ -42,9 +39,8 @@ format:  ## apply ruff formatting and safe fixes
 type-check:  ## mypy
 	$(RUN) mypy analytics_pipelines migrations bench
 
-check-defs:  ## load the code location as Dagster would
-	@mkdir -p .data/dagster_check
-	$(CHECK_ENV) $(RUN) dg check defs
+check-defs:  ## load the code location as Dagster would (needs no database)
+	$(RUN) dg check defs
 
 bench: dev-install  ## load / clean / KPI benchmarks against psql \copy and pandas (prints a table)
 	$(RUN) python -m bench
@@ -66,5 +62,5 @@ migrate-current:  ## revision the database is at
 	$(RUN) alembic current --verbose
 
 clean:  ## remove caches and build output (keeps .data/, the local database and storage)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info .data/dagster_check
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from analytics_pipelines.cli.dev import DAGSTER_DEV_YAML
+from analytics_pipelines.cli.dev import dev_instance_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -176,6 +176,7 @@ def test_project_service_commands(services: dict[str, Any]) -> None:
     code_location = services["code-location"]
     assert command_of(code_location) == (
         "dagster code-server start -h 0.0.0.0 -p 4000 -m analytics_pipelines.definitions"
+        " --location-name analytics_pipelines"
     )
     assert "grpc-health-check" in healthcheck_test(code_location)
 
@@ -261,24 +262,25 @@ def test_dockerfile_layers_and_user() -> None:
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
     assert f"DAGSTER_HOME={DAGSTER_HOME}" in text
-    assert "dagster.yaml" in text and "workspace.yaml" in text
+    assert 'cp docker/dagster.yaml docker/workspace.yaml "$DAGSTER_HOME/"' in text
     cmd = re.findall(r"^CMD (.+)$", text, re.MULTILINE)[-1]
     assert '"code-server", "start"' in cmd and "analytics_pipelines.definitions" in cmd
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", ".env"} <= set(ignored)
 
 
-# --- dagster.yaml / workspace.yaml ---------------------------------------------------
+# --- docker/dagster.yaml / docker/workspace.yaml -------------------------------------
 
 
 def load_yaml(name: str) -> dict[str, Any]:
+    """A YAML file of the repository, by its path from the root."""
     data = yaml.safe_load((ROOT / name).read_text())
     assert isinstance(data, dict)
     return data
 
 
 def test_dagster_yaml_storage_and_run_queue() -> None:
-    config = load_yaml("dagster.yaml")
+    config = load_yaml("docker/dagster.yaml")
     postgres_db = config["storage"]["postgres"]["postgres_db"]
     assert postgres_db["username"] == {"env": "DAGSTER_PG_USER"}
     assert postgres_db["password"] == {"env": "DAGSTER_PG_PASSWORD"}
@@ -311,7 +313,7 @@ def _dagster_instance_info(dagster_home: Path, env: Mapping[str, str]) -> str:
 def test_shipped_dagster_yaml_loads_and_connects(tmp_path: Path, scratch_database_url: str) -> None:
     """Dagster accepts the file, resolves its {env: ...} values and reaches PostgreSQL with them."""
     url = make_url(scratch_database_url)
-    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    shutil.copy(ROOT / "docker/dagster.yaml", tmp_path / "dagster.yaml")
     info = _dagster_instance_info(
         tmp_path,
         {
@@ -332,8 +334,10 @@ def test_shipped_dagster_yaml_loads_and_connects(tmp_path: Path, scratch_databas
 
 def test_dev_instance_has_the_shipped_shape(tmp_path: Path, scratch_database_url: str) -> None:
     """`analytics-pipelines dev` writes the same sections as dagster.yaml, and Dagster loads it."""
-    shipped = load_yaml("dagster.yaml")
-    dev = yaml.safe_load(DAGSTER_DEV_YAML)
+    shipped = load_yaml("docker/dagster.yaml")
+    dev_yaml = dev_instance_yaml(scratch_database_url)
+    dev = yaml.safe_load(dev_yaml)
+    assert dev["nux"]["enabled"] is False  # no community pop-up in make dev's UI
     for section in ("run_coordinator", "run_launcher"):
         assert {k: dev[section][k] for k in ("module", "class")} == {
             k: shipped[section][k] for k in ("module", "class")
@@ -342,8 +346,9 @@ def test_dev_instance_has_the_shipped_shape(tmp_path: Path, scratch_database_url
     assert dev["concurrency"]["runs"]["max_concurrent_runs"] >= 1
     assert set(dev["concurrency"]["pools"]) == set(shipped["concurrency"]["pools"])
 
-    (tmp_path / "dagster.yaml").write_text(DAGSTER_DEV_YAML)
-    info = _dagster_instance_info(tmp_path, {"DAGSTER_PG_URL": scratch_database_url})
+    (tmp_path / "dagster.yaml").write_text(dev_yaml)
+    # DAGSTER_HOME alone is enough: the file names its database.
+    info = _dagster_instance_info(tmp_path, {})
     assert "run_storage: PostgresRunStorage" in info
     assert "module: dagster\n  class: DefaultRunLauncher" in info
     assert "max_concurrent_runs: 4" in info
@@ -351,12 +356,12 @@ def test_dev_instance_has_the_shipped_shape(tmp_path: Path, scratch_database_url
 
 def test_dagster_yaml_names_an_installed_driver() -> None:
     """SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which is not installed."""
-    scheme = load_yaml("dagster.yaml")["storage"]["postgres"]["postgres_db"]["scheme"]
+    scheme = load_yaml("docker/dagster.yaml")["storage"]["postgres"]["postgres_db"]["scheme"]
     assert make_url(f"{scheme}://u@h/d").get_dialect().driver == "psycopg2"
 
 
 def test_workspace_points_at_the_grpc_code_location() -> None:
-    workspace = load_yaml("workspace.yaml")
+    workspace = load_yaml("docker/workspace.yaml")
     (entry,) = workspace["load_from"]
     grpc = entry["grpc_server"]
     assert grpc["host"] == "code-location"

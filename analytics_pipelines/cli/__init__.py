@@ -31,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from dotenv import load_dotenv
+    from analytics_pipelines.lib.settings import resolve_environment
 
-    load_dotenv(override=False)
+    resolve_environment()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

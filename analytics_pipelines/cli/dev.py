@@ -1,17 +1,24 @@
 """`analytics-pipelines dev`: everything a laptop needs, started together and stopped together.
 
 Starts a project-local PostgreSQL under `.data/` (unless DATABASE_URL is set), migrates, uses
-`.data/storage` as object storage (unless STORAGE_URL is set), and runs `dagster dev` with the
+`.data/storage` as object storage (unless STORAGE_URL is set), and runs `dg dev` with the
 code location loaded. Ctrl-C stops what it started; a second run reuses the data.
+
+While it runs, `.data/dev-stack.json` holds the settings it runs with (lib/dev_lock.py): every
+`analytics-pipelines` command, and the code location loaded by `dg`/`dagster` commands, started
+in this folder from another shell uses them for whatever the environment and `.env` leave unset.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +30,22 @@ DATA_DIR = Path(".data")
 DEV_PG_PORT = 54329
 DEMO_ROWS = 20_000
 DEMO_DAYS = 14
+# The one name of the code location: docker/workspace.yaml, [tool.dg.project] and this.
+LOCATION_NAME = "analytics_pipelines"
+DEV_WORKSPACE_YAML = f"""\
+# Written by `analytics-pipelines dev`: the code location under its one name.
+load_from:
+  - python_module:
+      module_name: analytics_pipelines.definitions
+      location_name: {LOCATION_NAME}
+"""
 DAGSTER_DEV_YAML = """\
 # Written by `analytics-pipelines dev`: Dagster's runs, events and schedules in the dev PostgreSQL.
+# The URL is written out (not `env:`), so that DAGSTER_HOME alone points any `dg`/`dagster`
+# command at this instance.
 storage:
   postgres:
-    postgres_url:
-      env: DAGSTER_PG_URL
+    postgres_url: {dagster_pg_url}
 # The shape of the shipped dagster.yaml: run limits under `concurrency:`, classes by their public
 # module; only the queue's pace differs.
 run_coordinator:
@@ -49,7 +66,24 @@ concurrency:
     granularity: op
 telemetry:
   enabled: false
+# No "join the community" pop-up on the first visit of the UI.
+nux:
+  enabled: false
 """
+
+
+def dev_instance_yaml(dagster_pg_url: str) -> str:
+    """The dev instance's dagster.yaml, storing in the given database."""
+    # A JSON string is a YAML string: quoting and escaping done right for any URL.
+    return DAGSTER_DEV_YAML.replace("{dagster_pg_url}", json.dumps(dagster_pg_url))
+
+
+def _write_private(path: Path, text: str) -> None:
+    # Owner-only: the URL may carry the password of a DATABASE_URL given to dev.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    path.chmod(0o600)
 
 
 def register(commands: Any) -> None:
@@ -57,13 +91,19 @@ def register(commands: Any) -> None:
         "dev", help="run the whole stack locally (PostgreSQL, storage, Dagster UI)"
     )
     parser.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+    parser.add_argument(
+        "--pg-port",
+        type=int,
+        default=DEV_PG_PORT,
+        help=f"port of the local PostgreSQL (default {DEV_PG_PORT})",
+    )
     parser.add_argument("--no-ui", action="store_true", help="prepare everything, then exit")
     parser.set_defaults(func=run)
 
 
 def _default_child_signals() -> None:
     # A shell that started us in the background may have left SIGINT/SIGTERM ignored; the UI
-    # process must react to them, or Ctrl-C would leave it running.
+    # process must react to them, or stopping it would leave it running.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
@@ -98,13 +138,37 @@ def _interrupt(*_: object) -> None:
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
+    """One SIGINT to the UI's supervisor, which stops the webserver, daemon and code server in order."""
     if child.poll() is None:
         child.send_signal(signal.SIGINT)
     try:
-        child.wait(timeout=30)
+        child.wait(timeout=60)
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
+
+
+def _end_leftovers(child: subprocess.Popen[bytes], log: Any) -> None:
+    """Stop what the UI's supervisor left running in its process group (its own session).
+
+    Seen once in testing: a code server outlived `dg dev` and ignored SIGTERM, holding
+    connections to the database about to stop. Nothing in that group is of use once its
+    supervisor has gone.
+    """
+    try:
+        os.killpg(child.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return  # the group is empty: everything stopped in order
+    log("stopping Dagster processes that outlived the UI\n")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(child.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
 
 
 def _ensure_dagster_database(url: str) -> str:
@@ -122,11 +186,22 @@ def _ensure_dagster_database(url: str) -> str:
     return sa.make_url(url).set(database="dagster").render_as_string(hide_password=False)
 
 
+def _say_what_came_from_dotenv(log: Any) -> None:
+    """A `.env` changes what dev does (another database, other ticks): say so, masked."""
+    from analytics_pipelines.lib.settings import mask_url, resolved_sources
+
+    taken = resolved_sources().from_dotenv
+    if taken:
+        values = ", ".join(f"{name}={mask_url(value)}" for name, value in sorted(taken.items()))
+        log(f"from .env: {values}\n")
+
+
 def run(args: argparse.Namespace) -> int:
     from analytics_pipelines.lib.settings import mask_url
 
     env = dict(os.environ)
     log = sys.stderr.write
+    _say_what_came_from_dotenv(log)
     # Before anything starts: a second stack would start a second daemon, fail to bind the UI
     # port, and on Ctrl-C stop the first one's database.
     lock = DevLock(DATA_DIR)
@@ -135,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
             ui_url=f"http://localhost:{args.port}",
             database=mask_url(env["DATABASE_URL"])
             if env.get("DATABASE_URL")
-            else f"local PostgreSQL on port {DEV_PG_PORT}",
+            else f"local PostgreSQL on port {args.pg_port}",
         )
     except DevAlreadyRunning as error:
         log(f"{error}\n")
@@ -150,12 +225,17 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
     from alembic import command
     from alembic.config import Config
 
-    from analytics_pipelines.lib.settings import mask_url, normalise_database_url
+    from analytics_pipelines.lib.settings import (
+        DAGSTER_INSTANCE_VARIABLES,
+        PROJECT_VARIABLES,
+        mask_url,
+        normalise_database_url,
+    )
 
     server: LocalPostgres | None = None
     if not env.get("DATABASE_URL"):
         try:
-            server = LocalPostgres(DATA_DIR / "postgres", DEV_PG_PORT)
+            server = LocalPostgres(DATA_DIR / "postgres", args.pg_port)
             env["DATABASE_URL"] = server.start()
         except PostgresUnavailable as error:
             log(f"{error}\n")
@@ -174,9 +254,14 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
     env.setdefault("KPI_PARTITIONS_START", DEMO_START.isoformat())
     dagster_home = (DATA_DIR / "dagster_home").resolve()
     dagster_home.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").write_text(DAGSTER_DEV_YAML)
+    _write_private(
+        dagster_home / "dagster.yaml",
+        dev_instance_yaml(_ensure_dagster_database(env["DATABASE_URL"])),
+    )
+    workspace = dagster_home / "workspace.yaml"
+    workspace.write_text(DEV_WORKSPACE_YAML)
     env.setdefault("DAGSTER_HOME", str(dagster_home))
-    env["DAGSTER_PG_URL"] = _ensure_dagster_database(env["DATABASE_URL"])
+    env.setdefault("DAGSTER_WEBSERVER_URL", f"http://localhost:{args.port}")
     os.environ.update(env)
 
     child: subprocess.Popen[bytes] | None = None
@@ -184,25 +269,36 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
         config = Config("alembic.ini")
         config.attributes["database_url"] = env["DATABASE_URL"]
         command.upgrade(config, "head")
+        # Published once the database is migrated: a second shell never meets a half-made one.
+        shared = PROJECT_VARIABLES + DAGSTER_INSTANCE_VARIABLES
+        lock.publish({name: env[name] for name in shared if env.get(name)})
         _seed_demo_data(log)
         if args.no_ui:
             return 0
         log(f"Dagster UI on http://localhost:{args.port} (Ctrl-C stops it)\n")
+        log(
+            f"a second shell in this folder uses this stack with nothing exported "
+            f"(its settings: {lock.state_path})\n"
+        )
+        # `dg dev` (not the superseded `dagster dev`) with the workspace naming the location.
+        # Its own session: a terminal's Ctrl-C reaches only us, and the single SIGINT we pass
+        # on lets Dagster stop its processes in order, instead of each of them being
+        # interrupted at once (tracebacks and click's "Aborted!").
         child = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "dagster",
+                str(Path(sys.executable).parent / "dg"),
                 "dev",
-                "-m",
-                "analytics_pipelines.definitions",
+                "-w",
+                str(workspace),
                 "-p",
                 str(args.port),
+                "--log-level",
+                "info",
             ],
             env=env,
+            start_new_session=True,
             preexec_fn=_default_child_signals,
         )
-        # Ctrl-C reaches the UI through the terminal's process group; SIGTERM is passed on by us.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _interrupt)
         return child.wait()
@@ -211,6 +307,8 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
             _stop(child)
         return 0
     finally:
+        if child is not None:
+            _end_leftovers(child, log)
         if server is not None:
             server.stop()
             log("PostgreSQL stopped\n")
