@@ -65,7 +65,14 @@ def test_dg_check_and_list_defs_need_nothing_exported(tmp_path: Path) -> None:
 def test_dg_launch_without_settings_says_in_one_line_what_to_set(tmp_path: Path) -> None:
     """No `.env`, no dev stack in this folder: one line naming the variables, no traceback."""
     result = run(
-        [str(BIN / "dg"), "launch", "--assets", "raw/raw_orders", "--target-path", str(PROJECT_ROOT)],
+        [
+            str(BIN / "dg"),
+            "launch",
+            "--assets",
+            "raw/raw_orders",
+            "--target-path",
+            str(PROJECT_ROOT),
+        ],
         shell_env(tmp_path),
         tmp_path,
     )

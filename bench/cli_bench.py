@@ -56,6 +56,19 @@ def _entry_point() -> list[str]:
 GNU_TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
 
 
+class CommandFailed(RuntimeError):
+    """A timed command did not do its job: a fast failure is not a fast command."""
+
+
+def _check(argv: list[str], env: dict[str, str]) -> None:
+    """Run the command once, as the user would, and insist that it succeeded."""
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0 or "Traceback" in done.stderr:
+        raise CommandFailed(
+            f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()[-600:]}"
+        )
+
+
 def _run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float, float | None]:
     """Wall seconds, CPU seconds and peak RSS (MiB, when GNU time is there) of one run."""
     report = None
@@ -79,7 +92,7 @@ def measure(env: dict[str, str], repeat: int) -> list[Timing]:
     entry = _entry_point()
     results = []
     for command in COMMANDS:
-        _run_once([*entry, *command], env)  # warm the page cache and .pyc files
+        _check([*entry, *command], env)  # also warms the page cache and .pyc files
         runs = sorted(_run_once([*entry, *command], env) for _ in range(repeat))
         median = runs[len(runs) // 2]
         results.append(
