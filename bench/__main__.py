@@ -3,20 +3,22 @@
 python -m bench            # full sizes (2,000,000-row load, 2 GB memory probe, 1y/5y KPI history)
 python -m bench --quick    # small sizes, for a smoke run
 python -m bench.cli_bench  # only the CLI start-up table
+python -m bench.latency_bench  # only the drop-to-KPI latency of make dev
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import cli_bench, kpi_bench, run
+from bench import cli_bench, kpi_bench, latency_bench, run
 
 
 def main(argv: list[str]) -> int:
     quick = ["--quick"] if "--quick" in argv else []
     status = run.main(quick)
     status = kpi_bench.main(quick) or status
-    return cli_bench.main(quick) or status
+    status = cli_bench.main(quick) or status
+    return latency_bench.main(quick) or status
 
 
 if __name__ == "__main__":

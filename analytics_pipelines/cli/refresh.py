@@ -199,10 +199,14 @@ def run(args: argparse.Namespace) -> int:
         zones = sorted({catalog.kpis[n].timezone for n in names})
         for zone in zones:
             in_zone = [n for n in names if catalog.kpis[n].timezone == zone]
-            covered = data_dates(
-                warehouse,
-                {s.name: s for n in in_zone for s in kpi_sources(plans, n)}.values(),
-                zone,
+            covered = (
+                None
+                if args.first and args.last
+                else data_dates(
+                    warehouse,
+                    {s.name: s for n in in_zone for s in kpi_sources(plans, n)}.values(),
+                    zone,
+                )
             )
             today = dt.datetime.now(ZoneInfo(zone)).date()
             first = args.first or (covered[0] if covered else None)

@@ -19,7 +19,10 @@ def source_dates(
     warehouse: Warehouse, source: SourceSpec, timezone: str
 ) -> tuple[dt.date, dt.date] | None:
     """First and last local date (in `timezone`) of the clean rows' event time; None when the
-    source has no clean row yet."""
+    source has no clean row yet, or is a reference (it has no event time: its rows belong to
+    no period)."""
+    if source.kind == "reference":
+        return None
     table = clean_table(source)
     event = table.c[source.event_column]
     zone = sa.literal(timezone, sa.Text())

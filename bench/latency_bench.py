@@ -1,0 +1,201 @@
+"""Drop-to-KPI latency in `make dev`: how long after a file lands do its KPIs show the new numbers?
+
+Starts the real dev stack (`analytics-pipelines dev`: its own PostgreSQL, local storage, the demo
+data, `dg dev` with the daemon and sensors) in a scratch folder, waits until the demo data has
+gone through, then drops N small orders files one at a time. Each file holds orders of one
+day not yet in the data; the latency is the time from the end of the copy until
+`kpi.kpi_values` holds that day's `gross_revenue` (polled every 0.2 s). Goal: median ≤ 15 s.
+
+    python -m bench.latency_bench [--drops 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from analytics_pipelines.lib.pgserver import LocalPostgres, free_port
+from analytics_pipelines.lib.settings import normalise_database_url
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+GOAL_SECONDS = 15.0
+KPI = "gross_revenue"
+ZONE = ZoneInfo("Europe/Berlin")
+# Days after the demo's two weeks (2026-01-05 ..): each drop brings a day of its own.
+FIRST_DROP_DAY = dt.date(2026, 2, 2)
+SETTLE_SECONDS = 20.0  # no new KPI value for this long: the demo load is through
+STARTUP_TIMEOUT = 600.0
+DROP_TIMEOUT = 180.0
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _orders_csv(day: dt.date, drop: int, lines: int = 40) -> bytes:
+    rows = [
+        "order_id,line_no,ordered_at,customer_id,region,channel,product_sku,quantity,unit_price,discount,status"
+    ]
+    for i in range(lines):
+        at = dt.datetime.combine(day, dt.time(9 + i % 10, i % 60), ZONE).isoformat()
+        rows.append(
+            f"ORD-{90000000 + drop * 1000 + i:08d},1,{at},C{i % 50},"
+            f"{('north', 'south', 'east', 'west')[i % 4]},web,SKU{i % 20},{1 + i % 3},"
+            f"{10 + i % 7}.50,0,placed"
+        )
+    return ("\n".join(rows) + "\n").encode()
+
+
+def _wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if text in log.read_text(errors="replace"):
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"dev stopped early:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.5)
+    raise RuntimeError(f"no {text!r} after {seconds:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _latest_value_at(engine: sa.Engine) -> dt.datetime | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text("SELECT max(computed_at) FROM kpi.kpi_values"),
+        ).scalar()
+
+
+def _settle(engine: sa.Engine, process: subprocess.Popen[bytes]) -> None:
+    """Wait until KPI values exist and none was written for SETTLE_SECONDS."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    last, quiet_since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("dev stopped while the demo data was loading")
+        try:
+            current = _latest_value_at(engine)
+        except sa.exc.DBAPIError:  # migrations not applied yet
+            current = None
+        if current != last:
+            last, quiet_since = current, time.monotonic()
+        elif current is not None and time.monotonic() - quiet_since >= SETTLE_SECONDS:
+            return
+        time.sleep(1.0)
+    raise RuntimeError("the demo data did not settle")
+
+
+def _day_value_written(engine: sa.Engine, day: dt.date) -> bool:
+    start = dt.datetime.combine(day, dt.time(0), ZONE)
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM kpi.kpi_values WHERE kpi = :kpi AND grain = 'day' "
+                    "AND period_start = :start AND dimensions = '{}'::jsonb"
+                ),
+                {"kpi": KPI, "start": start},
+            ).scalar()
+        )
+
+
+def measure(drops: int) -> list[float]:
+    work = Path(tempfile.mkdtemp(prefix="ap-latency-"))
+    work.chmod(0o755)  # PostgreSQL runs as its own user when we are root
+    server = LocalPostgres(work / "pg", free_port(), durable=False)
+    url = normalise_database_url(server.start())
+    project = work / "project"
+    project.mkdir()
+    for name in ("alembic.ini", "migrations"):
+        (project / name).symlink_to(PROJECT_ROOT / name)
+    storage = work / "storage"
+    storage.mkdir()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DAGSTER_HOME", "CATALOG_DIR", "KPI_PARTITIONS_START")
+    }
+    env.update({"DATABASE_URL": url, "STORAGE_URL": f"file://{storage}"})
+    log = work / "dev.log"
+    script = Path(sys.executable).with_name("analytics-pipelines")
+    with log.open("wb") as sink:
+        dev = subprocess.Popen(
+            [str(script), "dev", "--port", str(free_port())],
+            cwd=project,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    engine = sa.create_engine(url)
+    latencies: list[float] = []
+    try:
+        _wait_for_line(log, "Dagster UI on", dev, STARTUP_TIMEOUT)
+        _say("dev stack up; waiting for the demo data to go through …")
+        _settle(engine, dev)
+        for drop in range(drops):
+            day = FIRST_DROP_DAY + dt.timedelta(days=drop)
+            target = storage / "landing" / "orders" / f"latency_{day.isoformat()}.csv"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = storage / f".{target.name}.part"  # outside the landing prefix
+            partial.write_bytes(_orders_csv(day, drop))
+            partial.rename(target)  # the file appears whole, as an upload to S3 does
+            dropped = time.monotonic()
+            while not _day_value_written(engine, day):
+                if time.monotonic() - dropped > DROP_TIMEOUT:
+                    raise RuntimeError(f"{target.name}: no {KPI} value after {DROP_TIMEOUT:.0f} s")
+                time.sleep(0.2)
+            latencies.append(time.monotonic() - dropped)
+            _say(f"drop {drop + 1}/{drops}: {target.name} -> {KPI} in {latencies[-1]:.1f} s")
+            time.sleep(2.0)
+    finally:
+        engine.dispose()
+        if dev.poll() is None:
+            os.killpg(dev.pid, signal.SIGINT)
+            try:
+                dev.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(dev.pid, signal.SIGKILL)
+        server.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+    return latencies
+
+
+def markdown(latencies: list[float]) -> str:
+    median = statistics.median(latencies)
+    return "\n".join(
+        [
+            f"### Drop-to-KPI latency in make dev ({len(latencies)} drops; goal median ≤ "
+            f"{GOAL_SECONDS:.0f} s)",
+            "",
+            "| median | best | worst | goal |",
+            "|---:|---:|---:|---|",
+            f"| {median:.1f} s | {min(latencies):.1f} s | {max(latencies):.1f} s | "
+            f"{'met' if median <= GOAL_SECONDS else 'missed'} |",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--drops", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="two drops")
+    args = parser.parse_args(argv)
+    latencies = measure(2 if args.quick else args.drops)
+    sys.stdout.write(markdown(latencies) + "\n")
+    return 0 if statistics.median(latencies) <= GOAL_SECONDS else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
