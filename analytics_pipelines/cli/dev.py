@@ -171,7 +171,7 @@ def _end_leftovers(child: subprocess.Popen[bytes], log: Any) -> None:
         os.killpg(child.pid, signal.SIGKILL)
 
 
-def _ensure_dagster_database(url: str) -> str:
+def ensure_dagster_database(url: str) -> str:
     """Dagster keeps its own tables in a database of its own beside the warehouse."""
     import sqlalchemy as sa
 
@@ -258,7 +258,7 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
     dagster_home.mkdir(parents=True, exist_ok=True)
     _write_private(
         dagster_home / "dagster.yaml",
-        dev_instance_yaml(_ensure_dagster_database(env["DATABASE_URL"])),
+        dev_instance_yaml(ensure_dagster_database(env["DATABASE_URL"])),
     )
     workspace = dagster_home / "workspace.yaml"
     workspace.write_text(DEV_WORKSPACE_YAML)
