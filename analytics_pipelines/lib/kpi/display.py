@@ -59,6 +59,12 @@ VIEW_COLUMNS = (
     "value",
     "target",
     "target_status",
+    "previous_value",  # lib/kpi/period_over_period.py
+    "previous_diff",
+    "previous_growth",
+    "year_ago_value",
+    "year_ago_diff",
+    "year_ago_growth",
     "computed_at",
 )
 
