@@ -226,6 +226,32 @@ class SemiAdditive(_Strict):
         return value
 
 
+ToDate = Literal["month", "quarter", "year", "all"]
+
+
+class WindowSpec(_Strict):
+    """A KPI whose value at each local day aggregates the rows of a window of days ending there
+    (lib/kpi/windows.py): the trailing `rolling` days, or the month, quarter or year to date
+    (`all`: every day up to it)."""
+
+    rolling: int | None = Field(default=None, ge=2, le=366, description="days, the day included")
+    to_date: ToDate | None = None
+
+    @model_validator(mode="after")
+    def _one_window(self) -> WindowSpec:
+        if (self.rolling is None) == (self.to_date is None):
+            raise ValueError(
+                "declare exactly one of rolling (days, e.g. {rolling: 28}) or to_date "
+                "(month, quarter, year or all)"
+            )
+        return self
+
+    def describe(self) -> str:
+        if self.rolling is not None:
+            return f"rolling {self.rolling} days"
+        return "all days to date" if self.to_date == "all" else f"{self.to_date} to date"
+
+
 class KpiSpec(_Strict):
     name: Name
     value_chain: Name
@@ -239,6 +265,7 @@ class KpiSpec(_Strict):
     )
     filter: str | None = None
     semi_additive: SemiAdditive | None = None
+    window: WindowSpec | None = None  # rolling or to-date values per day (lib/kpi/windows.py)
     # What a sum over no matching row is (a count is 0 anyway); null keeps it NULL.
     fill_nulls_with: Decimal | None = Decimal(0)
     dimensions: list[DimensionName] = []

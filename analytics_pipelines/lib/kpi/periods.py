@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from analytics_pipelines.lib.catalog.models import GRAIN_ORDER, Grain
+from analytics_pipelines.lib.catalog.models import GRAIN_ORDER, Grain, WindowSpec
 
 __all__ = [
     "GRAIN_ORDER",
@@ -67,6 +67,30 @@ def covering_window(grain: Grain, first_day: dt.date, last_day: dt.date) -> tupl
     if last_day < first_day:
         raise ValueError(f"empty date range {first_day}..{last_day}")
     return period_start(grain, first_day), period_after(grain, last_day)
+
+
+def window_first_day(window: WindowSpec, day: dt.date) -> dt.date | None:
+    """First local date whose rows count in the window of `day` (None: no bound, `all`)."""
+    if window.rolling is not None:
+        return day - dt.timedelta(days=window.rolling - 1)
+    if window.to_date == "all":
+        return None
+    assert window.to_date is not None
+    return period_start(window.to_date, day)
+
+
+def window_last_day(window: WindowSpec, day: dt.date) -> dt.date | None:
+    """Last local date whose window contains `day` (None: every later day, `all`).
+
+    A row of `day` changes the values of the days `day` .. this one: the next N-1 days of a
+    rolling window, the rest of the month, quarter or year of a to-date total.
+    """
+    if window.rolling is not None:
+        return day + dt.timedelta(days=window.rolling - 1)
+    if window.to_date == "all":
+        return None
+    assert window.to_date is not None
+    return period_after(window.to_date, day) - dt.timedelta(days=1)
 
 
 def local_date(moment: dt.datetime, timezone: str) -> dt.date:

@@ -389,6 +389,10 @@ def insert_values(plan: KpiPlan, windows: Windows, roll_up: bool = True) -> list
     """The INSERT statements that recompute `windows` (grain -> local dates [start, end))."""
     if plan.derived is not None:
         return [insert_derived(plan, grain, *window) for grain, window in windows.items()]
+    if plan.kpi.window is not None:
+        from analytics_pipelines.lib.kpi.windows import insert_window  # builds on this module
+
+        return [insert_window(plan, windows)]
     if plan.kpi.semi_additive is not None:
         # Imported here: semi_additive builds on this module's helpers.
         from analytics_pipelines.lib.kpi.semi_additive import insert_semi_additive
