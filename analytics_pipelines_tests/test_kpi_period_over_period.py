@@ -145,6 +145,7 @@ def _assert_comparisons(warehouse: Warehouse, name: str, rows: list[dict[str, An
     checked = 0
     for (grain, start, dims), want in expected.items():
         row = view[(grain, start, dims)]
+        assert want is not None  # a sum over a cell's rows
         for comparison in ("previous", "year_ago"):
             base_start = _base_start(grain, start, comparison)
             if base_start is None:

@@ -81,6 +81,18 @@ CASES: dict[str, tuple[dict[str, Any], str, str | None, Any]] = {
         lambda g: g.loc[g["status"] == "placed", "customer"].nunique(),
     ),
     "max_all": ({"to_date": "all"}, "max(qty)", None, lambda g: g["qty"].max()),
+    "big_customers_qtd": (
+        {"to_date": "quarter"},
+        "count_distinct(customer) where qty > 10",
+        "status = 'placed'",
+        lambda g: g.loc[(g["status"] == "placed") & (g["qty"] > 10), "customer"].nunique(),
+    ),
+    "customers_all": (
+        {"to_date": "all"},
+        "count_distinct(customer)",
+        None,
+        lambda g: g["customer"].nunique(),
+    ),
 }
 
 

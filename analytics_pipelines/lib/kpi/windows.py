@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from analytics_pipelines.lib.kpi.expression_ast import Aggregate, ColumnRef, Measure
 from analytics_pipelines.lib.kpi.expression_sql import compile_filter, compile_measure
 from analytics_pipelines.lib.kpi.lookups import joined_rows
 from analytics_pipelines.lib.kpi.periods import window_first_day
@@ -43,6 +44,7 @@ from analytics_pipelines.lib.kpi.statements import (
 from analytics_pipelines.lib.tables import clean_table, kpi_values
 
 _ONE_DAY = sa.text("interval '1 day'")
+_DUPLICATE_FREE = frozenset({"count_distinct", "min", "max"})
 
 
 def _local_timestamp(day: dt.date) -> sa.ColumnElement[Any]:
@@ -93,6 +95,145 @@ def insert_window(plan: KpiPlan, windows: Windows) -> sa.Insert:
         .where(*in_range)
         .subquery("rows")
     )
+    first_ts, last_ts = _local_timestamp(first), _local_timestamp(last)
+    if _counts_first_days(plan):
+        select = _distinct_to_date(plan, rows, first_ts, last_ts)
+    else:
+        select = _expanded(plan, rows, first_ts, last_ts)
+    return kpi_values.insert().from_select(_COLUMNS, select)
+
+
+def _counts_first_days(plan: KpiPlan) -> bool:
+    """A distinct count of a column to date: counted from first days, without expanding rows."""
+    root = plan.measure.root if plan.measure is not None else None
+    return (
+        plan.kpi.window is not None
+        and plan.kpi.window.to_date is not None
+        and isinstance(root, Aggregate)
+        and root.function == "count_distinct"
+        and isinstance(root.argument, ColumnRef)
+    )
+
+
+def _to_date_period(plan: KpiPlan, day: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """The to-date period (its first day) of a local day; one period for `all`."""
+    window = plan.kpi.window
+    assert window is not None and window.to_date is not None
+    if window.to_date == "all":
+        return sa.literal(dt.datetime(1970, 1, 1), sa.DateTime())
+    return sa.func.date_trunc(sa.literal(window.to_date, sa.Text()), day, type_=sa.DateTime())
+
+
+def _distinct_to_date(
+    plan: KpiPlan, rows: sa.Subquery, first: sa.ColumnElement[Any], last: sa.ColumnElement[Any]
+) -> sa.Select[Any]:
+    """count_distinct(column) month/quarter/year/all to date, from the first day each value
+    appears in the period (per dimension subset): the value at a day is the running sum of the
+    values first seen on each day up to it. Cells run from the period's first row (before the
+    filter) to its end; nothing is expanded per row, so a year to date costs one grouping of
+    its rows and a running sum over at most 366 days per cell.
+    """
+    kpi, measure = plan.kpi, plan.measure
+    assert measure is not None and isinstance(measure.root, Aggregate)
+    assert isinstance(measure.root.argument, ColumnRef)
+    tz = sa.literal(kpi.timezone, sa.Text())
+    period = _to_date_period(plan, rows.c._row_day)
+    dims = [rows.c[name] for name in kpi.dimensions]
+    counted = rows.c[measure.root.argument.name]
+    # The first day the value passes the KPI's filter and the aggregate's own `where`.
+    first_passing = compile_measure(
+        Measure(
+            measure.text,
+            Aggregate("min", ColumnRef("_row_day", "timestamp"), measure.root.condition),
+            "timestamp",
+        ),
+        rows.c,
+        where=compile_filter(plan.filter, rows.c) if plan.filter is not None else None,
+    )
+    firsts = (
+        sa.select(
+            period.label("_p"),
+            _dimensions_object(list(kpi.dimensions), dims).label("_dims"),
+            counted.label("_x"),
+            first_passing.label("_first"),
+            sa.func.min(rows.c._row_day).label("_any"),
+        )
+        .group_by(
+            sa.func.grouping_sets(*(sa.tuple_(*g, counted) for g in _grouping_sets(period, dims)))
+        )
+        .subquery("firsts")
+    )
+    new = (
+        sa.select(
+            firsts.c._p,
+            firsts.c._dims,
+            firsts.c._first.label("_day"),
+            sa.func.count(firsts.c._x).label("_n"),
+        )
+        .where(firsts.c._first.is_not(None))
+        .group_by(firsts.c._p, firsts.c._dims, firsts.c._first)
+        .subquery("new")
+    )
+    cells = (
+        sa.select(firsts.c._p, firsts.c._dims, sa.func.min(firsts.c._any).label("_start"))
+        .group_by(firsts.c._p, firsts.c._dims)
+        .subquery("cells")
+    )
+    window = kpi.window
+    assert window is not None
+    period_end = (
+        last
+        if window.to_date == "all"
+        else sa.func.least(_last_day_reached(plan, cells.c._start), last)
+    )
+    days = (
+        sa.func.generate_series(cells.c._start, period_end, _ONE_DAY)
+        .table_valued("_day")
+        .render_derived(name="days")
+        .lateral()
+    )
+    grid = (
+        sa.select(cells.c._p, cells.c._dims, days.c._day)
+        .select_from(cells.join(days, sa.true()))
+        .subquery("grid")
+    )
+    running = (
+        sa.select(
+            grid.c._day,
+            grid.c._dims,
+            sa.func.sum(sa.func.coalesce(new.c._n, 0))
+            .over(partition_by=(grid.c._p, grid.c._dims), order_by=grid.c._day)
+            .label("_value"),
+        )
+        .select_from(
+            grid.outerjoin(
+                new,
+                sa.and_(
+                    new.c._p == grid.c._p, new.c._dims == grid.c._dims, new.c._day == grid.c._day
+                ),
+            )
+        )
+        .subquery("running")
+    )
+    return sa.select(
+        sa.literal(kpi.name, sa.Text()),
+        sa.literal("day", sa.Text()),
+        sa.func.timezone(tz, running.c._day, type_=sa.DateTime(timezone=True)),
+        sa.func.timezone(tz, running.c._day + _ONE_DAY, type_=sa.DateTime(timezone=True)),
+        running.c._dims,
+        sa.cast(running.c._value, sa.Numeric()),
+        sa.func.now(),
+    ).where(running.c._day >= first)
+
+
+def _expanded(
+    plan: KpiPlan, rows: sa.Subquery, first: sa.ColumnElement[Any], last: sa.ColumnElement[Any]
+) -> sa.Select[Any]:
+    """Each row (or per-day partial) expanded to the refreshed days whose window contains it,
+    then the measure per day and dimension subset."""
+    kpi, window = plan.kpi, plan.kpi.window
+    assert plan.measure is not None and window is not None
+    tz = sa.literal(kpi.timezone, sa.Text())
     if can_roll_up(plan.measure):
         rollup = Rollup(plan.measure)
         where = compile_filter(plan.filter, rows.c) if plan.filter is not None else None
@@ -106,18 +247,20 @@ def insert_window(plan: KpiPlan, windows: Windows) -> sa.Insert:
             .group_by(rows.c._row_day, *dims)
             .subquery("per_day")
         )
+    elif all(a.function in _DUPLICATE_FREE for a in plan.measure.aggregates):
+        # A row repeated on its day changes no distinct count, min or max: expand each
+        # distinct (day, dimensions, values) once, not every row.
+        contributions = sa.select(rows).distinct().subquery("distinct_rows")
     else:
         contributions = rows
     reached = (
-        _local_timestamp(last)
+        last
         if window.to_date == "all"
-        else sa.func.least(
-            _last_day_reached(plan, contributions.c._row_day), _local_timestamp(last)
-        )
+        else sa.func.least(_last_day_reached(plan, contributions.c._row_day), last)
     )
     days = (
         sa.func.generate_series(
-            sa.func.greatest(contributions.c._row_day, _local_timestamp(first)), reached, _ONE_DAY
+            sa.func.greatest(contributions.c._row_day, first), reached, _ONE_DAY
         )
         .table_valued("_day")
         .render_derived(name="days")
@@ -138,7 +281,7 @@ def insert_window(plan: KpiPlan, windows: Windows) -> sa.Insert:
         )
     dimensions = [expanded.c[name] for name in kpi.dimensions]
     day = expanded.c._day
-    select = sa.select(
+    return sa.select(
         sa.literal(kpi.name, sa.Text()),
         sa.literal("day", sa.Text()),
         sa.func.timezone(tz, day, type_=sa.DateTime(timezone=True)),
@@ -147,4 +290,3 @@ def insert_window(plan: KpiPlan, windows: Windows) -> sa.Insert:
         _numeric_value(plan, value),
         sa.func.now(),
     ).group_by(sa.func.grouping_sets(*(sa.tuple_(*g) for g in _grouping_sets(day, dimensions))))
-    return kpi_values.insert().from_select(_COLUMNS, select)
