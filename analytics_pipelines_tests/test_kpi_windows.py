@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from decimal import Decimal
 from itertools import combinations
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,8 +14,9 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
-from analytics_pipelines.lib.catalog import CatalogError, KpiSpec
+from analytics_pipelines.lib.catalog import CatalogError, KpiSpec, load_catalog
 from analytics_pipelines.lib.catalog.models import WindowSpec
 from analytics_pipelines.lib.kpi.dagster_factory import (
     RANGE_END_TAG,
@@ -27,6 +29,7 @@ from analytics_pipelines.lib.kpi.invalidation import refreshed_days
 from analytics_pipelines.lib.kpi.periods import contiguous_ranges, local_date, window_first_day
 from analytics_pipelines.lib.kpi.plan import plan_catalog, plan_kpi
 from analytics_pipelines.lib.kpi.statements import INSERT_MARKER
+from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
 from analytics_pipelines.lib.tables import clean_table
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
@@ -252,6 +255,22 @@ def test_a_23_hour_day_is_one_day_of_a_rolling_window(warehouse: Warehouse) -> N
         dt.date(2026, 3, 31): 2,
         dt.date(2026, 4, 1): 1,  # the window of 31 March and 1 April has one row (31 March)
     }
+    # The BI view compares each day's window with the day before's.
+    with warehouse.connect() as conn:
+        view = conn.execute(
+            sa.text(
+                f"SELECT period_start_local, value, previous_value, previous_growth "
+                f'FROM kpi."{kpi.name}" ORDER BY period_start'
+            )
+        ).all()
+    assert [(r[0].date(), r[1], r[2]) for r in view] == [
+        (dt.date(2026, 3, 28), 1, None),
+        (dt.date(2026, 3, 29), 2, 1),
+        (dt.date(2026, 3, 30), 2, 2),
+        (dt.date(2026, 3, 31), 2, 2),
+        (dt.date(2026, 4, 1), 1, 2),
+    ]
+    assert view[1][3] == 1 and view[2][3] == 0 and view[4][3] == Decimal("-0.5")
 
 
 def test_days_a_late_row_refreshes_per_window_kind() -> None:
@@ -389,3 +408,17 @@ def test_sensor_requests_the_days_each_window_contains_and_says_why(
         late + dt.timedelta(days=i) for i in range(7)
     ]
     assert set(stored.values()) == {3}
+
+
+def test_demo_catalog_has_a_rolling_and_a_year_to_date_kpi() -> None:
+    demo = load_catalog(DEMO_CATALOG_DIR)
+    plans = plan_catalog(demo)
+    rolling, ytd = demo.kpis["revenue_28d"], demo.kpis["active_customers_ytd"]
+    assert rolling.window == WindowSpec(rolling=28) and rolling.grains == ["day"]
+    assert ytd.window == WindowSpec(to_date="year") and ytd.measure == "count_distinct(customer_id)"
+    # A late order on 2026-02-20 (today 2026-04-12): 28 days of one, the rest of the year to
+    # date of the other, the day itself for a per-period KPI of the same source.
+    today, late = dt.date(2026, 4, 12), dt.date(2026, 2, 20)
+    assert len(refreshed_days(plans, "revenue_28d", "orders", {late}, today)) == 28
+    assert len(refreshed_days(plans, "active_customers_ytd", "orders", {late}, today)) == 52
+    assert refreshed_days(plans, "net_revenue", "orders", {late}, today) == {late}
