@@ -188,7 +188,7 @@ def run_show(args: argparse.Namespace) -> int:
         ]
         rows: list[list[Any]] = [
             [
-                period_label(grain, v.period_start),
+                period_label(grain, v.period_start, kpi.fiscal_year_start_month),
                 # A period's total follows its breakdown rows (`--by region`: north, south, total).
                 *((v.dimensions.get(d) if v.dimensions else "total") for d in dims),
                 format_value(v.value, kpi.unit),
@@ -212,7 +212,7 @@ def run_show(args: argparse.Namespace) -> int:
                 "kpi": kpi.name,
                 "unit": kpi.unit,
                 "grain": grain,
-                "period": period_label(grain, v.period_start),
+                "period": period_label(grain, v.period_start, kpi.fiscal_year_start_month),
                 "period_start": v.period_start.isoformat(),
                 "breakdown": sorted(v.dimensions),  # [] for the total
                 **{d: v.dimensions.get(d) for d in dims},
@@ -246,7 +246,7 @@ def run_show(args: argparse.Namespace) -> int:
                 kpi.name,
                 kpi.unit,
                 grain,
-                period_label(grain, v.period_start),
+                period_label(grain, v.period_start, kpi.fiscal_year_start_month),
                 v.period_start.isoformat(),
                 ",".join(sorted(v.dimensions)),
                 *(v.dimensions.get(d) for d in dims),

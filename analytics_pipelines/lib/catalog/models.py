@@ -227,6 +227,16 @@ class SemiAdditive(_Strict):
 
 
 ToDate = Literal["month", "quarter", "year", "all"]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[Weekday, ...] = (
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+)
 
 
 class WindowSpec(_Strict):
@@ -266,6 +276,10 @@ class KpiSpec(_Strict):
     filter: str | None = None
     semi_additive: SemiAdditive | None = None
     window: WindowSpec | None = None  # rolling or to-date values per day (lib/kpi/windows.py)
+    # Fiscal calendar (lib/kpi/periods.py Calendar): quarters and years start in this month,
+    # weeks on this weekday; labels say FY2026 Q1 (a fiscal year is named by the year it ends).
+    fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
+    week_start: Weekday = "monday"
     # What a sum over no matching row is (a count is 0 anyway); null keeps it NULL.
     fill_nulls_with: Decimal | None = Decimal(0)
     dimensions: list[DimensionName] = []

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.kpi.gate import kpi_sources
-from analytics_pipelines.lib.kpi.periods import window_last_day
+from analytics_pipelines.lib.kpi.periods import Calendar, window_last_day
 from analytics_pipelines.lib.kpi.plan import KpiPlan
 
 # Bounds the work of one sensor tick per source; a bigger backlog is worked off over later ticks.
@@ -224,7 +224,7 @@ def refreshed_days(
         return current
     changed = set()
     for day in current:
-        reach = min(window_last_day(window, day) or today, today)
+        reach = min(window_last_day(window, day, Calendar.of(plan.kpi)) or today, today)
         changed.update(day + dt.timedelta(days=i) for i in range((reach - day).days + 1))
     return changed
 

@@ -179,6 +179,13 @@ def _derived_problems(
                 f"derived: {ref!r} is computed in {other.timezone}, this KPI in {kpi.timezone}; "
                 "inputs must use the same time zone"
             )
+        calendar = (other.fiscal_year_start_month, other.week_start)
+        if calendar != (kpi.fiscal_year_start_month, kpi.week_start):
+            yield (
+                f"derived: {ref!r} has fiscal_year_start_month {calendar[0]} and week_start "
+                f"{calendar[1]}, this KPI {kpi.fiscal_year_start_month} and {kpi.week_start}; "
+                "inputs must use the same calendar (their weeks, quarters and years line up)"
+            )
         missing_grains = [g for g in kpi.grains if g not in other.grains]
         if missing_grains:
             yield f"derived: {ref!r} has no {', '.join(missing_grains)} values (grains: {', '.join(other.grains)})"

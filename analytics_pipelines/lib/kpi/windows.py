@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import array
 from analytics_pipelines.lib.kpi.expression_ast import Aggregate, ColumnRef, Measure
 from analytics_pipelines.lib.kpi.expression_sql import compile_filter, compile_measure
 from analytics_pipelines.lib.kpi.lookups import dimension_type, joined_rows
-from analytics_pipelines.lib.kpi.periods import window_first_day
+from analytics_pipelines.lib.kpi.periods import Calendar, truncated_sql, window_first_day
 from analytics_pipelines.lib.kpi.plan import KpiPlan
 from analytics_pipelines.lib.kpi.rollup import Rollup, can_roll_up
 from analytics_pipelines.lib.kpi.statements import (
@@ -60,7 +60,7 @@ def _last_day_reached(plan: KpiPlan, row_day: sa.ColumnElement[Any]) -> sa.Colum
         return row_day + sa.cast(sa.literal(f"{window.rolling - 1} days", sa.Text()), sa.Interval())
     assert window.to_date is not None and window.to_date != "all"
     step = {"month": "1 month", "quarter": "3 months", "year": "1 year"}[window.to_date]
-    start = sa.func.date_trunc(sa.literal(window.to_date, sa.Text()), row_day, type_=sa.DateTime())
+    start = truncated_sql(window.to_date, row_day, Calendar.of(plan.kpi))
     return start + sa.cast(sa.literal(step, sa.Text()), sa.Interval()) - _ONE_DAY
 
 
@@ -70,7 +70,7 @@ def insert_window(plan: KpiPlan, windows: Windows) -> sa.Insert:
     assert plan.measure is not None and source is not None and window is not None
     first, end = windows["day"]
     last = end - dt.timedelta(days=1)
-    read_from = window_first_day(window, first)
+    read_from = window_first_day(window, first, Calendar.of(kpi))
     tz = sa.literal(kpi.timezone, sa.Text())
     clean = clean_table(source)
     event = clean.c[source.event_column]
@@ -122,7 +122,7 @@ def _to_date_period(plan: KpiPlan, day: sa.ColumnElement[Any]) -> sa.ColumnEleme
     assert window is not None and window.to_date is not None
     if window.to_date == "all":
         return sa.literal(dt.datetime(1970, 1, 1), sa.DateTime())
-    return sa.func.date_trunc(sa.literal(window.to_date, sa.Text()), day, type_=sa.DateTime())
+    return truncated_sql(window.to_date, day, Calendar.of(plan.kpi))
 
 
 def _distinct_to_date(
