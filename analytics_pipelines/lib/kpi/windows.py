@@ -12,6 +12,10 @@ One INSERT ... SELECT per refresh of the days [first, last]:
        last such day, within [first, last])
     -> GROUP BY GROUPING SETS (day, every dimension subset): the measure over the window
 
+A distinct count of a column to date is not expanded: each value counts from the first day it
+appears in the period, so the value at a day is a running count (`_distinct_to_date`).
+Quarters and years follow the KPI's fiscal calendar (lib/kpi/periods.py Calendar).
+
 So a distinct count is a distinct count over the window's rows, never a sum of daily counts, and
 an average is the window's sum over its count. Windows are in local days of the KPI's zone: a
 23- or 25-hour day is one day of a rolling window. A day has a cell where its window has clean
