@@ -2,7 +2,10 @@
 
 analytics-pipelines kpi list [--format table|csv|json]
 analytics-pipelines kpi show NAME [--grain month] [--from 2026-01-01] [--to 2026-06-30]
-                                  [--by region[,channel]] [--format table|csv|json]
+                                  [--by region[,channel]] [--compare] [--format table|csv|json]
+
+csv and json always carry the previous and year-ago values, differences and growth
+(lib/kpi/period_over_period.py); the table shows them with --compare.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from analytics_pipelines.cli.catalog import catalog_dir
 from analytics_pipelines.lib.catalog import load_catalog
 from analytics_pipelines.lib.catalog.models import GRAIN_ORDER, Grain, TargetSpec
 from analytics_pipelines.lib.kpi.display import format_number, format_value
+from analytics_pipelines.lib.kpi.period_over_period import COLUMNS as COMPARISON_COLUMNS
 
 FORMATS = ("table", "csv", "json")
 
@@ -44,6 +48,11 @@ def register(commands: Any) -> None:
         default=[],
         help="dimension(s) to break down by, e.g. --by region or --by region,channel",
     )
+    show.add_argument(
+        "--compare",
+        action="store_true",
+        help="table: add the previous and year-ago values and their growth",
+    )
     show.add_argument("--format", choices=FORMATS, default="table")
     show.set_defaults(func=run_show)
 
@@ -53,6 +62,13 @@ def _date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _growth(value: Decimal | None) -> str:
+    """A growth ratio as people read it: +12.5%, -3%, empty when there is no base."""
+    if value is None:
+        return ""
+    return f"{value * 100:+.1f}%".replace(".0%", "%")
 
 
 def _json_number(value: Decimal | None) -> int | float | None:
@@ -161,15 +177,32 @@ def run_show(args: argparse.Namespace) -> int:
     # Target columns only for a KPI with a target: other KPIs print as before.
     targeted = kpi.target is not None
     value_header = kpi.unit or "value"
+    compared = ["previous", "vs previous", "year ago", "vs year ago"] if args.compare else []
     if args.format == "table":
-        headers = ["period", *dims, value_header, *(["target", "status"] if targeted else [])]
+        headers = [
+            "period",
+            *dims,
+            value_header,
+            *(["target", "status"] if targeted else []),
+            *compared,
+        ]
         rows: list[list[Any]] = [
             [
-                period_label(grain, v.period_start),
+                period_label(grain, v.period_start, kpi.fiscal_year_start_month),
                 # A period's total follows its breakdown rows (`--by region`: north, south, total).
                 *((v.dimensions.get(d) if v.dimensions else "total") for d in dims),
                 format_value(v.value, kpi.unit),
                 *([format_value(v.target, kpi.unit), v.target_status] if targeted else []),
+                *(
+                    [
+                        format_value(v.previous_value, kpi.unit),
+                        _growth(v.previous_growth),
+                        format_value(v.year_ago_value, kpi.unit),
+                        _growth(v.year_ago_growth),
+                    ]
+                    if compared
+                    else []
+                ),
             ]
             for v in values
         ]
@@ -179,7 +212,7 @@ def run_show(args: argparse.Namespace) -> int:
                 "kpi": kpi.name,
                 "unit": kpi.unit,
                 "grain": grain,
-                "period": period_label(grain, v.period_start),
+                "period": period_label(grain, v.period_start, kpi.fiscal_year_start_month),
                 "period_start": v.period_start.isoformat(),
                 "breakdown": sorted(v.dimensions),  # [] for the total
                 **{d: v.dimensions.get(d) for d in dims},
@@ -189,6 +222,7 @@ def run_show(args: argparse.Namespace) -> int:
                     if targeted
                     else {}
                 ),
+                **{name: _json_number(getattr(v, name)) for name in COMPARISON_COLUMNS},
             }
             for v in values
         ]
@@ -205,18 +239,20 @@ def run_show(args: argparse.Namespace) -> int:
             *dims,
             "value",
             *(["target", "target_status"] if targeted else []),
+            *COMPARISON_COLUMNS,
         ]
         rows = [
             [
                 kpi.name,
                 kpi.unit,
                 grain,
-                period_label(grain, v.period_start),
+                period_label(grain, v.period_start, kpi.fiscal_year_start_month),
                 v.period_start.isoformat(),
                 ",".join(sorted(v.dimensions)),
                 *(v.dimensions.get(d) for d in dims),
                 format_number(v.value),
                 *([format_number(v.target), v.target_status] if targeted else []),
+                *(format_number(getattr(v, name)) for name in COMPARISON_COLUMNS),
             ]
             for v in values
         ]
@@ -230,6 +266,6 @@ def run_show(args: argparse.Namespace) -> int:
         if not values:
             sys.stdout.write("no values stored for this range (materialise the KPI first)\n")
             return 0
-    numeric = [value_header, "value", "target"]
+    numeric = [value_header, "value", "target", *compared, *COMPARISON_COLUMNS]
     sys.stdout.write(render(headers, rows, args.format, numeric=numeric))
     return 0

@@ -226,6 +226,42 @@ class SemiAdditive(_Strict):
         return value
 
 
+ToDate = Literal["month", "quarter", "year", "all"]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[Weekday, ...] = (
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+)
+
+
+class WindowSpec(_Strict):
+    """A KPI whose value at each local day aggregates the rows of a window of days ending there
+    (lib/kpi/windows.py): the trailing `rolling` days, or the month, quarter or year to date
+    (`all`: every day up to it)."""
+
+    rolling: int | None = Field(default=None, ge=2, le=366, description="days, the day included")
+    to_date: ToDate | None = None
+
+    @model_validator(mode="after")
+    def _one_window(self) -> WindowSpec:
+        if (self.rolling is None) == (self.to_date is None):
+            raise ValueError(
+                "declare exactly one of rolling (days, e.g. {rolling: 28}) or to_date "
+                "(month, quarter, year or all)"
+            )
+        return self
+
+    def describe(self) -> str:
+        if self.rolling is not None:
+            return f"rolling {self.rolling} days"
+        return "all days to date" if self.to_date == "all" else f"{self.to_date} to date"
+
+
 class KpiSpec(_Strict):
     name: Name
     value_chain: Name
@@ -239,6 +275,11 @@ class KpiSpec(_Strict):
     )
     filter: str | None = None
     semi_additive: SemiAdditive | None = None
+    window: WindowSpec | None = None  # rolling or to-date values per day (lib/kpi/windows.py)
+    # Fiscal calendar (lib/kpi/periods.py Calendar): quarters and years start in this month,
+    # weeks on this weekday; labels say FY2026 Q1 (a fiscal year is named by the year it ends).
+    fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
+    week_start: Weekday = "monday"
     # What a sum over no matching row is (a count is 0 anyway); null keeps it NULL.
     fill_nulls_with: Decimal | None = Decimal(0)
     dimensions: list[DimensionName] = []

@@ -43,6 +43,8 @@ from analytics_pipelines.lib.kpi.gate import (
 from analytics_pipelines.lib.kpi.invalidation import (
     DEFAULT_BATCH_ROWS,
     SensorCursor,
+    refresh_reason,
+    refreshed_days,
     touched_dates,
 )
 from analytics_pipelines.lib.kpi.periods import contiguous_ranges, local_date
@@ -60,6 +62,8 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 TRIGGER_TAG = "analytics_pipelines/kpi_trigger"
 HELD_TAG = "analytics_pipelines/kpis_held"  # KPIs a scheduled run leaves out, and why
+# Why a sensor run rewrites days beyond those touched (the windows containing them).
+REASON_TAG = "analytics_pipelines/kpi_refresh_reason"
 ON_TARGET_CHECK = "on_target"
 
 # What dg.define_asset_job returns; its class is not part of Dagster's public API.
@@ -224,7 +228,12 @@ def build_kpi_asset(plan: KpiPlan, start: str, plans: dict[str, KpiPlan]) -> dg.
             result = refresh_kpi(warehouse.get_warehouse(), plan, first, last)
         if result.skipped:
             context.log.warning(f"{kpi.name}: {result.skipped}")
-        return _materialization(result, warehouse.get_warehouse(), kpi)
+        materialized = _materialization(result, warehouse.get_warehouse(), kpi)
+        reason = context.run.tags.get(REASON_TAG)
+        if reason is None:
+            return materialized
+        # A sensor run of window KPIs: which touched days made it rewrite the later days too.
+        return dg.MaterializeResult(metadata={**(materialized.metadata or {}), "reason": reason})
 
     return _kpi
 
@@ -340,6 +349,38 @@ def build_kpi_schedules(
     ]
 
 
+def _invalidation_requests(
+    days: frozenset[dt.date],
+    run_key: str,
+    job: str,
+    keys: list[dg.AssetKey],
+    tags: dict[str, str],
+) -> list[dg.RunRequest]:
+    """One run per contiguous range of `days` (`run_key` has {low} and {high} for its ends)."""
+    requests = []
+    for low, high in contiguous_ranges(days):
+        key = run_key.format(low=low, high=high)
+        if low == high:
+            request = dg.RunRequest(
+                run_key=key,
+                job_name=job,
+                asset_selection=keys,
+                partition_key=low.isoformat(),
+                tags=tags,
+            )
+        else:
+            # One run for a contiguous range: the assets' single-run backfill policy computes
+            # it with one statement per grain.
+            request = dg.RunRequest(
+                run_key=key,
+                job_name=job,
+                asset_selection=keys,
+                tags={**tags, RANGE_START_TAG: low.isoformat(), RANGE_END_TAG: high.isoformat()},
+            )
+        requests.append(request)
+    return requests
+
+
 def build_kpi_sensor(
     plans: dict[str, KpiPlan],
     jobs: dict[str, AssetJob],
@@ -406,8 +447,6 @@ def build_kpi_sensor(
                     f"{source} ({zone}): {len(outside)} touched dates outside the KPI partitions "
                     f"{first_day}..{today} are not refreshed: {outside[0]}..{outside[-1]}"
                 )
-            keys = [kpi_asset_key(n) for n in sorted(names)]
-            wanted = [d for d in days if first_day <= d <= today] if names else []
             # While some KPIs are held the cursor stays, so this partial request repeats each
             # tick with the same run key (Dagster launches it once); the full request after the
             # unblock has another key.
@@ -420,32 +459,32 @@ def build_kpi_sensor(
                 if source in released
                 else ""
             )
-            for low, high in contiguous_ranges(wanted):
-                run_key = f"kpi:{source}:{zone}:{low}:{high}:{touched.upto[source]}{partial}"
+            # KPIs whose stored days the touched days change alike share a run: per-period KPIs
+            # the touched days, window KPIs every later day whose window contains one of them.
+            by_days: dict[frozenset[dt.date], list[str]] = defaultdict(list)
+            for name in sorted(names):
+                changed = refreshed_days(plans, name, source, days, today)
+                by_days[frozenset(d for d in changed if d >= first_day)].append(name)
+            plain = frozenset(d for d in days if first_day <= d <= today)
+            for wanted, group in sorted(by_days.items(), key=lambda item: item[1]):
+                keys = [kpi_asset_key(n) for n in group]
                 tags = {TRIGGER_TAG: "invalidation"}
-                if low == high:
-                    request = dg.RunRequest(
-                        run_key=run_key,
-                        job_name=jobs[zone].name,
-                        asset_selection=keys,
-                        partition_key=low.isoformat(),
-                        tags=tags,
+                windowed = ""
+                if wanted != plain:
+                    windowed = ":" + hashlib.sha256(",".join(group).encode()).hexdigest()[:8]
+                    tags[REASON_TAG] = refresh_reason(plans, group, days, set(wanted))
+                requests.extend(
+                    _invalidation_requests(
+                        wanted,
+                        f"kpi:{source}:{zone}:{{low}}:{{high}}:{touched.upto[source]}"
+                        f"{partial}{windowed}",
+                        jobs[zone].name,
+                        keys,
+                        tags,
                     )
-                else:
-                    # One run for a contiguous range: the assets' single-run backfill policy
-                    # computes it with one statement per grain.
-                    request = dg.RunRequest(
-                        run_key=run_key,
-                        job_name=jobs[zone].name,
-                        asset_selection=keys,
-                        tags={
-                            **tags,
-                            RANGE_START_TAG: low.isoformat(),
-                            RANGE_END_TAG: high.isoformat(),
-                        },
-                    )
-                requests.append(request)
-                started_after[source] = cursor.after(source)
+                )
+                if wanted:
+                    started_after[source] = cursor.after(source)
         upto = {s: last for s, last in touched.upto.items() if s not in held_sources}
         next_cursor = cursor.advanced(upto).with_requests(started_after, now).serialise()
         waiting = {s for s in touched.upto if s in held_sources}

@@ -35,8 +35,18 @@ def format_value(value: Decimal | None, unit: str) -> str:
     return f"{int(whole):,}" + dot + fraction if whole.lstrip("-").isdigit() else text
 
 
-def period_label(grain: Grain, start: dt.datetime) -> str:
-    """How people write the period: 2026-03-29 02:00+01:00, 2026-03-29, 2026-03, 2026-Q1, 2026."""
+def period_label(grain: Grain, start: dt.datetime, fiscal_year_start_month: int = 1) -> str:
+    """How people write the period: 2026-03-29 02:00+01:00, 2026-03-29, 2026-03, 2026-Q1, 2026.
+
+    In a fiscal year starting in another month than January, quarters and years are FY2026 Q1
+    and FY2026, named by the calendar year the fiscal year ends in (April 2025 .. March 2026 is
+    FY2026).
+    """
+    if fiscal_year_start_month != 1 and grain in ("quarter", "year"):
+        ends_in = start.year + 1 if start.month >= fiscal_year_start_month else start.year
+        if grain == "year":
+            return f"FY{ends_in}"
+        return f"FY{ends_in} Q{(start.month - fiscal_year_start_month) % 12 // 3 + 1}"
     if grain == "hour":
         return start.isoformat(sep=" ", timespec="minutes")
     if grain in ("day", "week"):
@@ -59,6 +69,12 @@ VIEW_COLUMNS = (
     "value",
     "target",
     "target_status",
+    "previous_value",  # lib/kpi/period_over_period.py
+    "previous_diff",
+    "previous_growth",
+    "year_ago_value",
+    "year_ago_diff",
+    "year_ago_growth",
     "computed_at",
 )
 

@@ -28,6 +28,10 @@ from dataclasses import dataclass, field, replace
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from analytics_pipelines.lib.kpi.gate import kpi_sources
+from analytics_pipelines.lib.kpi.periods import Calendar, window_last_day
+from analytics_pipelines.lib.kpi.plan import KpiPlan
+
 # Bounds the work of one sensor tick per source; a bigger backlog is worked off over later ticks.
 DEFAULT_BATCH_ROWS = 100_000
 # How long a requested KPI run may wait in the queue and still be refreshed again after a block.
@@ -194,3 +198,48 @@ def touched_dates(
         for source, zone, day in rows:
             dates[(source, zone)].add(day)
     return TouchedDates(upto, dict(dates))
+
+
+def refreshed_days(
+    plans: Mapping[str, KpiPlan], name: str, source: str, days: set[dt.date], today: dt.date
+) -> set[dt.date]:
+    """The local days (up to `today`) whose stored values of KPI `name` change when clean rows
+    of `source` on `days` change.
+
+    A per-period KPI: the days themselves (each refresh rewrites their weeks, months, … too). A
+    window KPI: every day whose window contains one of them, the next N-1 days of a rolling
+    window, the rest of the month, quarter or year of a to-date total (`all`: up to today). A
+    derived KPI: the days of those of its inputs computed from `source`.
+    """
+    plan = plans[name]
+    if plan.derived is not None:
+        changed: set[dt.date] = set()
+        for ref in plan.inputs:
+            if ref in plans and source in {s.name for s in kpi_sources(plans, ref)}:
+                changed |= refreshed_days(plans, ref, source, days, today)
+        return changed
+    window = plan.kpi.window
+    current = {d for d in days if d <= today}
+    if window is None:
+        return current
+    changed = set()
+    for day in current:
+        reach = min(window_last_day(window, day, Calendar.of(plan.kpi)) or today, today)
+        changed.update(day + dt.timedelta(days=i) for i in range((reach - day).days + 1))
+    return changed
+
+
+def refresh_reason(
+    plans: Mapping[str, KpiPlan], names: list[str], touched: set[dt.date], days: set[dt.date]
+) -> str:
+    """Why a sensor run rewrites `days` of `names`: the touched days, and the windows that
+    reach beyond them."""
+    first, last = min(touched), max(touched)
+    said = f"rows of {first}" + (f"..{last}" if last != first else "") + " changed"
+    windows = sorted(
+        f"{n} ({window.describe()})" for n in names if (window := plans[n].kpi.window) is not None
+    )
+    if days == touched or not days:
+        return said
+    reach = f"; their windows reach {min(days)}..{max(days)}"
+    return said + reach + (f": {', '.join(windows)}" if windows else " (derived from window KPIs)")

@@ -20,20 +20,22 @@ from analytics_pipelines.lib.catalog.models import Grain
 
 # Re-exported: the engine and the CLI read labels from here.
 from analytics_pipelines.lib.kpi.display import period_label as period_label
+from analytics_pipelines.lib.kpi.period_over_period import COLUMNS, columns_sql, joins_sql
 from analytics_pipelines.lib.kpi.targets import status_sql, target_sql
 from analytics_pipelines.lib.pg import DbApiConnection, fetch_all
 
 # The instant a local date starts in a zone (as `periods.local_midnight_sql` computes it); a
 # breakdown is the sorted set of a row's dimension names ('{}' the total).
+# The previous and year-ago values join on the primary key (lib/kpi/period_over_period.py).
 _VALUES = (
-    "SELECT period_start, period_end, dimensions, value, {target} AS target, "
-    "{status} AS target_status FROM {table} "
-    "WHERE kpi = %(kpi)s AND grain = %(grain)s "
-    "AND period_start >= timezone(%(tz)s, CAST(%(first)s AS date)::timestamp) "
-    "AND period_start < timezone(%(tz)s, CAST(%(after)s AS date)::timestamp) "
-    "AND (ARRAY(SELECT k FROM jsonb_object_keys(dimensions) AS k ORDER BY k) "
-    "= CAST(%(breakdown)s AS text[]) OR (%(with_total)s AND dimensions = CAST('{{}}' AS jsonb))) "
-    "ORDER BY period_start, dimensions = CAST('{{}}' AS jsonb), CAST(dimensions AS text)"
+    "SELECT v.period_start, v.period_end, v.dimensions, v.value, {target} AS target, "
+    "{status} AS target_status, {comparisons} FROM {table} AS v {joins} "
+    "WHERE v.kpi = %(kpi)s AND v.grain = %(grain)s "
+    "AND v.period_start >= timezone(%(tz)s, CAST(%(first)s AS date)::timestamp) "
+    "AND v.period_start < timezone(%(tz)s, CAST(%(after)s AS date)::timestamp) "
+    "AND (ARRAY(SELECT k FROM jsonb_object_keys(v.dimensions) AS k ORDER BY k) "
+    "= CAST(%(breakdown)s AS text[]) OR (%(with_total)s AND v.dimensions = CAST('{{}}' AS jsonb))) "
+    "ORDER BY v.period_start, v.dimensions = CAST('{{}}' AS jsonb), CAST(v.dimensions AS text)"
 )
 
 
@@ -49,6 +51,13 @@ class KpiValue:
     value: Decimal | None
     target: Decimal | None = None  # lib/kpi/targets.py: NULL where no target applies
     target_status: str | None = None
+    # lib/kpi/period_over_period.py: NULL where the base period has no value (growth: or is 0)
+    previous_value: Decimal | None = None
+    previous_diff: Decimal | None = None
+    previous_growth: Decimal | None = None
+    year_ago_value: Decimal | None = None
+    year_ago_diff: Decimal | None = None
+    year_ago_growth: Decimal | None = None
 
 
 def read_values(
@@ -77,11 +86,13 @@ def read_values(
         )
     if last_day < first_day:
         raise KpiQueryError(f"--from {first_day} is after --to {last_day}")
-    target = target_sql(kpi, sql.Identifier("grain"), sql.Identifier("dimensions"))
+    target = target_sql(kpi, sql.Identifier("v", "grain"), sql.Identifier("v", "dimensions"))
     statement = sql.SQL(_VALUES).format(
         target=target,
-        status=status_sql(kpi, sql.Identifier("value"), target),
+        status=status_sql(kpi, sql.Identifier("v", "value"), target),
+        comparisons=sql.SQL(", ").join(columns_sql("v")),
         table=sql.Identifier("kpi", "kpi_values"),
+        joins=joins_sql("v", sql.Placeholder("tz")),
     )
     rows = fetch_all(
         conn,
@@ -105,6 +116,7 @@ def read_values(
             row.value,
             row.target,
             row.target_status,
+            *(getattr(row, name) for name in COLUMNS),
         )
         for row in rows
     ]

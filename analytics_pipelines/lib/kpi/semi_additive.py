@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import distinct_on
 
 from analytics_pipelines.lib.catalog.models import Grain
 from analytics_pipelines.lib.kpi.expression_sql import compile_filter, compile_measure
-from analytics_pipelines.lib.kpi.periods import period_end_sql, period_start_sql
+from analytics_pipelines.lib.kpi.periods import Calendar, period_end_sql, period_start_sql
 from analytics_pipelines.lib.kpi.plan import KpiPlan, entity_columns
 from analytics_pipelines.lib.kpi.statements import (
     _COLUMNS,
@@ -122,7 +122,9 @@ def insert_semi_additive(plan: KpiPlan, windows: Windows) -> sa.Insert:
         picks = (
             fine
             if grain == finest
-            else picked(period_start_sql(grain, fine.c._period, kpi.timezone), fine.c).subquery()
+            else picked(
+                period_start_sql(grain, fine.c._period, kpi.timezone, Calendar.of(kpi)), fine.c
+            ).subquery()
         )
         low, high = _window(plan, start, end)
         dimensions = [picks.c[name] for name in kpi.dimensions]

@@ -25,9 +25,12 @@ from analytics_pipelines.lib.kpi.expression_sql import (
 )
 from analytics_pipelines.lib.kpi.lookups import dimension_type, joined_rows
 from analytics_pipelines.lib.kpi.periods import (
+    STANDARD,
+    Calendar,
     local_midnight_sql,
     period_end_sql,
     period_start_sql,
+    truncated_sql,
 )
 from analytics_pipelines.lib.kpi.plan import KpiPlan
 from analytics_pipelines.lib.kpi.rollup import Rollup, bytewise_text_columns, can_roll_up
@@ -233,8 +236,10 @@ def insert_measure(plan: KpiPlan, windows: Windows, roll_up: bool = True) -> sa.
     return kpi_values.insert().from_select(_COLUMNS, select)
 
 
-def _truncated(grain: Grain, local: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    return sa.func.date_trunc(sa.literal(grain, sa.Text()), local, type_=sa.DateTime())
+def _truncated(
+    grain: Grain, local: sa.ColumnElement[Any], calendar: Calendar = STANDARD
+) -> sa.ColumnElement[Any]:
+    return truncated_sql(grain, local, calendar)
 
 
 def _measure_filter(plan: KpiPlan, cols: Any) -> sa.ColumnElement[bool] | None:
@@ -269,9 +274,11 @@ def _periods(
 
     periods = sa.select(
         *(
-            (rows.c._hour if grain == "hour" else _truncated(grain, rows.c._local)).label(
-                f"_p_{grain}"
-            )
+            (
+                rows.c._hour
+                if grain == "hour"
+                else _truncated(grain, rows.c._local, Calendar.of(plan.kpi))
+            ).label(f"_p_{grain}")
             for grain in windows
         ),
         *(column(name) for name in needed),
@@ -320,7 +327,9 @@ def _rolled_up_periods(
     partials = [c for c in fine.c if c.name not in ("_fine", *plan.kpi.dimensions)]
     periods = sa.select(
         *(
-            (fine.c._fine if grain == "hour" else _truncated(grain, local)).label(f"_p_{grain}")
+            (
+                fine.c._fine if grain == "hour" else _truncated(grain, local, Calendar.of(plan.kpi))
+            ).label(f"_p_{grain}")
             for grain in windows
         ),
         *(fine.c[name] for name in plan.kpi.dimensions),
@@ -388,6 +397,10 @@ def insert_values(plan: KpiPlan, windows: Windows, roll_up: bool = True) -> list
     """The INSERT statements that recompute `windows` (grain -> local dates [start, end))."""
     if plan.derived is not None:
         return [insert_derived(plan, grain, *window) for grain, window in windows.items()]
+    if plan.kpi.window is not None:
+        from analytics_pipelines.lib.kpi.windows import insert_window  # builds on this module
+
+        return [insert_window(plan, windows)]
     if plan.kpi.semi_additive is not None:
         # Imported here: semi_additive builds on this module's helpers.
         from analytics_pipelines.lib.kpi.semi_additive import insert_semi_additive

@@ -110,6 +110,7 @@ class GrainVerdict:
     period_end: dt.datetime
     target: Decimal
     cells: list[TargetCell]  # the cells with a value the target applies to
+    fiscal_year_start_month: int = 1  # labels FY2026 Q1 (lib/kpi/display.py)
 
     @property
     def off_target(self) -> list[TargetCell]:
@@ -123,7 +124,7 @@ class GrainVerdict:
 
     @property
     def period(self) -> str:
-        return period_label(self.grain, self.period_start)
+        return period_label(self.grain, self.period_start, self.fiscal_year_start_month)
 
     @property
     def total(self) -> Decimal | None:
@@ -163,13 +164,14 @@ def latest_complete_period(
 ) -> GrainVerdict:
     """The stored cells of the period of `grain` that ended last at or before `now`."""
     # The check's path, not `kpi show`'s: SQLAlchemy (for the period rule) is imported here.
+    from analytics_pipelines.lib.kpi.periods import Calendar
     from analytics_pipelines.lib.kpi.periods import latest_complete_period as period_bounds
     from analytics_pipelines.lib.warehouse import dbapi_connection
 
     target = kpi.target.for_grain(grain) if kpi.target is not None else None
     if target is None:
         raise ValueError(f"kpi {kpi.name} has no target per {grain}")
-    bounds = period_bounds(conn, grain, kpi.timezone, now)
+    bounds = period_bounds(conn, grain, kpi.timezone, now, Calendar.of(kpi))
     grain_column, dimensions = sql.Identifier("grain"), sql.Identifier("dimensions")
     statement = sql.SQL(_CELLS).format(
         status=status_sql(kpi, sql.Identifier("value"), target_sql(kpi, grain_column, dimensions)),
@@ -188,6 +190,7 @@ def latest_complete_period(
         cells=[
             TargetCell(dict(r.dimensions), r.value, r.status) for r in rows if r.status is not None
         ],
+        fiscal_year_start_month=kpi.fiscal_year_start_month,
     )
 
 

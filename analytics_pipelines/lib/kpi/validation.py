@@ -88,6 +88,7 @@ def kpi_problems(
             f"(known: {', '.join(sorted(sources)) or 'none'})"
         )
         return problems
+    problems.extend(f"window: {problem}" for problem in window_problems(kpi))
     if kpi.derived is not None:
         problems.extend(_derived_problems(kpi, sources, kpis))
         return problems
@@ -121,6 +122,24 @@ def kpi_problems(
                 f"filter: {problem}" for problem in values_outside_allowed(condition, source)
             )
     return problems
+
+
+def window_problems(kpi: KpiSpec) -> Iterator[str]:
+    """A window KPI aggregates clean rows per local day (lib/kpi/windows.py)."""
+    if kpi.window is None:
+        return
+    if kpi.derived is not None:
+        yield (
+            "applies to a measure; a derived KPI combines stored values (declare the window on "
+            "the KPIs it combines, with the same window)"
+        )
+    if kpi.semi_additive is not None:
+        yield "cannot be combined with semi_additive (a stock has no rolling sum)"
+    if kpi.grains != ["day"]:
+        yield (
+            f"a {kpi.window.describe()} KPI has one value per local day: declare grains: [day] "
+            f"(got {', '.join(kpi.grains)}); a 4-week window is rolling: 28"
+        )
 
 
 def sources_of(kpi: KpiSpec, kpis: Mapping[str, KpiSpec]) -> list[str]:
@@ -159,6 +178,13 @@ def _derived_problems(
             yield (
                 f"derived: {ref!r} is computed in {other.timezone}, this KPI in {kpi.timezone}; "
                 "inputs must use the same time zone"
+            )
+        calendar = (other.fiscal_year_start_month, other.week_start)
+        if calendar != (kpi.fiscal_year_start_month, kpi.week_start):
+            yield (
+                f"derived: {ref!r} has fiscal_year_start_month {calendar[0]} and week_start "
+                f"{calendar[1]}, this KPI {kpi.fiscal_year_start_month} and {kpi.week_start}; "
+                "inputs must use the same calendar (their weeks, quarters and years line up)"
             )
         missing_grains = [g for g in kpi.grains if g not in other.grains]
         if missing_grains:

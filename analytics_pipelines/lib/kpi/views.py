@@ -1,5 +1,6 @@
 """One view per KPI (`kpi.<name>`) for BI tools: local period start, dimension columns, value,
-target and target status (lib/kpi/targets.py).
+target and target status (lib/kpi/targets.py), and the previous and year-ago values with their
+differences and growth (lib/kpi/period_over_period.py, computed when read).
 
 DDL takes no bind parameters, so the KPI name and time zone are quoted as SQL literals and the
 names as identifiers by psycopg2.sql; both were validated by the catalog (name pattern, IANA zone).
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog import KpiSpec
 from analytics_pipelines.lib.kpi.display import dimension_column
+from analytics_pipelines.lib.kpi.period_over_period import columns_sql, joins_sql
 from analytics_pipelines.lib.kpi.targets import status_sql, target_sql
 
 SCHEMA = "kpi"
@@ -50,24 +52,26 @@ def view_definition(kpi: KpiSpec) -> sql.Composed:
         sql.SQL("{} AS target_status").format(
             status_sql(kpi, sql.Identifier("v", "value"), target)
         ),
+        *columns_sql("v"),
         sql.SQL("v.computed_at"),
     ]
     return sql.SQL(
         "CREATE OR REPLACE VIEW {schema}.{view} AS SELECT {columns} "
         "FROM {schema}.kpi_values AS v CROSS JOIN LATERAL (SELECT {target} AS target) AS t "
-        "WHERE v.kpi = {name}"
+        "{comparisons} WHERE v.kpi = {name}"
     ).format(
         schema=sql.Identifier(SCHEMA),
         view=sql.Identifier(kpi.name),
         columns=sql.SQL(", ").join(columns),
         target=target_sql(kpi, sql.Identifier("v", "grain"), sql.Identifier("v", "dimensions")),
+        comparisons=joins_sql("v", tz),
         name=sql.Literal(kpi.name),
     )
 
 
 def _fingerprint(kpi: KpiSpec) -> str:
     target = kpi.target.model_dump_json() if kpi.target is not None else ""
-    shape = "|".join([kpi.name, kpi.timezone, *kpi.dimensions, target, "v2"])
+    shape = "|".join([kpi.name, kpi.timezone, *kpi.dimensions, target, "v3"])
     return "analytics_pipelines kpi view " + hashlib.sha256(shape.encode()).hexdigest()[:16]
 
 
