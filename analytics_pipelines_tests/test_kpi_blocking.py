@@ -12,10 +12,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from analytics_pipelines.lib.catalog import SourceSpec
-from analytics_pipelines.lib.clean import clean_pending
-from analytics_pipelines.lib.clean.replay import replay_quarantine
-from analytics_pipelines.lib.kpi.dagster_factory import (
+from analytics_pipelines.defs.kpis.factory import (
     HELD_TAG,
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -23,6 +20,9 @@ from analytics_pipelines.lib.kpi.dagster_factory import (
     build_kpi_definitions,
     kpi_asset_key,
 )
+from analytics_pipelines.lib.catalog import SourceSpec
+from analytics_pipelines.lib.clean import clean_pending
+from analytics_pipelines.lib.clean.replay import replay_quarantine
 from analytics_pipelines.lib.kpi.gate import quarantine_verdict
 from analytics_pipelines.lib.kpi.invalidation import REQUEUE_WINDOW_SECONDS, SensorCursor
 from analytics_pipelines.lib.warehouse import Warehouse

@@ -12,18 +12,18 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from analytics_pipelines.defs.kpis.factory import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    build_kpi_definitions,
+    kpi_asset_key,
+)
 from analytics_pipelines.lib.kpi.chart import (
     MAX_SERIES,
     RECENT_PERIODS,
     ChartData,
     Series,
     render_svg,
-)
-from analytics_pipelines.lib.kpi.dagster_factory import (
-    RANGE_END_TAG,
-    RANGE_START_TAG,
-    build_kpi_definitions,
-    kpi_asset_key,
 )
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource

@@ -17,8 +17,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from analytics_pipelines.defs.kpis.factory import build_kpi_definitions, kpi_asset_key
 from analytics_pipelines.lib.catalog import CatalogError
-from analytics_pipelines.lib.kpi.dagster_factory import build_kpi_definitions, kpi_asset_key
 from analytics_pipelines.lib.kpi.engine import refresh_kpi
 from analytics_pipelines.lib.kpi.plan import plan_kpi
 from analytics_pipelines.lib.kpi.validation import kpi_problems

@@ -10,8 +10,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from analytics_pipelines.lib.catalog import load_catalog
-from analytics_pipelines.lib.kpi.dagster_factory import (
+from analytics_pipelines.defs.kpis.factory import (
     RANGE_END_TAG,
     RANGE_START_TAG,
     SENSOR_NAME,
@@ -19,6 +18,7 @@ from analytics_pipelines.lib.kpi.dagster_factory import (
     build_kpi_definitions,
     kpi_asset_key,
 )
+from analytics_pipelines.lib.catalog import load_catalog
 from analytics_pipelines.lib.kpi.engine import refresh_kpi
 from analytics_pipelines.lib.kpi.invalidation import CursorError, SensorCursor
 from analytics_pipelines.lib.kpi.plan import plan_kpi

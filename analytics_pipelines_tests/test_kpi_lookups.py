@@ -26,17 +26,17 @@ import sqlalchemy as sa
 
 from analytics_pipelines.cli import main
 from analytics_pipelines.defs.clean.assets import build_clean_asset
-from analytics_pipelines.lib.catalog import CatalogError, ColumnSpec, SourceSpec, load_catalog
-from analytics_pipelines.lib.catalog.models import KpiSpec, LookupSpec
-from analytics_pipelines.lib.clean import clean_pending
-from analytics_pipelines.lib.demo import generate_demo
-from analytics_pipelines.lib.ingest import load_pending
-from analytics_pipelines.lib.kpi.dagster_factory import (
+from analytics_pipelines.defs.kpis.factory import (
     RANGE_END_TAG,
     RANGE_START_TAG,
     build_kpi_definitions,
     kpi_asset_key,
 )
+from analytics_pipelines.lib.catalog import CatalogError, ColumnSpec, SourceSpec, load_catalog
+from analytics_pipelines.lib.catalog.models import KpiSpec, LookupSpec
+from analytics_pipelines.lib.clean import clean_pending
+from analytics_pipelines.lib.demo import generate_demo
+from analytics_pipelines.lib.ingest import load_pending
 from analytics_pipelines.lib.kpi.engine import refresh_kpi
 from analytics_pipelines.lib.kpi.invalidation import SensorCursor
 from analytics_pipelines.lib.kpi.plan import plan_kpi

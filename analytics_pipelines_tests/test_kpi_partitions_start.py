@@ -13,8 +13,8 @@ import dagster as dg
 import pytest
 
 from analytics_pipelines.cli import dev
+from analytics_pipelines.defs.kpis.factory import build_kpi_definitions
 from analytics_pipelines.lib.catalog import CatalogError, load_catalog
-from analytics_pipelines.lib.kpi.dagster_factory import build_kpi_definitions
 from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
 from analytics_pipelines.lib.storage import LocalFolderStore
 from analytics_pipelines_tests.conftest import PROJECT_ROOT

@@ -23,12 +23,12 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from analytics_pipelines.lib.catalog import CatalogError, KpiSpec, SourceSpec, load_catalog
-from analytics_pipelines.lib.kpi.dagster_factory import (
+from analytics_pipelines.defs.kpis.factory import (
     ON_TARGET_CHECK,
     build_kpi_definitions,
     kpi_asset_key,
 )
+from analytics_pipelines.lib.catalog import CatalogError, KpiSpec, SourceSpec, load_catalog
 from analytics_pipelines.lib.kpi.engine import refresh_kpi
 from analytics_pipelines.lib.kpi.plan import plan_kpi
 from analytics_pipelines.lib.kpi.targets import latest_complete_period

@@ -16,14 +16,14 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from analytics_pipelines.lib.catalog import CatalogError, KpiSpec, load_catalog
-from analytics_pipelines.lib.catalog.models import WindowSpec
-from analytics_pipelines.lib.kpi.dagster_factory import (
+from analytics_pipelines.defs.kpis.factory import (
     RANGE_END_TAG,
     RANGE_START_TAG,
     REASON_TAG,
     build_kpi_definitions,
 )
+from analytics_pipelines.lib.catalog import CatalogError, KpiSpec, load_catalog
+from analytics_pipelines.lib.catalog.models import WindowSpec
 from analytics_pipelines.lib.kpi.engine import refresh_kpi
 from analytics_pipelines.lib.kpi.invalidation import refreshed_days
 from analytics_pipelines.lib.kpi.periods import contiguous_ranges, local_date, window_first_day

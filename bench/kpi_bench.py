@@ -233,7 +233,7 @@ DAGSTER_BACKFILL_KPIS = 8
 def dagster_backfill(url: str, plans: list[KpiPlan], first: dt.date, last: dt.date) -> None:
     home = Path(tempfile.mkdtemp(prefix="ap-kpi-bench-dagster-"))
     try:
-        from analytics_pipelines.cli.dev import ensure_dagster_database, dev_instance_yaml
+        from analytics_pipelines.cli.dev import dev_instance_yaml, ensure_dagster_database
 
         (home / "dagster.yaml").write_text(dev_instance_yaml(ensure_dagster_database(url)))
         (home / "store").mkdir()

@@ -126,14 +126,14 @@ def _failure(result: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     from analytics_pipelines.definitions import defs as build_definitions
     from analytics_pipelines.defs.ingest.sensors import ingest_job_name
-    from analytics_pipelines.lib.catalog import load_catalog
-    from analytics_pipelines.lib.kpi.dagster_factory import (
+    from analytics_pipelines.defs.kpis.factory import (
         RANGE_END_TAG,
         RANGE_START_TAG,
         job_name,
         kpi_asset_key,
         partitions_start,
     )
+    from analytics_pipelines.lib.catalog import load_catalog
     from analytics_pipelines.lib.kpi.data_range import data_dates
     from analytics_pipelines.lib.kpi.gate import kpi_sources
     from analytics_pipelines.lib.kpi.plan import plan_catalog

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from analytics_pipelines.lib.kpi.dagster_factory import kpi_definitions_for
+from analytics_pipelines.defs.kpis.factory import kpi_definitions_for
 from analytics_pipelines.lib.settings import get_settings
 
 

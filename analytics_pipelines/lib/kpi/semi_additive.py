@@ -30,12 +30,12 @@ from analytics_pipelines.lib.kpi.expression_sql import compile_filter, compile_m
 from analytics_pipelines.lib.kpi.periods import Calendar, period_end_sql, period_start_sql
 from analytics_pipelines.lib.kpi.plan import KpiPlan, entity_columns
 from analytics_pipelines.lib.kpi.statements import (
-    _COLUMNS,
+    VALUE_COLUMNS,
     Windows,
-    _dimensions_object,
-    _grouping_sets,
-    _numeric_value,
-    _window,
+    dimensions_object,
+    grouping_sets,
+    local_window,
+    numeric_value,
 )
 from analytics_pipelines.lib.tables import clean_table, kpi_values
 
@@ -57,7 +57,7 @@ def insert_semi_additive(plan: KpiPlan, windows: Windows) -> sa.Insert:
             sa.literal(kpi.timezone, sa.Text()), local, type_=sa.DateTime(timezone=True)
         )
     else:
-        low, high = _window(plan, first, last)
+        low, high = local_window(plan, first, last)
         in_window = sa.and_(event >= low, event < high)
         moment = event
 
@@ -126,7 +126,7 @@ def insert_semi_additive(plan: KpiPlan, windows: Windows) -> sa.Insert:
                 period_start_sql(grain, fine.c._period, kpi.timezone, Calendar.of(kpi)), fine.c
             ).subquery()
         )
-        low, high = _window(plan, start, end)
+        low, high = local_window(plan, start, end)
         dimensions = [picks.c[name] for name in kpi.dimensions]
         value = compile_measure(
             plan.measure,
@@ -140,15 +140,15 @@ def insert_semi_additive(plan: KpiPlan, windows: Windows) -> sa.Insert:
                 sa.literal(grain, sa.Text()),
                 picks.c._period,
                 period_end_sql(grain, picks.c._period, kpi.timezone),
-                _dimensions_object(list(kpi.dimensions), dimensions),
-                _numeric_value(plan, value),
+                dimensions_object(list(kpi.dimensions), dimensions),
+                numeric_value(plan, value),
                 sa.func.now(),
             )
             .where(picks.c._period >= low, picks.c._period < high)
             .group_by(
                 sa.func.grouping_sets(
-                    *(sa.tuple_(*g) for g in _grouping_sets(picks.c._period, dimensions))
+                    *(sa.tuple_(*g) for g in grouping_sets(picks.c._period, dimensions))
                 )
             )
         )
-    return kpi_values.insert().from_select(_COLUMNS, sa.union_all(*grouped))
+    return kpi_values.insert().from_select(VALUE_COLUMNS, sa.union_all(*grouped))

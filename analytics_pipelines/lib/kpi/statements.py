@@ -43,7 +43,7 @@ def _empty_object() -> sa.ColumnElement[Any]:
     return sa.cast(sa.literal("{}", sa.Text()), JSONB)
 
 
-def _window(
+def local_window(
     plan: KpiPlan, start: dt.date, end: dt.date
 ) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]:
     tz = plan.kpi.timezone
@@ -52,7 +52,7 @@ def _window(
 
 def delete_window(plan: KpiPlan, grain: Grain, start: dt.date, end: dt.date) -> sa.Delete:
     """Remove the stored values of the periods starting in the local dates [start, end)."""
-    low, high = _window(plan, start, end)
+    low, high = local_window(plan, start, end)
     return kpi_values.delete().where(
         kpi_values.c.kpi == plan.name,
         kpi_values.c.grain == grain,
@@ -61,7 +61,7 @@ def delete_window(plan: KpiPlan, grain: Grain, start: dt.date, end: dt.date) -> 
     )
 
 
-def _grouping_sets(
+def grouping_sets(
     period: sa.ColumnElement[Any], dimensions: Sequence[sa.ColumnElement[Any]]
 ) -> list[tuple[sa.ColumnElement[Any], ...]]:
     """Every subset of the dimensions (the empty one is the total), each with the period."""
@@ -72,7 +72,7 @@ def _grouping_sets(
     return sets
 
 
-def _dimensions_object(names: list[str], columns: Sequence[sa.ColumnElement[Any]]) -> Any:
+def dimensions_object(names: list[str], columns: Sequence[sa.ColumnElement[Any]]) -> Any:
     """JSON object of the dimensions grouped in this row: `{}` for the total.
 
     GROUPING() tells a rolled-up dimension apart from a real NULL value, which stays `null`.
@@ -92,7 +92,7 @@ def _dimensions_object(names: list[str], columns: Sequence[sa.ColumnElement[Any]
     return functools.reduce(lambda left, right: left.op("||")(right), parts)
 
 
-def _numeric_value(plan: KpiPlan, expression: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+def numeric_value(plan: KpiPlan, expression: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     assert plan.measure is not None
     if plan.measure.value_type in ("date", "timestamp"):
         # min/max of a date or time: stored as seconds since 1970-01-01 in the numeric column.
@@ -151,7 +151,7 @@ def insert_measure(plan: KpiPlan, windows: Windows, roll_up: bool = True) -> sa.
     else:
         moment = event
         local = sa.func.timezone(tz, event, type_=sa.DateTime(timezone=False))
-        low, high = _window(plan, first, last)
+        low, high = local_window(plan, first, last)
         in_window = sa.and_(event >= low, event < high)
 
     needed = sorted(
@@ -182,7 +182,7 @@ def insert_measure(plan: KpiPlan, windows: Windows, roll_up: bool = True) -> sa.
     sets = [
         sa.tuple_(*grouping)
         for grain in windows
-        for grouping in _grouping_sets(periods.c[f"_p_{grain}"], dimensions)
+        for grouping in grouping_sets(periods.c[f"_p_{grain}"], dimensions)
     ]
 
     def when(grain: Grain) -> sa.ColumnElement[bool]:
@@ -208,15 +208,15 @@ def insert_measure(plan: KpiPlan, windows: Windows, roll_up: bool = True) -> sa.
             sa.case(*((when(g), sa.literal(g, sa.Text())) for g in grains)).label("grain"),
             sa.case(*((when(g), start_of(g)) for g in grains)).label("period_start"),
             sa.case(*((when(g), end_of(g)) for g in grains)).label("period_end"),
-            _dimensions_object(list(kpi.dimensions), dimensions).label("dimensions"),
-            _numeric_value(plan, value).label("value"),
+            dimensions_object(list(kpi.dimensions), dimensions).label("dimensions"),
+            numeric_value(plan, value).label("value"),
         )
         .group_by(sa.func.grouping_sets(*sets))
         .subquery("grouped")
     )
     in_own_window = []
     for grain, (start, end) in windows.items():
-        low, high = _window(plan, start, end)
+        low, high = local_window(plan, start, end)
         in_own_window.append(
             sa.and_(
                 grouped.c.grain == grain,
@@ -233,7 +233,7 @@ def insert_measure(plan: KpiPlan, windows: Windows, roll_up: bool = True) -> sa.
         grouped.c.value,
         sa.func.now(),
     ).where(sa.or_(*in_own_window))
-    return kpi_values.insert().from_select(_COLUMNS, select)
+    return kpi_values.insert().from_select(VALUE_COLUMNS, select)
 
 
 def _truncated(
@@ -350,7 +350,7 @@ _STEPS: dict[str, str] = {
 def insert_derived(plan: KpiPlan, grain: Grain, start: dt.date, end: dt.date) -> sa.Insert:
     """Combine the stored values of the input KPIs, period by period and dimension by dimension."""
     assert plan.derived is not None
-    low, high = _window(plan, start, end)
+    low, high = local_window(plan, start, end)
     values = kpi_values.c
     labels = {ref: f"_in{index}" for index, ref in enumerate(plan.inputs)}
     dimensions = sa.cast(values.dimensions, JSONB)
@@ -390,7 +390,7 @@ def insert_derived(plan: KpiPlan, grain: Grain, start: dt.date, end: dt.date) ->
         sa.cast(value, sa.Numeric()),
         sa.func.now(),
     )
-    return kpi_values.insert().from_select(_COLUMNS, select)
+    return kpi_values.insert().from_select(VALUE_COLUMNS, select)
 
 
 def insert_values(plan: KpiPlan, windows: Windows, roll_up: bool = True) -> list[sa.Insert]:
@@ -412,7 +412,7 @@ def insert_values(plan: KpiPlan, windows: Windows, roll_up: bool = True) -> list
     ]
 
 
-_COLUMNS = [
+VALUE_COLUMNS = [
     "kpi",
     "grain",
     "period_start",

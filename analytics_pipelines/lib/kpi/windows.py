@@ -39,12 +39,12 @@ from analytics_pipelines.lib.kpi.periods import Calendar, truncated_sql, window_
 from analytics_pipelines.lib.kpi.plan import KpiPlan
 from analytics_pipelines.lib.kpi.rollup import Rollup, can_roll_up
 from analytics_pipelines.lib.kpi.statements import (
-    _COLUMNS,
+    VALUE_COLUMNS,
     Windows,
-    _dimensions_object,
-    _grouping_sets,
-    _numeric_value,
-    _window,
+    dimensions_object,
+    grouping_sets,
+    local_window,
+    numeric_value,
 )
 from analytics_pipelines.lib.tables import clean_table, kpi_values
 
@@ -87,7 +87,7 @@ def insert_window(plan: KpiPlan, windows: Windows) -> sa.Insert:
         row_day = sa.func.date_trunc(
             "day", sa.func.timezone(tz, event, type_=sa.DateTime()), type_=sa.DateTime()
         )
-        low, high = _window(plan, read_from or first, end)
+        low, high = local_window(plan, read_from or first, end)
         in_range = [event < high, *([event >= low] if read_from is not None else [])]
 
     joined, column_of = joined_rows(plan, clean)
@@ -105,7 +105,7 @@ def insert_window(plan: KpiPlan, windows: Windows) -> sa.Insert:
         select = _distinct_to_date(plan, rows, first_ts, last_ts)
     else:
         select = _expanded(plan, rows, first_ts, last_ts)
-    return kpi_values.insert().from_select(_COLUMNS, select)
+    return kpi_values.insert().from_select(VALUE_COLUMNS, select)
 
 
 def _counts_first_days(plan: KpiPlan) -> bool:
@@ -165,13 +165,13 @@ def _distinct_to_date(
     firsts = (
         sa.select(
             period.label("_p"),
-            _dimensions_object(list(kpi.dimensions), dims).label("_dims"),
+            dimensions_object(list(kpi.dimensions), dims).label("_dims"),
             counted.label("_x"),
             first_passing.label("_first"),
             sa.func.min(rows.c._row_day).label("_any"),
         )
         .group_by(
-            sa.func.grouping_sets(*(sa.tuple_(*g, counted) for g in _grouping_sets(period, dims)))
+            sa.func.grouping_sets(*(sa.tuple_(*g, counted) for g in grouping_sets(period, dims)))
         )
         .subquery("firsts")
     )
@@ -286,7 +286,7 @@ def _expanded(
         sa.literal("day", sa.Text()),
         sa.func.timezone(tz, day, type_=sa.DateTime(timezone=True)),
         sa.func.timezone(tz, day + _ONE_DAY, type_=sa.DateTime(timezone=True)),
-        _dimensions_object(list(kpi.dimensions), dimensions),
-        _numeric_value(plan, value),
+        dimensions_object(list(kpi.dimensions), dimensions),
+        numeric_value(plan, value),
         sa.func.now(),
-    ).group_by(sa.func.grouping_sets(*(sa.tuple_(*g) for g in _grouping_sets(day, dimensions))))
+    ).group_by(sa.func.grouping_sets(*(sa.tuple_(*g) for g in grouping_sets(day, dimensions))))

@@ -1,6 +1,6 @@
 """Dagster definitions built from the KPI catalog: `kpi/<name>` assets, refresh jobs, schedules
-and the invalidation sensor. `defs/kpis/*.py` exposes them; tests call the factory with their
-own catalog.
+and the invalidation sensor (defs/kpis/sensor_factory.py). `defs/kpis/*.py` exposes them; tests
+call the factory with their own catalog.
 
 * Assets are daily-partitioned in the KPI's time zone (today's partition exists: `end_offset=1`,
   so the running day can be refreshed) and backfill a whole range in one run.
@@ -20,10 +20,6 @@ own catalog.
 """
 
 import datetime as dt
-import hashlib
-import os
-import re
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,7 +28,28 @@ from typing import Any
 
 import dagster as dg
 
-from analytics_pipelines.lib.catalog import Catalog, CatalogError, KpiSpec, load_catalog_cached
+from analytics_pipelines.defs.kpis.names import (
+    DEFAULT_PARTITIONS_START,
+    HELD_TAG,
+    ON_TARGET_CHECK,
+    PARTITIONS_START_ENV,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    REASON_TAG,
+    SENSOR_NAME,
+    TRIGGER_TAG,
+    AssetJob,
+    clean_asset_key,
+    cron_slug,
+    job_name,
+    kpi_asset_key,
+    kpi_partitions,
+    partitions_start,
+    schedule_name,
+    slug,
+)
+from analytics_pipelines.defs.kpis.sensor_factory import build_kpi_sensor
+from analytics_pipelines.lib.catalog import Catalog, KpiSpec, load_catalog_cached
 from analytics_pipelines.lib.kpi.engine import RefreshResult, refresh_kpi
 from analytics_pipelines.lib.kpi.gate import (
     blocked_sources,
@@ -40,87 +57,41 @@ from analytics_pipelines.lib.kpi.gate import (
     kpi_blocks,
     kpi_sources,
 )
-from analytics_pipelines.lib.kpi.invalidation import (
-    DEFAULT_BATCH_ROWS,
-    SensorCursor,
-    refresh_reason,
-    refreshed_days,
-    touched_dates,
-)
-from analytics_pipelines.lib.kpi.periods import contiguous_ranges, local_date
+from analytics_pipelines.lib.kpi.periods import local_date
 from analytics_pipelines.lib.kpi.plan import KpiPlan, plan_catalog
 from analytics_pipelines.lib.kpi.targets import latest_complete_periods
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
 
-# Partition sets must not move between deployments: a fixed first day, overridable per install.
-DEFAULT_PARTITIONS_START = "2024-01-01"
-PARTITIONS_START_ENV = "KPI_PARTITIONS_START"
-SENSOR_NAME = "kpi_invalidation_sensor"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-TRIGGER_TAG = "analytics_pipelines/kpi_trigger"
-HELD_TAG = "analytics_pipelines/kpis_held"  # KPIs a scheduled run leaves out, and why
-# Why a sensor run rewrites days beyond those touched (the windows containing them).
-REASON_TAG = "analytics_pipelines/kpi_refresh_reason"
-ON_TARGET_CHECK = "on_target"
-
-# What dg.define_asset_job returns; its class is not part of Dagster's public API.
-AssetJob = Any
-
-
-def partitions_start() -> str:
-    value = os.environ.get(PARTITIONS_START_ENV, DEFAULT_PARTITIONS_START).strip()
-    try:
-        dt.date.fromisoformat(value)
-    except ValueError:
-        raise CatalogError(
-            [f"{PARTITIONS_START_ENV} is invalid ({value!r}): expected a date such as 2024-01-01"]
-        ) from None
-    return value
-
-
-def kpi_asset_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["kpi", name])
-
-
-def clean_asset_key(source: str) -> dg.AssetKey:
-    return dg.AssetKey(["clean", source])
-
-
-def kpi_partitions(timezone: str, start: str) -> dg.DailyPartitionsDefinition:
-    return dg.DailyPartitionsDefinition(start_date=start, timezone=timezone, end_offset=1)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-
-
-def cron_slug(cron: str) -> str:
-    """A readable name part for common crons, else a short stable hash."""
-    fields = cron.split()
-    if len(fields) == 5 and fields[1:] == ["*", "*", "*", "*"]:
-        minute = fields[0]
-        if minute.startswith("*/") and minute[2:].isdigit():
-            return f"every_{minute[2:]}_minutes"
-        if minute == "0":
-            return "hourly"
-        if minute.isdigit():
-            return f"hourly_at_{int(minute):02d}"
-        if minute == "*":
-            return "every_minute"
-    if len(fields) == 5 and fields[2:] == ["*", "*", "*"] and all(f.isdigit() for f in fields[:2]):
-        return f"daily_at_{int(fields[1]):02d}{int(fields[0]):02d}"
-    return "cron_" + hashlib.sha256(cron.encode()).hexdigest()[:8]
-
-
-def job_name(timezone: str) -> str:
-    return f"kpi_refresh_{slug(timezone)}"
-
-
-def schedule_name(cron: str, timezone: str) -> str:
-    return f"kpi_refresh_{cron_slug(cron)}_{slug(timezone)}"
+__all__ = [
+    "DEFAULT_PARTITIONS_START",
+    "HELD_TAG",
+    "ON_TARGET_CHECK",
+    "PARTITIONS_START_ENV",
+    "RANGE_END_TAG",
+    "RANGE_START_TAG",
+    "REASON_TAG",
+    "SENSOR_NAME",
+    "TRIGGER_TAG",
+    "AssetJob",
+    "KpiDefinitions",
+    "build_kpi_asset",
+    "build_kpi_definitions",
+    "build_kpi_jobs",
+    "build_kpi_schedules",
+    "build_kpi_sensor",
+    "build_target_check",
+    "clean_asset_key",
+    "cron_slug",
+    "job_name",
+    "kpi_asset_key",
+    "kpi_definitions_for",
+    "kpi_partitions",
+    "partitions_start",
+    "schedule_name",
+    "slug",
+]
 
 
 def _number(value: Any) -> Any:
@@ -347,158 +318,6 @@ def build_kpi_schedules(
         _schedule(cron, zone, sorted(names), jobs[zone], plans)
         for (cron, zone), names in sorted(groups.items())
     ]
-
-
-def _invalidation_requests(
-    days: frozenset[dt.date],
-    run_key: str,
-    job: str,
-    keys: list[dg.AssetKey],
-    tags: dict[str, str],
-) -> list[dg.RunRequest]:
-    """One run per contiguous range of `days` (`run_key` has {low} and {high} for its ends)."""
-    requests = []
-    for low, high in contiguous_ranges(days):
-        key = run_key.format(low=low, high=high)
-        if low == high:
-            request = dg.RunRequest(
-                run_key=key,
-                job_name=job,
-                asset_selection=keys,
-                partition_key=low.isoformat(),
-                tags=tags,
-            )
-        else:
-            # One run for a contiguous range: the assets' single-run backfill policy computes
-            # it with one statement per grain.
-            request = dg.RunRequest(
-                run_key=key,
-                job_name=job,
-                asset_selection=keys,
-                tags={**tags, RANGE_START_TAG: low.isoformat(), RANGE_END_TAG: high.isoformat()},
-            )
-        requests.append(request)
-    return requests
-
-
-def build_kpi_sensor(
-    plans: dict[str, KpiPlan],
-    jobs: dict[str, AssetJob],
-    start: str,
-    interval_seconds: int,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
-) -> dg.SensorDefinition:
-    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for plan in plans.values():
-        # A derived KPI changes when any source of its inputs does, not only its own.
-        for spec in kpi_sources(plans, plan.name):
-            groups[(spec.name, plan.kpi.timezone)].append(plan.name)
-    zones: dict[str, set[str]] = defaultdict(set)
-    for source, zone in groups:
-        zones[source].add(zone)
-    zones_by_source = dict(zones)
-    first_day = dt.date.fromisoformat(start)
-    all_sources = {s.name: s for name in plans for s in kpi_sources(plans, name)}
-
-    @dg.sensor(
-        name=SENSOR_NAME,
-        minimum_interval_seconds=interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        jobs=list(jobs.values()),
-        description=(
-            "Refreshes exactly the KPI partitions whose business dates a load touched "
-            "(late data, corrected files); cursor = last ingest.touched_periods id seen per "
-            "source. A source whose KPIs are held by a failing blocking check keeps its "
-            "cursor until the check passes."
-        ),
-    )
-    def _invalidate(
-        context: dg.SensorEvaluationContext, warehouse: WarehouseResource
-    ) -> dg.SensorResult | dg.SkipReason:
-        now = time.time()
-        # Checked every tick, news or not: a file quarantined entirely touches no period.
-        blocked = blocked_sources(warehouse.get_warehouse(), all_sources.values())
-        held = kpi_blocks(plans, plans, blocked)
-        held_sources = {s.name for n in held for s in kpi_sources(plans, n)}
-        previous = SensorCursor.parse(context.cursor)
-        released = previous.held - held_sources
-        cursor = previous.holding(held_sources, now)
-        with warehouse.get_warehouse().connect() as conn:
-            touched = touched_dates(conn, zones_by_source, cursor, batch_rows)
-        if not touched.upto:
-            if held:
-                return dg.SensorResult(
-                    skip_reason=f"nothing to refresh; {held_message(held)}",
-                    cursor=cursor.serialise(),
-                )
-            return dg.SkipReason("no business periods touched since the last tick")
-        requests: list[dg.RunRequest] = []
-        started_after: dict[str, int] = {}
-        for (source, zone), all_names in sorted(groups.items()):
-            if source not in touched.upto:
-                continue
-            holds = {n: held[n] for n in all_names if n in held}
-            names = [n for n in all_names if n not in holds]
-            days = touched.dates.get((source, zone), set())
-            today = local_date(dt.datetime.now(dt.UTC), zone)
-            outside = sorted(d for d in days if d < first_day or d > today)
-            if outside:
-                context.log.warning(
-                    f"{source} ({zone}): {len(outside)} touched dates outside the KPI partitions "
-                    f"{first_day}..{today} are not refreshed: {outside[0]}..{outside[-1]}"
-                )
-            # While some KPIs are held the cursor stays, so this partial request repeats each
-            # tick with the same run key (Dagster launches it once); the full request after the
-            # unblock has another key.
-            # The first request after a hold may cover exactly the range (and end id) of a run
-            # refused during it; a key of its own makes Dagster launch it again.
-            partial = (
-                ":without_" + hashlib.sha256(",".join(sorted(holds)).encode()).hexdigest()[:8]
-                if holds
-                else f":released_{int(now)}"
-                if source in released
-                else ""
-            )
-            # KPIs whose stored days the touched days change alike share a run: per-period KPIs
-            # the touched days, window KPIs every later day whose window contains one of them.
-            by_days: dict[frozenset[dt.date], list[str]] = defaultdict(list)
-            for name in sorted(names):
-                changed = refreshed_days(plans, name, source, days, today)
-                by_days[frozenset(d for d in changed if d >= first_day)].append(name)
-            plain = frozenset(d for d in days if first_day <= d <= today)
-            for wanted, group in sorted(by_days.items(), key=lambda item: item[1]):
-                keys = [kpi_asset_key(n) for n in group]
-                tags = {TRIGGER_TAG: "invalidation"}
-                windowed = ""
-                if wanted != plain:
-                    windowed = ":" + hashlib.sha256(",".join(group).encode()).hexdigest()[:8]
-                    tags[REASON_TAG] = refresh_reason(plans, group, days, set(wanted))
-                requests.extend(
-                    _invalidation_requests(
-                        wanted,
-                        f"kpi:{source}:{zone}:{{low}}:{{high}}:{touched.upto[source]}"
-                        f"{partial}{windowed}",
-                        jobs[zone].name,
-                        keys,
-                        tags,
-                    )
-                )
-                if wanted:
-                    started_after[source] = cursor.after(source)
-        upto = {s: last for s, last in touched.upto.items() if s not in held_sources}
-        next_cursor = cursor.advanced(upto).with_requests(started_after, now).serialise()
-        waiting = {s for s in touched.upto if s in held_sources}
-        if not waiting:
-            return dg.SensorResult(run_requests=requests, cursor=next_cursor)
-        message = f"touched periods of {', '.join(sorted(waiting))} kept pending: " + held_message(
-            {n: v for n, v in held.items() if {s.name for s in kpi_sources(plans, n)} & waiting}
-        )
-        context.log.warning(message)
-        if requests:
-            return dg.SensorResult(run_requests=requests, cursor=next_cursor)
-        return dg.SensorResult(skip_reason=message, cursor=next_cursor)
-
-    return _invalidate
 
 
 def build_kpi_definitions(
