@@ -151,6 +151,11 @@ def run(args: argparse.Namespace) -> int:
     except SelectionError as error:
         sys.stderr.write(f"{error}\n")
         return 2
+    from analytics_pipelines.cli.dev import EVENT_BATCH_SIZE
+
+    # Dagster's opt-in batched writes of a ranged run's per-partition materialisations (as in
+    # make dev and the Docker stack): a year's backfill writes 365 events per KPI.
+    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
     defs = build_definitions()
     instance, where = _instance()
     _say(f"refresh: {len(names)} KPI(s); {where}")
