@@ -249,7 +249,7 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
         storage.mkdir(parents=True, exist_ok=True)
         env["STORAGE_URL"] = f"file://{storage}"
     # Short ticks in development: a dropped file reaches its KPIs through two sensor ticks (the
-    # landing sensor, then the KPI sensor); at 2 s the median drop-to-KPI time measured ~12 s
+    # landing sensor, then the KPI sensor); at 2 s the median drop-to-KPI time measured 11.5-13.7 s
     # against ~18 s at 5 s (python -m bench.latency_bench).
     env.setdefault("SENSOR_INTERVAL_SECONDS", "2")
     # Dagster's opt-in batched writes of a ranged run's per-partition materialisations (read from
