@@ -43,11 +43,10 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from analytics_pipelines.lib.catalog import Catalog, load_catalog
 from analytics_pipelines.lib.kpi.engine import ensure_event_time_index, refresh_kpi
 from analytics_pipelines.lib.kpi.expression_sql import compile_filter, compile_measure
-from analytics_pipelines.lib.kpi.gate import kpi_sources
 from analytics_pipelines.lib.kpi.invalidation import refreshed_days
 from analytics_pipelines.lib.kpi.lookups import joined_rows
 from analytics_pipelines.lib.kpi.periods import contiguous_ranges, period_start_sql
-from analytics_pipelines.lib.kpi.plan import KpiPlan, entity_columns, plan_catalog
+from analytics_pipelines.lib.kpi.plan import KpiPlan, entity_columns, kpi_sources, plan_catalog
 from analytics_pipelines.lib.pgserver import LocalPostgres, free_port
 from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR, normalise_database_url
 from analytics_pipelines.lib.tables import clean_table

@@ -29,7 +29,6 @@ from analytics_pipelines.lib.pgserver import LocalPostgres, PostgresUnavailable
 DATA_DIR = Path(".data")
 DEV_PG_PORT = 54329
 DEMO_ROWS = 20_000
-EVENT_BATCH_SIZE = "500"
 DEMO_DAYS = 14
 # The one name of the code location: docker/workspace.yaml, [tool.dg.project] and this.
 LOCATION_NAME = "analytics_pipelines"
@@ -252,9 +251,6 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
     # landing sensor, then the KPI sensor); at 2 s the median drop-to-KPI time measured 11.5-13.7 s
     # against ~18 s at 5 s (python -m bench.latency_bench).
     env.setdefault("SENSOR_INTERVAL_SECONDS", "2")
-    # Dagster's opt-in batched writes of a ranged run's per-partition materialisations (read from
-    # the environment by the run worker): a 365-day, 8-KPI backfill 29 s instead of 62-70 s.
-    env.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
     # KPI partitions from the demo's first day, not the production default: the UI's "filled"
     # share and the partition bar then describe the data that is there.
     env.setdefault("KPI_PARTITIONS_START", DEMO_START.isoformat())

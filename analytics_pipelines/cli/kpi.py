@@ -40,8 +40,8 @@ def register(commands: Any) -> None:
     show = sub.add_parser("show", help="computed values of one KPI")
     show.add_argument("name", help="KPI name (see `kpi list`)")
     show.add_argument("--grain", choices=GRAIN_ORDER, default=None, help="default: finest")
-    show.add_argument("--from", dest="first", type=_date, default=None, help="YYYY-MM-DD")
-    show.add_argument("--to", dest="last", type=_date, default=None, help="YYYY-MM-DD")
+    show.add_argument("--from", dest="first", type=iso_date, default=None, help="YYYY-MM-DD")
+    show.add_argument("--to", dest="last", type=iso_date, default=None, help="YYYY-MM-DD")
     show.add_argument(
         "--by",
         action="append",
@@ -57,7 +57,8 @@ def register(commands: Any) -> None:
     show.set_defaults(func=run_show)
 
 
-def _date(text: str) -> dt.date:
+def iso_date(text: str) -> dt.date:
+    """argparse type of the --from/--to dates of `kpi show` and `refresh`."""
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
@@ -116,9 +117,10 @@ def target_summary(target: TargetSpec, grain: Grain) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from analytics_pipelines.lib.kpi.validation import sources_of
+    from analytics_pipelines.lib.kpi.plan import kpi_sources, plan_catalog
 
     catalog = load_catalog(catalog_dir(None))
+    plans = plan_catalog(catalog)
     headers = [
         "name",
         "value_chain",
@@ -134,7 +136,7 @@ def run_list(args: argparse.Namespace) -> int:
         [
             k.name,
             k.value_chain,
-            ", ".join(sources_of(k, catalog.kpis)),
+            ", ".join(s.name for s in kpi_sources(plans, k.name)),
             k.unit,
             ",".join(k.dimensions),
             ",".join(k.grains),

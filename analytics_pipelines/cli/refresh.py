@@ -19,6 +19,8 @@ import time
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from analytics_pipelines.cli.kpi import iso_date
+
 if TYPE_CHECKING:
     import dagster as dg
 
@@ -32,8 +34,8 @@ def register(commands: Any) -> None:
         help="load pending files and recompute every KPI over its data's dates (Dagster runs)",
         description=__doc__.split("\n\n", 2)[2] if __doc__ else None,
     )
-    parser.add_argument("--from", dest="first", type=_date, help="first local date (YYYY-MM-DD)")
-    parser.add_argument("--to", dest="last", type=_date, help="last local date (YYYY-MM-DD)")
+    parser.add_argument("--from", dest="first", type=iso_date, help="first local date (YYYY-MM-DD)")
+    parser.add_argument("--to", dest="last", type=iso_date, help="last local date (YYYY-MM-DD)")
     parser.add_argument(
         "--source", action="append", default=[], help="only this source and its KPIs (repeatable)"
     )
@@ -45,13 +47,6 @@ def register(commands: Any) -> None:
         "--no-ingest", action="store_true", help="recompute KPIs only, load no pending file"
     )
     parser.set_defaults(func=run)
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 class SelectionError(Exception):
@@ -67,7 +62,7 @@ def select_kpis(
 ) -> list[str]:
     """The KPIs to refresh: those named, of the value chains named, computed from the sources
     named (all when nothing is named), plus the inputs of the derived ones among them."""
-    from analytics_pipelines.lib.kpi.gate import kpi_sources
+    from analytics_pipelines.lib.kpi.plan import kpi_sources
     from analytics_pipelines.lib.kpi.validation import did_you_mean
 
     for name in kpis:
@@ -135,8 +130,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from analytics_pipelines.lib.catalog import load_catalog
     from analytics_pipelines.lib.kpi.data_range import data_dates
-    from analytics_pipelines.lib.kpi.gate import kpi_sources
-    from analytics_pipelines.lib.kpi.plan import plan_catalog
+    from analytics_pipelines.lib.kpi.plan import kpi_sources, plan_catalog
     from analytics_pipelines.lib.settings import get_settings
     from analytics_pipelines.lib.warehouse import Warehouse
 
@@ -151,11 +145,6 @@ def run(args: argparse.Namespace) -> int:
     except SelectionError as error:
         sys.stderr.write(f"{error}\n")
         return 2
-    from analytics_pipelines.cli.dev import EVENT_BATCH_SIZE
-
-    # Dagster's opt-in batched writes of a ranged run's per-partition materialisations (as in
-    # make dev and the Docker stack): a year's backfill writes 365 events per KPI.
-    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
     defs = build_definitions()
     instance, where = _instance()
     _say(f"refresh: {len(names)} KPI(s); {where}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.clean.quality import QuarantineRate, latest_quarantine_rate
-from analytics_pipelines.lib.kpi.plan import KpiPlan
+from analytics_pipelines.lib.kpi.plan import KpiPlan, kpi_sources
 from analytics_pipelines.lib.warehouse import Warehouse
 
 # The asset check's name (constant, also used in the reasons users read).
@@ -75,24 +75,6 @@ def blocked_sources(
     """The failing verdicts among `sources`, by source name."""
     verdicts = (quarantine_verdict(warehouse, s) for s in {s.name: s for s in sources}.values())
     return {v.source: v for v in verdicts if not v.passed}
-
-
-def kpi_sources(plans: Mapping[str, KpiPlan], name: str) -> list[SourceSpec]:
-    """Every source a KPI's values come from: its own, the references its dimensions look up
-    and, transitively, its inputs' sources."""
-    found: dict[str, SourceSpec] = {}
-    pending, seen = [name], set()
-    while pending:
-        current = pending.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        plan = plans[current]
-        if plan.source is not None:
-            found[plan.source.name] = plan.source
-        found.update({reference.name: reference for reference in plan.references.values()})
-        pending.extend(plan.inputs)
-    return [found[s] for s in sorted(found)]
 
 
 def kpi_blocks(

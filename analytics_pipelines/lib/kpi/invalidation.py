@@ -28,9 +28,8 @@ from dataclasses import dataclass, field, replace
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from analytics_pipelines.lib.kpi.gate import kpi_sources
 from analytics_pipelines.lib.kpi.periods import Calendar, window_last_day
-from analytics_pipelines.lib.kpi.plan import KpiPlan
+from analytics_pipelines.lib.kpi.plan import KpiPlan, kpi_sources
 
 # Bounds the work of one sensor tick per source; a bigger backlog is worked off over later ticks.
 DEFAULT_BATCH_ROWS = 100_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from analytics_pipelines.lib.catalog import Catalog, CatalogError, KpiSpec, SourceSpec
@@ -20,7 +21,7 @@ from analytics_pipelines.lib.kpi.validation import (
     references_of,
 )
 
-__all__ = ["KpiPlan", "entity_columns", "plan_catalog", "plan_kpi"]
+__all__ = ["KpiPlan", "entity_columns", "kpi_sources", "plan_catalog", "plan_kpi"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +93,21 @@ def plan_catalog(catalog: Catalog) -> dict[str, KpiPlan]:
     if problems:
         raise CatalogError(problems)
     return plans
+
+
+def kpi_sources(plans: Mapping[str, KpiPlan], name: str) -> list[SourceSpec]:
+    """Every source a KPI's values come from: its own, the references its dimensions look up
+    and, transitively, its inputs' sources."""
+    found: dict[str, SourceSpec] = {}
+    pending, seen = [name], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        plan = plans[current]
+        if plan.source is not None:
+            found[plan.source.name] = plan.source
+        found.update({reference.name: reference for reference in plan.references.values()})
+        pending.extend(plan.inputs)
+    return [found[s] for s in sorted(found)]

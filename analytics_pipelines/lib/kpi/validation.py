@@ -142,18 +142,6 @@ def window_problems(kpi: KpiSpec) -> Iterator[str]:
         )
 
 
-def sources_of(kpi: KpiSpec, kpis: Mapping[str, KpiSpec]) -> list[str]:
-    """The sources a KPI's values come from: its own, or its inputs' (sorted; empty when the
-    derived expression does not parse)."""
-    if kpi.derived is None:
-        return [kpi.source] if kpi.source is not None else []
-    try:
-        derived = parse_derived(kpi.derived, [n for n in kpis if n != kpi.name])
-    except ExpressionError:
-        return []
-    return sorted({s for ref in derived.references for s in sources_of(kpis[ref], kpis)})
-
-
 def _derived_problems(
     kpi: KpiSpec, sources: Mapping[str, SourceSpec], kpis: Mapping[str, KpiSpec]
 ) -> Iterator[str]:
