@@ -87,19 +87,30 @@ def test_materialisation_carries_a_chart_of_the_last_periods_per_dimension_value
     create_clean(warehouse, source, rows)
     built = build_kpi_definitions(make_catalog([source], [kpi]), start="2025-12-01")
 
+    instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         built.assets,
         resources={"warehouse": WarehouseResource(database_url=str(warehouse.url))},
         tags={RANGE_START_TAG: days[0].isoformat(), RANGE_END_TAG: days[-1].isoformat()},
+        instance=instance,
     )
 
     assert result.success
-    charts = {
-        str(e.materialization.metadata["chart"].value)  # type: ignore[union-attr]
+    events = [
+        e.materialization
         for e in result.get_asset_materialization_events()
         if e.asset_key == kpi_asset_key(kpi.name)
-    }
-    [chart] = charts  # one run, one chart for the range's last day
+    ]
+    assert len(events) == len(days)  # one materialisation per partition of the range
+    # The chart (and the preview) ride on the range's last day only, the asset's latest
+    # materialisation: a long backfill does not store a copy per partition.
+    charted = [e.partition for e in events if e is not None and "chart" in e.metadata]
+    assert charted == [days[-1].isoformat()]
+    latest = instance.get_latest_materialization_event(kpi_asset_key(kpi.name))
+    assert latest is not None and latest.asset_materialization is not None
+    assert latest.asset_materialization.partition == days[-1].isoformat()
+    chart = str(latest.asset_materialization.metadata["chart"].value)
+    assert "preview" in latest.asset_materialization.metadata
     drawn = decode_chart(chart)
     # Expected, in plain Python: the Berlin day of each order (09:00 UTC is the same day there).
     expected: dict[str, dict[str, float]] = defaultdict(dict)

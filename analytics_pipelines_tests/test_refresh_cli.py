@@ -21,6 +21,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from analytics_pipelines.defs.kpis.names import kpi_asset_key, kpi_partitions
 from analytics_pipelines.lib.catalog import load_catalog
 from analytics_pipelines.lib.kpi.engine import refresh_kpi
 from analytics_pipelines.lib.kpi.plan import plan_kpi
@@ -190,3 +191,36 @@ def test_refresh_of_the_demo_catalog_skips_the_reference_when_dating_the_data(
     done = _refresh(env, "--no-ingest", "--value-chain", "sales")
     assert "Traceback" not in done.stderr, done.stderr
     assert any(line.startswith("kpi Europe/Berlin") for line in done.stdout.splitlines())
+
+
+def test_a_refused_refresh_keeps_the_values_and_what_the_ui_shows_of_them(
+    warehouse: Warehouse, project: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery of nothing but bad rows blocks its source: the refresh says so and exits 1; the
+    stored values and the partitions' status (materialised, neither failed nor in progress)
+    stay those of the last good refresh."""
+    berlin, utc, _ = project["kpis"]
+    first = _refresh(project["env"])
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = {k.name: _values(warehouse, k.name) for k in project["kpis"]}
+    bad = [(f"bad{i}", MOMENTS[0], "north", 0) for i in range(20)]
+    body = _csv(bad).replace(b",north,0\n", b",north,not-a-number\n")
+    LocalFolderStore(Path(project["env"]["STORAGE_URL"].removeprefix("file://"))).write(
+        f"{project['source'].landing_prefix}bad.csv", body
+    )
+
+    done = _refresh(project["env"])
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "kpi Europe/Berlin 2026-03-27..2026-03-30 (4 day(s)), 2 KPI(s): FAILED" in done.stdout
+    assert f"kpi {berlin.name} not refreshed" in done.stdout
+    assert {k.name: _values(warehouse, k.name) for k in project["kpis"]} == before
+    monkeypatch.setenv("DAGSTER_HOME", str(project["home"]))
+    days = [f"2026-03-{d}" for d in (27, 28, 29, 30)]
+    with dg.DagsterInstance.get() as instance:
+        for kpi in (berlin, utc):
+            status = instance.get_status_by_partition(
+                kpi_asset_key(kpi.name), days, kpi_partitions(kpi.timezone, "2026-01-01")
+            )
+            assert status == dict.fromkeys(days, dg.AssetPartitionStatus.MATERIALIZED), kpi.name

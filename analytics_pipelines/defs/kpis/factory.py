@@ -111,26 +111,33 @@ def _preview_markdown(result: RefreshResult) -> str:
 
 
 def _materialization(
-    result: RefreshResult, warehouse: Warehouse, kpi: KpiSpec
+    context: dg.AssetExecutionContext, result: RefreshResult, warehouse: Warehouse, kpi: KpiSpec
 ) -> dg.MaterializeResult:
+    """What every partition of the run records, plus a preview and a chart on its last one.
+
+    A ranged run records one materialisation per partition. The preview and the chart describe
+    the run, not a day, so only the range's last partition (the asset's latest materialisation,
+    the one the UI shows) carries them: a year's backfill does not write 365 copies of them.
+    """
     metadata: dict[str, Any] = {
         "first_day": result.first_day.isoformat(),
         "last_day": result.last_day.isoformat(),
         "rows_written": result.rows,
         **{f"rows_{grain}": rows for grain, rows in result.rows_by_grain.items()},
-        "preview": dg.MetadataValue.md(_preview_markdown(result)),
     }
     if result.skipped:
         metadata["skipped"] = result.skipped
-    else:
+    described: dict[str, Any] = {"preview": dg.MetadataValue.md(_preview_markdown(result))}
+    if not result.skipped:
         # Imported here: only a refresh draws, loading the definitions does not.
         from analytics_pipelines.lib.kpi.chart import chart_markdown, recent_values, render_svg
 
         with warehouse.connect() as conn:
             recent = recent_values(conn, kpi, result.last_day)
-        metadata["chart"] = dg.MetadataValue.md(
+        described["chart"] = dg.MetadataValue.md(
             chart_markdown(render_svg(recent), f"{kpi.name}, recent values")
         )
+    context.add_asset_metadata(described, partition_key=context.partition_key_range.end)
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -199,7 +206,7 @@ def build_kpi_asset(plan: KpiPlan, start: str, plans: dict[str, KpiPlan]) -> dg.
             result = refresh_kpi(warehouse.get_warehouse(), plan, first, last)
         if result.skipped:
             context.log.warning(f"{kpi.name}: {result.skipped}")
-        materialized = _materialization(result, warehouse.get_warehouse(), kpi)
+        materialized = _materialization(context, result, warehouse.get_warehouse(), kpi)
         reason = context.run.tags.get(REASON_TAG)
         if reason is None:
             return materialized
