@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 PLANNED_EVENTS_AS_RANGE = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 
+# Storage connections held by the command's instance (see _instance).
+_POOL_RECYCLE_SECONDS = 3600
+_POOL_OVERFLOW = 4
+
+
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "refresh",
@@ -100,9 +105,17 @@ def select_kpis(
 def _instance() -> tuple[dg.DagsterInstance, str]:
     import dagster as dg
 
-    if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get(), f"instance {os.environ['DAGSTER_HOME']}"
-    return dg.DagsterInstance.ephemeral(), "no DAGSTER_HOME: runs are not kept for the UI"
+    if not os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.ephemeral(), "no DAGSTER_HOME: runs are not kept for the UI"
+    instance = dg.DagsterInstance.get()
+    # Dagster's PostgreSQL storages connect once per statement by default (no pool, so that the
+    # many instances a daemon makes hold no connections). This command keeps one instance for
+    # its whole life and writes thousands of events: it holds a connection, as the webserver
+    # does (the same call). A year's backfill of 8 KPIs spends 1.2 s less (bench/README.md).
+    instance.optimize_for_webserver(
+        statement_timeout=0, pool_recycle=_POOL_RECYCLE_SECONDS, max_overflow=_POOL_OVERFLOW
+    )
+    return instance, f"instance {os.environ['DAGSTER_HOME']}"
 
 
 def _say(text: str) -> None:
