@@ -386,6 +386,15 @@ def test_access_check_prints_what_the_role_reads(
     assert "withheld: orders_total (not broken down by region" in table
 
 
+def test_access_check_loads_no_heavy_library(
+    access_db: str, catalog_dir: Path, applied: list[str]
+) -> None:
+    from analytics_pipelines_tests.test_cli_imports import _probe
+
+    env = {**os.environ, "DATABASE_URL": access_db, "CATALOG_DIR": str(catalog_dir)}
+    assert _probe(["access", "check", NORTH], env) == {"code": 0, "heavy": []}
+
+
 def test_policies_follow_catalog_changes(
     access_db: str, catalog_dir: Path, applied: list[str], tmp_path: Path
 ) -> None:
