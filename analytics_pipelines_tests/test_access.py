@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from analytics_pipelines.lib.access.policies import apply_from_url
+from analytics_pipelines.lib.access.policies import AccessApplyError, apply_from_url
 from analytics_pipelines.lib.catalog import load_catalog
 from analytics_pipelines_tests.conftest import PROJECT_ROOT, alembic_config
 
@@ -431,6 +431,9 @@ def test_policies_follow_catalog_changes(
         gone = connect_as(access_db, partner_login)
         try:
             assert "permission denied" in refused(gone, "SELECT * FROM kpi.kpi_values")
+            assert read(
+                gone, f"SELECT count(*) FROM pg_roles WHERE rolname = '{role(PARTNER)}'"
+            ) == [(0,)]
         finally:
             gone.close()
         # Applying the same catalog again changes nothing.
@@ -442,6 +445,52 @@ def test_policies_follow_catalog_changes(
         with engine.begin() as conn:
             conn.execute(sa.text("DROP TABLE kpi.forecasts_probe"))
         engine.dispose()
+
+
+def test_filter_values_reach_the_policy_quoted_by_postgresql(
+    access_db: str, catalog_dir: Path, applied: list[str], tmp_path: Path
+) -> None:
+    """A value written to break out of its quotes stays one value: the login sees no row."""
+    hostile = f"hostile_{TAG}"
+    # YAML single-quoted scalar; the filter's strings double their quotes as SQL does.
+    filter_text = "channel = 'x'' or true or ''' or channel = 'back\\slash'"
+    folder = write_catalog(
+        tmp_path / "hostile",
+        audiences_yaml()
+        + f"  - name: {hostile}\n    value_chains: [partners]\n"
+        + "    filter: '"
+        + filter_text.replace("'", "''")
+        + "'\n",
+    )
+    (folder / "sources" / "catalog.yaml").write_text(
+        SOURCES.replace(", allowed_values: [web, partner]", "")
+    )
+    catalog = load_catalog(folder)
+    assert catalog.audiences[hostile].filter == filter_text
+    try:
+        apply_from_url(access_db, catalog)
+        conn = connect_as(access_db, make_login(access_db, role(hostile)))
+        try:
+            assert read(conn, "SELECT count(*) FROM kpi.kpi_values") == [(0,)]
+        finally:
+            conn.close()
+        engine = sa.create_engine(access_db)
+        with engine.connect() as owner:
+            qual = owner.execute(
+                sa.text("SELECT qual FROM pg_policies WHERE policyname = :p"),
+                {"p": role(hostile)},
+            ).scalar_one()
+        engine.dispose()
+        assert "'x'' or true or '''" in qual and "'back\\slash'" in qual, qual
+    finally:
+        apply_from_url(access_db, load_catalog(catalog_dir))
+
+
+def test_a_role_without_createrole_cannot_apply(access_db: str, catalog_dir: Path) -> None:
+    login = make_login(access_db, "analytics_bi")
+    url = sa.make_url(access_db).set(username=login, password=PASSWORD)
+    with pytest.raises(AccessApplyError, match="may not create roles"):
+        apply_from_url(url.render_as_string(hide_password=False), load_catalog(catalog_dir))
 
 
 def test_analytics_bi_still_reads_every_row(access_db: str, applied: list[str]) -> None:
