@@ -380,6 +380,7 @@ def test_access_check_prints_what_the_role_reads(
         ),
     }
     assert reading["views"] == {"kpi.revenue": len(north)}
+    assert reading["out_of_date"] == []
 
     table = cli(env, "access", "show")
     assert f"{NORTH} (role {role(NORTH)})" in table
@@ -445,6 +446,33 @@ def test_policies_follow_catalog_changes(
         with engine.begin() as conn:
             conn.execute(sa.text("DROP TABLE kpi.forecasts_probe"))
         engine.dispose()
+
+
+def test_a_new_kpi_is_readable_after_apply_and_check_says_when_it_is_not(
+    access_db: str, catalog_dir: Path, applied: list[str], tmp_path: Path
+) -> None:
+    folder = write_catalog(tmp_path / "new-kpi", audiences_yaml())
+    (folder / "kpis" / "more.yaml").write_text(
+        "kpis:\n  - name: web_revenue\n    value_chain: sales\n    description: Web orders.\n"
+        "    source: orders\n    measure: sum(amount)\n    filter: channel = 'web'\n"
+        "    dimensions: [region]\n"
+    )
+    env = {**os.environ, "DATABASE_URL": access_db, "CATALOG_DIR": str(folder)}
+    env.pop("ACCESS_ADMIN_DATABASE_URL", None)
+    before = json.loads(cli(env, "access", "check", NORTH, "--format", "json"))
+    assert before["out_of_date"] == [
+        "views the catalog grants but the role cannot read: kpi.web_revenue"
+    ]
+    try:
+        apply_from_url(access_db, load_catalog(folder))
+        after = json.loads(cli(env, "access", "check", NORTH, "--format", "json"))
+        assert after["out_of_date"] == []
+        assert after["views"] == {
+            "kpi.revenue": before["views"]["kpi.revenue"],
+            "kpi.web_revenue": 0,
+        }
+    finally:
+        apply_from_url(access_db, load_catalog(catalog_dir))
 
 
 def test_filter_values_reach_the_policy_quoted_by_postgresql(

@@ -67,6 +67,8 @@ def run_show(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from analytics_pipelines.lib.access.report import (
         RoleCheckError,
+        audiences_of,
+        out_of_date,
         reading_lines,
         resolve_role,
         role_reading,
@@ -83,10 +85,15 @@ def run_check(args: argparse.Namespace) -> int:
         except RoleCheckError as error:
             print(error)
             return 2
+    audience = next((a for a in audiences_of(catalog) if a.audience.role == reading.role), None)
+    stale = out_of_date(reading, audience) if audience is not None else []
     if args.format == "json":
-        print(json.dumps(reading.as_json(), indent=2))
+        print(json.dumps({**reading.as_json(), "out_of_date": stale}, indent=2))
     else:
         print("\n".join(reading_lines(reading)))
+        if stale:
+            print("out of date with the catalog (run `analytics-pipelines access apply`):")
+            print("\n".join(f"  {line}" for line in stale))
     return 0
 
 

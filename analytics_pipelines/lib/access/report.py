@@ -165,6 +165,22 @@ def role_reading(conn: DbApiConnection, role: str) -> RoleReading:
             cursor.execute("RESET ROLE")
 
 
+def out_of_date(reading: RoleReading, access: AudienceAccess) -> list[str]:
+    """Where what the audience's role reads differs from what the catalog declares."""
+    declared = {f"kpi.{kpi}" for kpi in access.kpis}
+    readable = set(reading.views)
+    problems = []
+    if declared - readable:
+        problems.append(
+            f"views the catalog grants but the role cannot read: {', '.join(sorted(declared - readable))}"
+        )
+    if readable - declared:
+        problems.append(
+            f"views the role reads beyond the catalog: {', '.join(sorted(readable - declared))}"
+        )
+    return problems
+
+
 def _values_text(values: dict[str, list[str]]) -> str:
     parts = []
     for key, seen in values.items():
