@@ -7,6 +7,7 @@ Each scenario compares what a login reads with the owner's rows filtered in plai
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import subprocess
@@ -146,6 +147,7 @@ def access_db(postgres_server_url: str) -> Iterator[str]:
         )
         # A view made by hand, reading with its owner's rights: no audience may read it.
         conn.execute(sa.text("CREATE VIEW kpi.hand_made AS SELECT * FROM kpi.kpi_values"))
+        conn.execute(sa.text("ANALYZE kpi.kpi_values"))  # statistics exist, to be hidden
     engine.dispose()
     try:
         yield url
@@ -347,6 +349,23 @@ def test_no_bypass_through_set_role_functions_or_row_security(
             conn, "SELECT count(*) FROM kpi.kpi_values WHERE (dimensions ->> 'region')::int > 0"
         )
         assert '"north"' in message and "south" not in message
+        # COPY reads through the policies too.
+        copied = io.StringIO()
+        with conn.cursor() as cursor:
+            cursor.copy_expert("COPY kpi.kpi_values (dimensions) TO STDOUT", copied)
+        lines = copied.getvalue().splitlines()
+        assert len(lines) == 6 and all('"region": "north"' in line for line in lines), lines
+        # The planner's statistics (most common values) stay hidden behind the policies.
+        owner = sa.create_engine(access_db)
+        with owner.connect() as as_owner:
+            assert as_owner.execute(
+                sa.text("SELECT count(*) FROM pg_stats WHERE tablename = 'kpi_values'")
+            ).scalar()
+        owner.dispose()
+        assert read(
+            conn,
+            "SELECT count(*) FROM pg_stats WHERE schemaname = 'kpi' AND tablename = 'kpi_values'",
+        ) == [(0,)]
     finally:
         conn.close()
 
