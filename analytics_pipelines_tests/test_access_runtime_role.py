@@ -87,8 +87,27 @@ def test_dev_runs_the_pipelines_as_a_role_without_role_privileges() -> None:
         assert password_file.stat().st_mode & 0o077 == 0
         password = password_file.read_text().strip()
 
-        server = LocalPostgres(datadir, port, password_auth=True)
-        server.start()
+        def dev_db(action: str) -> str:
+            ran = subprocess.run(
+                [str(VENV_BIN / "analytics-pipelines"), "dev-db", action, "--port", str(port)],
+                cwd=folder,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert ran.returncode == 0, ran.stderr
+            return ran.stdout.strip()
+
+        # The database on its own, as README "Migrations" starts it: the runtime role's URL.
+        started = dev_db("start")
+        assert started == dev_db("url")
+        assert started.startswith("postgresql://analytics_pipelines:") and password in started
+        admin = psycopg2.connect(dev_db("admin-url"))
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            assert cursor.fetchone() == (True,)
+        admin.close()
         # Over TCP nobody gets in without the password, the superuser included.
         for user in ("analytics_pipelines", "postgres"):
             with pytest.raises(psycopg2.OperationalError, match="no password supplied"):
@@ -133,7 +152,7 @@ def test_dev_runs_the_pipelines_as_a_role_without_role_privileges() -> None:
             cursor.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
             assert cursor.fetchall() == [("analytics_pipelines",)]
         dagster.close()
-        server.stop()
+        dev_db("stop")
     finally:
         LocalPostgres(datadir, port).destroy()
         shutil.rmtree(folder, ignore_errors=True)

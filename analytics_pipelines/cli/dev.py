@@ -192,19 +192,6 @@ def ensure_dagster_database(url: str) -> str:
     return sa.make_url(url).set(database="dagster").render_as_string(hide_password=False)
 
 
-def _runtime_login(server: LocalPostgres) -> tuple[str, str]:
-    """The runtime role's URL and the admin's, the role made (or updated) by the admin."""
-    from analytics_pipelines.lib.access.runtime_role import (
-        prepare_runtime_role,
-        runtime_password,
-        runtime_url,
-    )
-
-    password = runtime_password(RUNTIME_PASSWORD_FILE)
-    prepare_runtime_role(server.admin_url, server.database, "dagster", password)
-    return runtime_url("127.0.0.1", server.port, server.database, password), server.admin_url
-
-
 def _apply_access(env: dict[str, str], log: Any) -> None:
     """The catalog's audiences, applied with the role-management URL when there is one."""
     if not env.get("ACCESS_ADMIN_DATABASE_URL"):
@@ -282,7 +269,11 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
             log(f"{error}\n")
             return 1
         log(f"PostgreSQL running from {server.datadir} on port {server.port}\n")
-        env["DATABASE_URL"], env["ACCESS_ADMIN_DATABASE_URL"] = _runtime_login(server)
+        from analytics_pipelines.lib.access.runtime_role import runtime_login
+
+        env["DATABASE_URL"], env["ACCESS_ADMIN_DATABASE_URL"] = runtime_login(
+            server, RUNTIME_PASSWORD_FILE
+        )
         log(
             "pipelines connect as role analytics_pipelines (not a superuser; password in "
             f"{RUNTIME_PASSWORD_FILE}); roles are managed through the server's socket\n"

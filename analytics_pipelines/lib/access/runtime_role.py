@@ -18,6 +18,7 @@ import psycopg2
 from psycopg2 import sql
 
 from analytics_pipelines.lib.pg import libpq_url
+from analytics_pipelines.lib.pgserver import LocalPostgres
 
 RUNTIME_ROLE = "analytics_pipelines"
 BI_ROLE = "analytics_bi"  # created here beforehand: migration 0004 may not create roles then
@@ -131,3 +132,11 @@ def _with_database(url: str, database: str) -> str:
 def runtime_url(host: str, port: int, database: str, password: str) -> str:
     """The runtime role's URL over TCP (the password quoted for a URL)."""
     return f"postgresql://{RUNTIME_ROLE}:{quote(password, safe='')}@{host}:{port}/{database}"
+
+
+def runtime_login(server: LocalPostgres, password_file: Path) -> tuple[str, str]:
+    """On a local server (`make dev`, `dev-db start`): the runtime role made or updated by the
+    superuser; its URL over TCP and the superuser's through the socket."""
+    password = runtime_password(password_file)
+    prepare_runtime_role(server.admin_url, server.database, "dagster", password)
+    return runtime_url("127.0.0.1", server.port, server.database, password), server.admin_url
