@@ -230,15 +230,15 @@ def expected(url: str, keep: Any) -> set[tuple[Any, ...]]:
     }
 
 
-def cli(env: dict[str, str], *args: str) -> str:
-    """Run `analytics-pipelines ARGS` as a user would; its output."""
+def cli(env: dict[str, str], *args: str, cwd: Path = PROJECT_ROOT) -> str:
+    """Run `analytics-pipelines ARGS` as a user would (in `cwd`); its output."""
     done = subprocess.run(
         [sys.executable, "-m", "analytics_pipelines.cli", *args],
         env=env,
         capture_output=True,
         text=True,
-        cwd=PROJECT_ROOT,
-        timeout=60,
+        cwd=cwd,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout

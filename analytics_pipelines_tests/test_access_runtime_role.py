@@ -21,6 +21,7 @@ from analytics_pipelines.lib.pg import libpq_url
 from analytics_pipelines.lib.pgserver import LocalPostgres, PostgresUnavailable, free_port
 from analytics_pipelines.lib.settings import normalise_database_url
 from analytics_pipelines_tests.conftest import PROJECT_ROOT, alembic_config, world_readable_tempdir
+from analytics_pipelines_tests.test_access import cli
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -88,16 +89,7 @@ def test_dev_runs_the_pipelines_as_a_role_without_role_privileges() -> None:
         password = password_file.read_text().strip()
 
         def dev_db(action: str) -> str:
-            ran = subprocess.run(
-                [str(VENV_BIN / "analytics-pipelines"), "dev-db", action, "--port", str(port)],
-                cwd=folder,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert ran.returncode == 0, ran.stderr
-            return ran.stdout.strip()
+            return cli(env, "dev-db", action, "--port", str(port), cwd=folder).strip()
 
         # The database on its own, as README "Migrations" starts it: the runtime role's URL.
         started = dev_db("start")
