@@ -33,6 +33,7 @@ READ_ONLY = [
     ["files"],
     ["files", "--status", "failed", "--format", "json"],
     ["health"],
+    ["access", "show"],
 ]
 
 

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from analytics_pipelines.cli import (
+    access,
     catalog,
     demo,
     dev,
@@ -19,7 +20,7 @@ from analytics_pipelines.cli import (
 )
 
 # Each module adds its own sub-commands; a sub-command sets `func(args) -> int`.
-COMMAND_MODULES = [health, dev, devdb, catalog, demo, quarantine, kpi, files, refresh]
+COMMAND_MODULES = [health, dev, devdb, catalog, demo, quarantine, kpi, files, refresh, access]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,11 @@ Starts a project-local PostgreSQL under `.data/` (unless DATABASE_URL is set), m
 `.data/storage` as object storage (unless STORAGE_URL is set), and runs `dg dev` with the
 code location loaded. Ctrl-C stops what it started; a second run reuses the data.
 
+On the local PostgreSQL the pipelines run as the role `analytics_pipelines` (password in
+`.data/runtime-db-password`, over TCP; no superuser, no CREATEROLE: lib/access/runtime_role.py);
+role management (`access apply`, run here at each start) uses the superuser through the server's
+private socket, published as ACCESS_ADMIN_DATABASE_URL.
+
 While it runs, `.data/dev-stack.json` holds the settings it runs with (lib/dev_lock.py): every
 `analytics-pipelines` command, and the code location loaded by `dg`/`dagster` commands, started
 in this folder from another shell uses them for whatever the environment and `.env` leave unset.
@@ -27,6 +32,7 @@ from analytics_pipelines.lib.dev_lock import DevAlreadyRunning, DevLock
 from analytics_pipelines.lib.pgserver import LocalPostgres, PostgresUnavailable
 
 DATA_DIR = Path(".data")
+RUNTIME_PASSWORD_FILE = DATA_DIR / "runtime-db-password"
 DEV_PG_PORT = 54329
 DEMO_ROWS = 20_000
 DEMO_DAYS = 14
@@ -186,6 +192,28 @@ def ensure_dagster_database(url: str) -> str:
     return sa.make_url(url).set(database="dagster").render_as_string(hide_password=False)
 
 
+def _apply_access(env: dict[str, str], log: Any) -> None:
+    """The catalog's audiences, applied with the role-management URL when there is one."""
+    if not env.get("ACCESS_ADMIN_DATABASE_URL"):
+        log(
+            "audiences not applied: set ACCESS_ADMIN_DATABASE_URL (a role with CREATEROLE), "
+            "then run `analytics-pipelines access apply`\n"
+        )
+        return
+    from analytics_pipelines.lib.access.policies import AccessApplyError, apply_from_url
+    from analytics_pipelines.lib.catalog import CatalogError, load_catalog
+    from analytics_pipelines.lib.settings import get_settings
+
+    try:
+        lines = apply_from_url(
+            env["ACCESS_ADMIN_DATABASE_URL"], load_catalog(get_settings().catalog_dir)
+        )
+    except (AccessApplyError, CatalogError) as error:
+        log(f"audiences not applied: {error}\n")
+        return
+    log("access: " + "\n".join(lines) + "\n")
+
+
 def _say_what_came_from_dotenv(log: Any) -> None:
     """A `.env` changes what dev does (another database, other ticks): say so, masked."""
     from analytics_pipelines.lib.settings import mask_url, resolved_sources
@@ -235,12 +263,21 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
     server: LocalPostgres | None = None
     if not env.get("DATABASE_URL"):
         try:
-            server = LocalPostgres(DATA_DIR / "postgres", args.pg_port)
-            env["DATABASE_URL"] = server.start()
+            server = LocalPostgres(DATA_DIR / "postgres", args.pg_port, password_auth=True)
+            server.start()
         except PostgresUnavailable as error:
             log(f"{error}\n")
             return 1
         log(f"PostgreSQL running from {server.datadir} on port {server.port}\n")
+        from analytics_pipelines.lib.access.runtime_role import runtime_login
+
+        env["DATABASE_URL"], env["ACCESS_ADMIN_DATABASE_URL"] = runtime_login(
+            server, RUNTIME_PASSWORD_FILE
+        )
+        log(
+            "pipelines connect as role analytics_pipelines (not a superuser; password in "
+            f"{RUNTIME_PASSWORD_FILE}); roles are managed through the server's socket\n"
+        )
         lock.update(mask_url(env["DATABASE_URL"]))
     env["DATABASE_URL"] = normalise_database_url(env["DATABASE_URL"])
     if not env.get("STORAGE_URL"):
@@ -271,6 +308,7 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
         config = Config("alembic.ini")
         config.attributes["database_url"] = env["DATABASE_URL"]
         command.upgrade(config, "head")
+        _apply_access(env, log)
         # Published once the database is migrated: a second shell never meets a half-made one.
         shared = PROJECT_VARIABLES + DAGSTER_INSTANCE_VARIABLES
         lock.publish({name: env[name] for name in shared if env.get(name)})

@@ -1,4 +1,8 @@
-"""`analytics-pipelines dev-db`: the project-local PostgreSQL used by `make dev`."""
+"""`analytics-pipelines dev-db`: the project-local PostgreSQL used by `make dev`.
+
+`start` and `url` give the URL of the pipelines' role (`analytics_pipelines`, with its password);
+`admin-url` the superuser's, through the server's socket (role management, `psql` as the DBA).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ def register(commands: Any) -> None:
     parser = commands.add_parser(
         "dev-db", help="start or stop the project-local PostgreSQL under .data/"
     )
-    parser.add_argument("action", choices=["start", "stop", "url", "status"])
+    parser.add_argument("action", choices=["start", "stop", "url", "admin-url", "status"])
     parser.add_argument("--datadir", type=Path, default=DEFAULT_DATADIR)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.set_defaults(func=run)
@@ -25,13 +29,28 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        server = LocalPostgres(args.datadir, args.port)
+        server = LocalPostgres(args.datadir, args.port, password_auth=True)
+        password_file = args.datadir.parent / "runtime-db-password"
         if args.action == "start":
-            print(server.start())
+            from analytics_pipelines.lib.access.runtime_role import runtime_login
+
+            server.start()
+            print(runtime_login(server, password_file)[0])
         elif args.action == "stop":
             server.stop()
         elif args.action == "url":
-            print(server.url)
+            if not password_file.exists():
+                sys.stderr.write("no runtime role yet: run `analytics-pipelines dev-db start`\n")
+                return 1
+            from analytics_pipelines.lib.access.runtime_role import runtime_password, runtime_url
+
+            print(
+                runtime_url(
+                    "127.0.0.1", args.port, server.database, runtime_password(password_file)
+                )
+            )
+        elif args.action == "admin-url":
+            print(server.admin_url)
         else:
             running = server.is_running()
             print("running" if running else "stopped")

@@ -2,6 +2,10 @@
 
 PostgreSQL refuses to run as root; when we are root the server runs as the `postgres` system
 user through `runuser`, and the data folder is handed to that user.
+
+With `password_auth` (`make dev`) connections over TCP need a password (scram-sha-256); the
+superuser connects only through the Unix socket in the data folder, which only the server's
+user (and root) can reach (`admin_url`). Tests' throwaway servers trust every local login.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ class LocalPostgres:
     durable: bool = True
     # Further server settings (`-c name=value`), e.g. a benchmark's.
     settings: dict[str, str] = field(default_factory=dict)
+    # Passwords over TCP, the superuser through the data folder's socket only (see module).
+    password_auth: bool = False
 
     def __post_init__(self) -> None:
         self.datadir = Path(self.datadir).resolve()
@@ -73,6 +79,28 @@ class LocalPostgres:
     @property
     def url(self) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def admin_url(self) -> str:
+        """The superuser through the Unix socket in the data folder (no password needed)."""
+        return f"postgresql://{self.user}@/{self.database}?host={self.datadir}&port={self.port}"
+
+    @property
+    def _client_host(self) -> str:
+        return str(self.datadir) if self.password_auth else "127.0.0.1"
+
+    def _write_hba(self) -> None:
+        # Rewritten at every start: a data folder made before passwords were required trusted
+        # every login; the socket's folder is the server user's alone.
+        hba = self.datadir / "pg_hba.conf"
+        hba.write_text(
+            "# Written by analytics_pipelines (lib/pgserver.py): the superuser through the socket,\n"
+            "# every TCP login with a password.\n"
+            "local all all trust\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+            "host all all ::1/128 scram-sha-256\n"
+        )
+        self._hand_over(hba)
 
     def _run(
         self, *args: str, check: bool = True, stdin: str | None = None
@@ -113,6 +141,10 @@ class LocalPostgres:
                 "--encoding=UTF8",
                 "--locale=C.UTF-8",
             )
+        if self.password_auth:
+            self._write_hba()
+            if self.is_running():
+                self._run("pg_ctl", "reload", "-D", str(self.datadir))
         if not self.is_running():
             options = f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1"
             if not self.durable:
@@ -132,14 +164,10 @@ class LocalPostgres:
                 "-o",
                 options,
             )
+        connection = ("-h", self._client_host, "-p", str(self.port), "-U", self.user)
         exists = self._run(
             "psql",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-U",
-            self.user,
+            *connection,
             "-d",
             "postgres",
             "-tA",
@@ -148,9 +176,7 @@ class LocalPostgres:
             stdin="SELECT 1 FROM pg_database WHERE datname = :'db';\n",
         ).stdout.strip()
         if exists != "1":
-            self._run(
-                "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.database
-            )
+            self._run("createdb", *connection, self.database)
         return self.url
 
     def stop(self) -> None:

@@ -45,6 +45,7 @@ PROJECT_VARIABLES = (
     "ALERT_WEBHOOK_URL",
     "DAGSTER_WEBSERVER_URL",
     "KPI_PARTITIONS_START",
+    "ACCESS_ADMIN_DATABASE_URL",
 )
 DAGSTER_INSTANCE_VARIABLES = ("DAGSTER_HOME",)
 
@@ -56,6 +57,7 @@ _POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2")
 EXPECTATIONS: dict[str, str] = {
     "DATABASE_URL": "a PostgreSQL URL, e.g. postgresql://user:password@localhost:5432/analytics",
     "STORAGE_URL": "s3://bucket[/prefix] or file:///absolute/path",
+    "ACCESS_ADMIN_DATABASE_URL": "a PostgreSQL URL of a role with CREATEROLE (access apply)",
     "S3_ENDPOINT_URL": "an http(s) URL of the S3/MinIO endpoint, e.g. http://localhost:9000",
     "S3_REGION": "an S3 region name, e.g. us-east-1",
     "CATALOG_DIR": "an existing directory holding sources/*.yaml and kpis/*.yaml",
@@ -64,6 +66,10 @@ EXPECTATIONS: dict[str, str] = {
     "SENSOR_INTERVAL_SECONDS": "a whole number of seconds between 1 and 3600",
     "ALERT_WEBHOOK_URL": "an http(s) URL",
 }
+
+
+# Never echoed in an error message: they may carry a password.
+_SECRET_VARIABLES = ("DATABASE_URL", "ACCESS_ADMIN_DATABASE_URL", "S3_SECRET_ACCESS_KEY")
 
 
 class SettingsError(Exception):
@@ -100,6 +106,8 @@ class Settings(BaseSettings):
     storage_url_given: str | None = Field(
         default=None, validation_alias=AliasChoices("STORAGE_URL", "storage_url")
     )
+    # Role management (`access apply`): a role with CREATEROLE, not the pipeline's own.
+    access_admin_database_url: SecretStr | None = None
     s3_endpoint_url: str | None = None
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
@@ -111,7 +119,7 @@ class Settings(BaseSettings):
     alert_webhook_url: str | None = None
     dagster_webserver_url: str = "http://localhost:3000"
 
-    @field_validator("database_url_given", mode="before")
+    @field_validator("database_url_given", "access_admin_database_url", mode="before")
     @classmethod
     def _database_url(cls, value: object) -> str | None:
         if value in (None, ""):
@@ -172,6 +180,13 @@ class Settings(BaseSettings):
     def database_url_masked(self) -> str:
         return mask_url(self.database_url_plain)
 
+    @property
+    def access_admin_url_plain(self) -> str:
+        """Where roles are managed: ACCESS_ADMIN_DATABASE_URL, else DATABASE_URL."""
+        if self.access_admin_database_url is not None:
+            return self.access_admin_database_url.get_secret_value()
+        return self.database_url_plain
+
 
 _FIELD_VARIABLES = {"database_url_given": "DATABASE_URL", "storage_url_given": "STORAGE_URL"}
 
@@ -207,7 +222,7 @@ def _describe(error: ValidationError | None, missing: list[str]) -> str:
         given = os.environ.get(name)
         if item["type"] == "missing":
             what = "is not set"
-        elif given is not None and name not in ("DATABASE_URL", "S3_SECRET_ACCESS_KEY"):
+        elif given is not None and name not in _SECRET_VARIABLES:
             what = f"is invalid ({given!r})"
         else:
             what = "is invalid"

@@ -84,6 +84,9 @@ SOURCE_FIELDS = (
 LIST_FIELDS = frozenset({"dimensions", "grains", "primary_key", "columns"})
 KNOWN_COLUMNS = frozenset({"kind", *KPI_FIELDS, *SOURCE_FIELDS})
 
+# The folders of a catalog, copied whole into an --out folder (access/ may be absent).
+CATALOG_FOLDERS = ("sources", "kpis", "access")
+
 
 class CatalogImportError(Exception):
     """The sheet has invalid rows; `problems` holds one line per problem, with its row number."""
@@ -317,7 +320,7 @@ def import_sheet(path: Path, catalog_dir: Path, out_dir: Path | None = None) -> 
         if out_dir.is_dir():
             shutil.copytree(out_dir, preview)
         if catalog is not None and catalog_dir != out_dir:
-            for sub in ("sources", "kpis"):
+            for sub in CATALOG_FOLDERS:
                 for existing in (catalog_dir / sub).glob("*.y*ml"):
                     target = preview / sub / existing.name
                     if not target.exists():
@@ -343,10 +346,12 @@ def import_sheet(path: Path, catalog_dir: Path, out_dir: Path | None = None) -> 
         partial.replace(target)
         result.written.append(target)
     # The folder holds the catalog that was validated: the new files and the existing ones.
-    for sub in ("sources", "kpis"):
-        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    for sub in CATALOG_FOLDERS:
+        if sub != "access":  # a catalog may declare no audiences
+            (out_dir / sub).mkdir(parents=True, exist_ok=True)
         for existing in sorted(_catalog_files(catalog_dir, out_dir, sub)):
             target = out_dir / sub / existing.name
+            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(existing, target)
             result.copied.append(target)
     return result

@@ -1,11 +1,12 @@
-"""Load the catalog folder (`sources/*.yaml`, `kpis/*.yaml`) and check it as a whole."""
+"""Load the catalog folder (`sources/*.yaml`, `kpis/*.yaml`, `access/*.yaml`) and check it as a
+whole."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -17,6 +18,9 @@ from analytics_pipelines.lib.catalog.models import (
     SourceFile,
     SourceSpec,
 )
+
+if TYPE_CHECKING:  # lib.access builds on this package's models
+    from analytics_pipelines.lib.access.models import AudienceSpec
 
 
 class CatalogError(Exception):
@@ -33,6 +37,9 @@ class Catalog:
     sources: dict[str, SourceSpec] = field(default_factory=dict)
     kpis: dict[str, KpiSpec] = field(default_factory=dict)
     origins: dict[str, Path] = field(default_factory=dict)
+    # Who may read which KPI rows (lib/access); audience names may repeat KPI or source names.
+    audiences: dict[str, AudienceSpec] = field(default_factory=dict)
+    audience_origins: dict[str, Path] = field(default_factory=dict)
 
     def source(self, name: str) -> SourceSpec:
         return self.sources[name]
@@ -104,6 +111,31 @@ def _check_kpis(catalog: Catalog, problems: list[str]) -> None:
         )
 
 
+def _read_audiences(catalog: Catalog, problems: list[str]) -> None:
+    from analytics_pipelines.lib.access.models import AccessFile
+
+    for path in sorted((catalog.root / "access").glob("*.y*ml")):
+        for audience in _read(path, "audiences", AccessFile, problems):
+            if audience.name in catalog.audiences:
+                problems.append(
+                    f"{path}: audience {audience.name}: declared twice "
+                    f"(also in {catalog.audience_origins[audience.name]})"
+                )
+            catalog.audiences[audience.name] = audience
+            catalog.audience_origins.setdefault(audience.name, path)
+
+
+def _check_audiences(catalog: Catalog, problems: list[str]) -> None:
+    from analytics_pipelines.lib.access.rules import audience_problems
+
+    for name, audience in catalog.audiences.items():
+        where = f"{catalog.audience_origins[name]}: audience {name}"
+        problems.extend(
+            f"{where}: {problem}"
+            for problem in audience_problems(audience, catalog.kpis, catalog.sources)
+        )
+
+
 def load_catalog(root: str | Path) -> Catalog:
     """Read and validate every catalog file; raise CatalogError listing every problem."""
     root = Path(root)
@@ -127,6 +159,7 @@ def load_catalog(root: str | Path) -> Catalog:
                 )
             catalog.kpis[kpi.name] = kpi
             catalog.origins.setdefault(kpi.name, path)
+    _read_audiences(catalog, problems)
     prefixes: dict[str, str] = {}
     for source in catalog.sources.values():
         for other_prefix, other in prefixes.items():
@@ -145,6 +178,7 @@ def load_catalog(root: str | Path) -> Catalog:
             for problem in lookup_problems(source, catalog.sources)
         )
     _check_kpis(catalog, problems)
+    _check_audiences(catalog, problems)
     if problems:
         raise CatalogError(problems)
     return catalog

@@ -8,7 +8,7 @@ where the KPI was declared. Needs no SQLAlchemy: the read-only CLI validates cat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from analytics_pipelines.lib.catalog.models import KpiSpec, SourceSpec
 from analytics_pipelines.lib.kpi.display import dimension_column
@@ -49,10 +49,16 @@ def values_outside_allowed(expression: Filter | Measure, source: SourceSpec) -> 
     """
     conditions = [expression.root] if isinstance(expression, Filter) else expression.conditions
     for condition in conditions:
-        yield from _condition_values_outside_allowed(condition, source)
+        yield from condition_values_outside_allowed(
+            condition, lambda name: source.column(name).allowed_values
+        )
 
 
-def _condition_values_outside_allowed(node: Condition, source: SourceSpec) -> Iterator[str]:
+def condition_values_outside_allowed(
+    node: Condition, allowed_of: Callable[[str], list[str] | None]
+) -> Iterator[str]:
+    """The same check on one condition, `allowed_of` giving a column's allowed values (access
+    filters name dimensions of many sources)."""
     pairs: list[tuple[ColumnRef, Constant]] = []
     match node:
         case Comparison(op="=" | "!=", left=ColumnRef() as column, right=Constant() as value):
@@ -63,11 +69,11 @@ def _condition_values_outside_allowed(node: Condition, source: SourceSpec) -> It
             pairs.extend((column, value) for value in values)
         case And(operands=operands) | Or(operands=operands):
             for operand in operands:
-                yield from _condition_values_outside_allowed(operand, source)
+                yield from condition_values_outside_allowed(operand, allowed_of)
         case Not(operand=operand):
-            yield from _condition_values_outside_allowed(operand, source)
+            yield from condition_values_outside_allowed(operand, allowed_of)
     for column, value in pairs:
-        allowed = source.column(column.name).allowed_values
+        allowed = allowed_of(column.name)
         if allowed is not None and isinstance(value.value, str) and value.value not in allowed:
             yield (
                 f"{value.value!r} is not an allowed value of {column.name} "

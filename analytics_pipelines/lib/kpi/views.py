@@ -1,6 +1,7 @@
 """One view per KPI (`kpi.<name>`) for BI tools: local period start, dimension columns, value,
 target and target status (lib/kpi/targets.py), and the previous and year-ago values with their
-differences and growth (lib/kpi/period_over_period.py, computed when read).
+differences and growth (lib/kpi/period_over_period.py, computed when read). Views run with the
+reader's rights (`security_invoker`): the row-level security of lib/access applies through them.
 
 DDL takes no bind parameters, so the KPI name and time zone are quoted as SQL literals and the
 names as identifiers by psycopg2.sql; both were validated by the catalog (name pattern, IANA zone).
@@ -56,7 +57,9 @@ def view_definition(kpi: KpiSpec) -> sql.Composed:
         sql.SQL("v.computed_at"),
     ]
     return sql.SQL(
-        "CREATE OR REPLACE VIEW {schema}.{view} AS SELECT {columns} "
+        # security_invoker: the view reads kpi_values with the reader's rights, so row-level
+        # security (lib/access) holds through it.
+        "CREATE OR REPLACE VIEW {schema}.{view} WITH (security_invoker = true) AS SELECT {columns} "
         "FROM {schema}.kpi_values AS v CROSS JOIN LATERAL (SELECT {target} AS target) AS t "
         "{comparisons} WHERE v.kpi = {name}"
     ).format(
@@ -71,7 +74,7 @@ def view_definition(kpi: KpiSpec) -> sql.Composed:
 
 def _fingerprint(kpi: KpiSpec) -> str:
     target = kpi.target.model_dump_json() if kpi.target is not None else ""
-    shape = "|".join([kpi.name, kpi.timezone, *kpi.dimensions, target, "v3"])
+    shape = "|".join([kpi.name, kpi.timezone, *kpi.dimensions, target, "v4"])
     return "analytics_pipelines kpi view " + hashlib.sha256(shape.encode()).hexdigest()[:16]
 
 
