@@ -8,6 +8,7 @@ tests that need the `docker-compose` binary skip when it is missing; CI installs
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -171,7 +172,9 @@ def test_project_service_commands(services: dict[str, Any]) -> None:
     migrate_command = command_of(services["migrate"])
     assert "migrate.sh" in migrate_command
     script = (ROOT / migrate_command.split()[0].replace("/app/", "", 1)).read_text()
-    assert "alembic upgrade head" in script
+    steps = ["docker/prepare_database.py", "alembic upgrade head", "access apply"]
+    positions = [script.index(step) for step in steps]
+    assert positions == sorted(positions)  # roles first, then the tables, then the audiences
 
     code_location = services["code-location"]
     assert command_of(code_location) == (
@@ -216,6 +219,7 @@ def test_secrets_come_from_the_env_file(tmp_path: Path) -> None:
     env_file = {
         "POSTGRES_USER": "warehouse",
         "POSTGRES_PASSWORD": "pg-from-env-file",
+        "PIPELINES_DB_PASSWORD": "pipelines-from-env-file",
         "MINIO_ROOT_USER": "minio-user",
         "MINIO_ROOT_PASSWORD": "minio-from-env-file",
     }
@@ -226,11 +230,17 @@ def test_secrets_come_from_the_env_file(tmp_path: Path) -> None:
     assert services["minio"]["environment"]["MINIO_ROOT_PASSWORD"] == "minio-from-env-file"
     for name in PROJECT_SERVICES:
         env = services[name]["environment"]
+        # Every service runs as the pipeline's role; only `migrate` holds the superuser's URL.
         assert env["DATABASE_URL"].startswith(
-            "postgresql+psycopg2://warehouse:pg-from-env-file@postgres:5432/"
+            "postgresql+psycopg2://analytics_pipelines:pipelines-from-env-file@postgres:5432/"
         )
-        assert env["DAGSTER_PG_USER"] == "warehouse"
-        assert env["DAGSTER_PG_PASSWORD"] == "pg-from-env-file"
+        assert env["DAGSTER_PG_USER"] == "analytics_pipelines"
+        assert env["DAGSTER_PG_PASSWORD"] == "pipelines-from-env-file"
+        admin = env.get("ACCESS_ADMIN_DATABASE_URL")
+        if name == "migrate":
+            assert admin and admin.startswith("postgresql+psycopg2://warehouse:pg-from-env-file@")
+        else:
+            assert admin is None, name
         assert env["S3_ACCESS_KEY_ID"] == "minio-user"
         assert env["S3_SECRET_ACCESS_KEY"] == "minio-from-env-file"
 
@@ -246,8 +256,10 @@ def test_no_secret_is_hard_coded_in_compose_file() -> None:
     for line in secret_lines:
         assert re.fullmatch(r"[A-Z_]+: \$\{[A-Z_]+(:-[^}]*)?\}", line), line
     for line in COMPOSE_FILE.read_text().splitlines():
-        if "DATABASE_URL:" in line:
+        if "ACCESS_ADMIN_DATABASE_URL:" in line:
             assert "${POSTGRES_PASSWORD" in line, line
+        elif "DATABASE_URL:" in line:
+            assert "${PIPELINES_DB_PASSWORD" in line, line
 
 
 # --- Dockerfile --------------------------------------------------------------------
@@ -367,3 +379,100 @@ def test_workspace_points_at_the_grpc_code_location() -> None:
     assert grpc["host"] == "code-location"
     assert grpc["port"] == 4000
     assert grpc["location_name"] == "analytics_pipelines"
+
+
+def test_migrate_prepares_a_pipeline_role_without_privileges_and_migrates_as_it(
+    scratch_database_url: str, tmp_path: Path
+) -> None:
+    """docker/migrate.sh's steps on a real server: the superuser prepares the role, the role
+    runs every migration, the superuser applies the audiences; the role cannot create roles."""
+    import psycopg2
+
+    admin = make_url(scratch_database_url)
+    dagster_db = f"{admin.database}_dagster"
+    runtime = admin.set(username="analytics_pipelines", password="pipelines-test-password")
+    env = {
+        **os.environ,
+        "ACCESS_ADMIN_DATABASE_URL": scratch_database_url,
+        "POSTGRES_DB": str(admin.database),
+        "DAGSTER_PG_DB": dagster_db,
+        "PIPELINES_DB_PASSWORD": "pipelines-test-password",
+        "DATABASE_URL": runtime.render_as_string(hide_password=False),
+        "STORAGE_URL": f"file://{tmp_path}",
+    }
+    env.pop("CATALOG_DIR", None)
+    bin_dir = Path(sys.executable).parent
+    steps = [
+        [sys.executable, str(ROOT / "docker/prepare_database.py")],
+        [str(bin_dir / "alembic"), "upgrade", "head"],
+        [str(bin_dir / "analytics-pipelines"), "access", "apply"],
+    ]
+    try:
+        for step in steps:
+            done = subprocess.run(
+                step, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+            )
+            assert done.returncode == 0, (step, done.stdout, done.stderr)
+        conn = psycopg2.connect(
+            host=admin.host, port=admin.port, dbname=admin.database, user=admin.username
+        )
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(
+                    "SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles"
+                    " WHERE rolname = 'analytics_pipelines'"
+                )
+                assert cursor.fetchone() == (False, False, False, False)
+                cursor.execute(
+                    "SELECT datname, pg_get_userbyid(datdba) FROM pg_database"
+                    " WHERE datname = ANY(%s)",
+                    ([admin.database, dagster_db],),
+                )
+                assert dict(cursor.fetchall()) == {
+                    admin.database: "analytics_pipelines",
+                    dagster_db: "analytics_pipelines",
+                }
+                # The migrations' tables are the role's, and the demo audiences' roles exist.
+                cursor.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'ingest'")
+                assert {owner for (owner,) in cursor.fetchall()} == {"analytics_pipelines"}
+                cursor.execute("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'ap_audience_%%'")
+                assert cursor.fetchone()[0] >= 1
+                cursor.execute("SET ROLE analytics_pipelines")
+                with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                    cursor.execute("CREATE ROLE intruder")
+        finally:
+            conn.close()
+    finally:
+        _forget_demo_audiences(admin, dagster_db)
+
+
+def _forget_demo_audiences(admin: Any, dagster_db: str) -> None:
+    """Roles are the cluster's: leave neither the Dagster database nor a demo audience behind,
+    unless an audience holds privileges in another test's database (then it stays theirs)."""
+    import psycopg2
+    from psycopg2 import sql
+
+    from analytics_pipelines.lib.access.models import audience_role
+    from analytics_pipelines.lib.catalog import load_catalog
+    from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
+
+    roles = [sql.Identifier(audience_role(a)) for a in load_catalog(DEMO_CATALOG_DIR).audiences]
+
+    def run(database: str, statements: list[Any]) -> None:
+        conn = psycopg2.connect(
+            host=admin.host, port=admin.port, dbname=database, user=admin.username
+        )
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cursor:
+                for statement in statements:
+                    with contextlib.suppress(psycopg2.errors.DependentObjectsStillExist):
+                        cursor.execute(statement)
+        finally:
+            conn.close()
+
+    run(admin.database, [sql.SQL("DROP OWNED BY {}").format(role) for role in roles])
+    drop_dagster = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+        sql.Identifier(dagster_db)
+    )
+    run("postgres", [drop_dagster, *(sql.SQL("DROP ROLE IF EXISTS {}").format(r) for r in roles)])
