@@ -1,0 +1,268 @@
+"""Judge each day value of a KPI against a model fitted only on the days before it.
+
+For every series, the days to judge start at the first day whose stored value has no verdict
+yet, or differs from the value its verdict judged (a correction or late data recomputed it), or
+lost its value; from there to the last complete day everything is judged again, because the
+later days' models saw the changed value. Days earlier than that keep their verdicts, and
+nothing after a day ever enters its verdict (lib/ml/models.py `one_step_frame`): changing a
+future value cannot change a past verdict.
+
+A value outside the declared prediction interval (`anomalies.sensitivity` or `level`) is
+anomalous: `direction` above or below, `deviation` value - expected, `score` the deviation in
+half-widths of the interval. Verdicts are written in one transaction that holds the KPI's
+refresh lock, so a refresh cannot change a value between reading and judging it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from psycopg2 import sql
+
+from analytics_pipelines.lib.catalog import KpiSpec
+from analytics_pipelines.lib.ml.models import ANOMALY_TIERS, long_frame, one_step_frame, tier_for
+from analytics_pipelines.lib.ml.series import (
+    MIN_HISTORY_DAYS,
+    Series,
+    classify,
+    read_day_frame,
+    split_series,
+)
+from analytics_pipelines.lib.pg import DbApiConnection, fetch_all
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+VERDICT_COLUMNS = [
+    "dimensions",
+    "period_date",
+    "expected",
+    "lo",
+    "hi",
+    "anomalous",
+    "direction",
+    "deviation",
+    "score",
+    "model",
+    "history_days",
+]
+
+# Per series, the first day (with at least MIN_HISTORY_DAYS before it) whose verdict is missing
+# or stale: its value has no verdict, or not the value judged, or a verdict lost its value.
+_FIRST_STALE = """
+WITH cells AS (
+    SELECT v.dimensions, CAST(timezone(%(tz)s, v.period_start) AS date) AS day, v.value,
+           min(CAST(timezone(%(tz)s, v.period_start) AS date))
+               FILTER (WHERE v.value IS NOT NULL) OVER (PARTITION BY v.dimensions) AS first_day
+    FROM kpi.kpi_values AS v
+    WHERE v.kpi = %(kpi)s AND v.grain = 'day'
+      AND v.period_start < timezone(%(tz)s, CAST(%(before)s AS timestamp))
+)
+SELECT s.series, min(s.day) AS day FROM (
+    SELECT c.dimensions::text AS series, c.day
+    FROM cells AS c
+    LEFT JOIN kpi.anomaly_verdicts AS a
+      ON a.kpi = %(kpi)s AND a.dimensions = c.dimensions AND a.period_date = c.day
+    WHERE c.value IS NOT NULL AND c.day >= c.first_day + %(min_days)s
+      AND (a.kpi IS NULL OR a.value IS DISTINCT FROM c.value)
+    UNION ALL
+    SELECT a.dimensions::text, a.period_date
+    FROM kpi.anomaly_verdicts AS a
+    LEFT JOIN cells AS c ON c.dimensions = a.dimensions AND c.day = a.period_date
+    WHERE a.kpi = %(kpi)s AND c.value IS NULL
+) AS s
+GROUP BY s.series
+"""
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    kpi: str
+    judged: int = 0  # cells judged in this run
+    anomalous: int = 0  # of them
+    series: int = 0  # series with cells judged
+    skipped: dict[str, str] = field(default_factory=dict)  # series key -> why not judged
+
+
+def judge_series(one: Series, first_index: int, level: float) -> pd.DataFrame:
+    """Verdicts (VERDICT_COLUMNS) for the observed days of `one` from index `first_index` on,
+    each from a model that saw only the days before it."""
+    import pandas as pd
+
+    parts = []
+    start = max(first_index, MIN_HISTORY_DAYS)
+    last = len(one.values) - 1
+    while start <= last:
+        tier = tier_for(start, ANOMALY_TIERS)
+        assert tier is not None  # start >= MIN_HISTORY_DAYS, the smallest tier's need
+        # A segment ends where the history reaches the next (richer) tier's need.
+        richer = [t.min_days for t in ANOMALY_TIERS if t.min_days > start]
+        end = min(last, min(richer) - 1) if richer else last
+        history = one.carried()[: end + 1]
+        frame = long_frame([one.key], [one.first_day], [history])
+        predicted = one_step_frame(frame, tier, end - start + 1, level)
+        parts.append(_verdicts(one, predicted, tier.name))
+        start = end + 1
+    if not parts:
+        return pd.DataFrame(columns=VERDICT_COLUMNS)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _verdicts(one: Series, predicted: pd.DataFrame, model: str) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
+    lo_column = next(c for c in predicted.columns if c.startswith("model-lo-"))
+    hi_column = next(c for c in predicted.columns if c.startswith("model-hi-"))
+    offsets = (predicted["ds"] - pd.Timestamp(one.first_day)).dt.days.to_numpy()
+    value = one.values[offsets]
+    observed = ~np.isnan(value)
+    expected = predicted["model"].to_numpy(dtype=np.float64)
+    lo = np.minimum(predicted[lo_column].to_numpy(dtype=np.float64), expected)
+    hi = np.maximum(predicted[hi_column].to_numpy(dtype=np.float64), expected)
+    deviation = value - expected
+    half = (hi - lo) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.where(half > 0, deviation / half, np.sign(deviation) * np.inf)
+    score = np.nan_to_num(score, nan=0.0)
+    above, below = value > hi, value < lo
+    frame = pd.DataFrame(
+        {
+            "dimensions": one.key,
+            "period_date": predicted["ds"].dt.date.to_numpy(),
+            "expected": expected,
+            "lo": lo,
+            "hi": hi,
+            "anomalous": above | below,
+            "direction": np.where(above, "above", np.where(below, "below", None)),
+            "deviation": deviation,
+            "score": score,
+            "model": model,
+            # Observed days before each judged day.
+            "history_days": np.cumsum(~np.isnan(one.values))[offsets] - 1,
+        }
+    )
+    return frame[observed].reset_index(drop=True)
+
+
+def judge_kpi(conn: DbApiConnection, kpi: KpiSpec, today: dt.date) -> JudgeResult:
+    """Judge the new and changed day cells of `kpi` before `today` (local) and store the
+    verdicts, in the caller's transaction."""
+    import pandas as pd
+
+    spec = kpi.anomalies
+    if spec is None:
+        raise ValueError(f"kpi {kpi.name} declares no anomalies")
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%(key)s))", {"key": f"kpi:{kpi.name}"}
+        )
+    stale = {
+        row.series: row.day
+        for row in fetch_all(
+            conn,
+            _FIRST_STALE,
+            {"kpi": kpi.name, "tz": kpi.timezone, "before": today, "min_days": MIN_HISTORY_DAYS},
+        )
+    }
+    if not stale:
+        return JudgeResult(kpi.name)
+    found = classify(split_series(read_day_frame(conn, kpi, today)))
+    skipped = {key: why for key, why in found.skipped.items() if key in stale}
+    parts = []
+    starts: dict[str, dt.date] = {}
+    for one in found.usable:
+        if one.key not in stale:
+            continue
+        starts[one.key] = stale[one.key]
+        first_index = max((stale[one.key] - one.first_day).days, 0)
+        parts.append(judge_series(one, first_index, spec.interval_level))
+    verdicts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    # Skipped series lose their stale verdicts too: none of them holds for today's values.
+    starts.update({key: stale[key] for key in skipped})
+    _store(conn, kpi, verdicts, starts, spec.interval_level)
+    return JudgeResult(
+        kpi.name,
+        judged=len(verdicts),
+        anomalous=int(verdicts["anomalous"].sum()) if len(verdicts) else 0,
+        series=len(parts),
+        skipped=skipped,
+    )
+
+
+def _store(
+    conn: DbApiConnection,
+    kpi: KpiSpec,
+    verdicts: pd.DataFrame,
+    starts: dict[str, dt.date],
+    level: float,
+) -> None:
+    """Replace the verdicts of each series from its start day on; an anomalous cell that stays
+    anomalous in the same direction keeps its `alerted_at` (it is alerted once)."""
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in VERDICT_COLUMNS)
+    names = VERDICT_COLUMNS
+    with conn.cursor() as cursor:
+        cursor.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE ml_verdict_stage ON COMMIT DROP AS "
+                "SELECT {} FROM kpi.anomaly_verdicts WITH NO DATA"
+            ).format(columns)
+        )
+        if len(verdicts):
+            buffer = io.StringIO()
+            verdicts[names].to_csv(
+                buffer, index=False, header=False, date_format="%Y-%m-%d", float_format="%.17g"
+            )
+            buffer.seek(0)
+            cursor.copy_expert(
+                sql.SQL("COPY ml_verdict_stage ({}) FROM STDIN WITH (FORMAT csv)").format(
+                    columns
+                ),
+                buffer,
+            )
+        params = {
+            "kpi": kpi.name,
+            "tz": kpi.timezone,
+            "level": level,
+            "keys": list(starts),
+            "starts": list(starts.values()),
+        }
+        # The old verdicts of the re-judged ranges, kept aside for their alert marks.
+        cursor.execute(
+            "CREATE TEMP TABLE ml_verdict_old ON COMMIT DROP AS "
+            "SELECT a.dimensions, a.period_date, a.direction, a.alerted_at "
+            "FROM kpi.anomaly_verdicts AS a "
+            "JOIN unnest(CAST(%(keys)s AS jsonb[]), CAST(%(starts)s AS date[])) AS r(key, start) "
+            "  ON a.dimensions = r.key AND a.period_date >= r.start "
+            "WHERE a.kpi = %(kpi)s",
+            params,
+        )
+        cursor.execute(
+            "DELETE FROM kpi.anomaly_verdicts AS a "
+            "USING unnest(CAST(%(keys)s AS jsonb[]), CAST(%(starts)s AS date[])) AS r(key, start) "
+            "WHERE a.kpi = %(kpi)s AND a.dimensions = r.key AND a.period_date >= r.start",
+            params,
+        )
+        cursor.execute(
+            sql.SQL(
+                "INSERT INTO kpi.anomaly_verdicts ({columns}, kpi, period_start, value, level, "
+                "alerted_at) "
+                "SELECT {staged}, %(kpi)s, v.period_start, v.value, %(level)s, "
+                "  CASE WHEN s.anomalous AND o.direction = s.direction THEN o.alerted_at END "
+                "FROM ml_verdict_stage AS s "
+                "JOIN kpi.kpi_values AS v ON v.kpi = %(kpi)s AND v.grain = 'day' "
+                "  AND v.dimensions = s.dimensions "
+                "  AND v.period_start = timezone(%(tz)s, CAST(s.period_date AS timestamp)) "
+                "LEFT JOIN ml_verdict_old AS o "
+                "  ON o.dimensions = s.dimensions AND o.period_date = s.period_date "
+                "WHERE v.value IS NOT NULL"
+            ).format(
+                columns=columns,
+                staged=sql.SQL(", ").join(sql.Identifier("s", c) for c in VERDICT_COLUMNS),
+            ),
+            params,
+        )
+        cursor.execute("DROP TABLE ml_verdict_stage, ml_verdict_old")

@@ -1,0 +1,116 @@
+"""Which statsforecast model a series gets, by how much history it has.
+
+Forecasts: two years or more get MSTL with weekly and yearly seasonality (trend by AutoETS);
+four weeks or more AutoETS with a weekly season; two weeks or more the seasonal-naive forecast
+(same weekday last week), whose intervals come from its residuals. Anomaly verdicts use an
+additive ETS with a weekly season (errors, no trend, weekly season): its one-step intervals
+react to a level shift within days, and one fit costs ~20 ms, so refitting every four weeks of
+judged days stays cheap.
+
+statsforecast is imported inside these functions: loading the definitions or starting the CLI
+never pays for it (about 3 s the first time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+WEEK = 7
+YEAR = 365
+# History each forecast model needs: MSTL two full yearly cycles, weekly ETS four weeks.
+MSTL_MIN_DAYS = 2 * YEAR
+ETS_MIN_DAYS = 4 * WEEK
+# STL smoothers evaluated every 10th point and interpolated: 7x faster on 730 days, the same
+# forecasts to within noise on the benchmark (bench/ml_bench.py); 1,000 series fit in < 60 s.
+STL_JUMPS = {"seasonal_jump": 10, "trend_jump": 10, "low_pass_jump": 10}
+# Anomaly model: parameters refitted every this many judged days (state updated every day).
+REFIT_EVERY_DAYS = 28
+FORECAST_LEVELS = [80, 95]
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A model for series with at least `min_days` of history."""
+
+    name: str  # stored in the `model` column
+    min_days: int
+
+
+MSTL_TIER = Tier("MSTL(7,365)+AutoETS", MSTL_MIN_DAYS)
+ETS_TIER = Tier("AutoETS(7)", ETS_MIN_DAYS)
+NAIVE_TIER = Tier("SeasonalNaive(7)", 2 * WEEK)
+FORECAST_TIERS = (MSTL_TIER, ETS_TIER, NAIVE_TIER)
+ANOMALY_ETS_TIER = Tier("ETS(A,N,A,7)", ETS_MIN_DAYS)
+ANOMALY_TIERS = (ANOMALY_ETS_TIER, NAIVE_TIER)
+
+
+def tier_for(days: int, tiers: tuple[Tier, ...]) -> Tier | None:
+    for tier in tiers:
+        if days >= tier.min_days:
+            return tier
+    return None
+
+
+def model_of(tier: Tier) -> Any:
+    """The statsforecast model of a tier, aliased `model` (one output column name for all)."""
+    from statsforecast.models import MSTL, AutoETS, SeasonalNaive
+
+    if tier is MSTL_TIER:
+        return MSTL(
+            season_length=[WEEK, YEAR],
+            trend_forecaster=AutoETS(model="ZZN"),
+            stl_kwargs=STL_JUMPS,
+            alias="model",
+        )
+    if tier is ETS_TIER:
+        return AutoETS(season_length=WEEK, alias="model")
+    if tier is ANOMALY_ETS_TIER:
+        return AutoETS(season_length=WEEK, model="ANA", alias="model")
+    return SeasonalNaive(season_length=WEEK, alias="model")
+
+
+def long_frame(ids: list[str], starts: list[Any], values: list[Any]) -> pd.DataFrame:
+    """statsforecast's input: unique_id, ds (daily), y."""
+    import numpy as np
+    import pandas as pd
+
+    frames = [
+        pd.DataFrame(
+            {
+                "unique_id": key,
+                "ds": pd.date_range(start, periods=len(ys), freq="D"),
+                "y": np.asarray(ys, dtype=np.float64),
+            }
+        )
+        for key, start, ys in zip(ids, starts, values, strict=True)
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def forecast_frame(frame: pd.DataFrame, tier: Tier, horizon: int, n_jobs: int = 1) -> pd.DataFrame:
+    """unique_id, ds, model, model-lo-80 … model-hi-95 for `horizon` days after each series."""
+    from statsforecast import StatsForecast
+
+    forecaster = StatsForecast(models=[model_of(tier)], freq="D", n_jobs=n_jobs)
+    return forecaster.forecast(df=frame, h=horizon, level=FORECAST_LEVELS)
+
+
+def one_step_frame(frame: pd.DataFrame, tier: Tier, days: int, level: float) -> pd.DataFrame:
+    """For each of the last `days` days of every series: the one-step forecast and its `level`
+    interval from a model whose parameters were fitted on days before the first of them
+    (refitted every REFIT_EVERY_DAYS) and whose state saw only the days before it."""
+    from statsforecast import StatsForecast
+
+    forecaster = StatsForecast(models=[model_of(tier)], freq="D", n_jobs=1)
+    return forecaster.cross_validation(
+        df=frame,
+        h=1,
+        n_windows=days,
+        step_size=1,
+        refit=REFIT_EVERY_DAYS if days > REFIT_EVERY_DAYS else False,
+        level=[level],
+    )
