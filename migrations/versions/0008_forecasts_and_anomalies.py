@@ -35,10 +35,22 @@ depends_on: str | Sequence[str] | None = None
 
 SCHEMA = "kpi"
 
-# `region=north, channel=web`, or `total` for the total across dimensions.
-SERIES_LABEL = (
+# The views' `series`: `region=north, channel=web`, or `total` for the total across dimensions.
+FORECASTS_VIEW = (
+    "CREATE VIEW kpi.forecasts AS SELECT r.kpi, "
     "(SELECT coalesce(string_agg(e.key || '=' || coalesce(e.value, 'null'), ', ' "
-    "ORDER BY e.key), 'total') FROM jsonb_each_text({table}.dimensions) AS e)"
+    "ORDER BY e.key), 'total') FROM jsonb_each_text(r.dimensions) AS e) AS series, "
+    "r.dimensions, r.period_date, r.period_start, r.step, r.mean, r.lo80, r.hi80, r.lo95, "
+    "r.hi95, r.model, r.history_days, r.last_observed, r.fitted_at "
+    "FROM kpi.forecast_values AS r"
+)
+ANOMALIES_VIEW = (
+    "CREATE VIEW kpi.anomalies AS SELECT r.kpi, "
+    "(SELECT coalesce(string_agg(e.key || '=' || coalesce(e.value, 'null'), ', ' "
+    "ORDER BY e.key), 'total') FROM jsonb_each_text(r.dimensions) AS e) AS series, "
+    "r.dimensions, r.period_date, r.period_start, r.value, r.expected, r.lo, r.hi, r.level, "
+    "r.direction, r.deviation, r.score, r.model, r.history_days, r.judged_at, r.alerted_at "
+    "FROM kpi.anomaly_verdicts AS r WHERE r.anomalous"
 )
 
 
@@ -46,9 +58,7 @@ def upgrade() -> None:
     op.create_table(
         "forecast_values",
         sa.Column("kpi", sa.Text, nullable=False),
-        sa.Column(
-            "dimensions", postgresql.JSONB, nullable=False, comment="{} is the total series"
-        ),
+        sa.Column("dimensions", postgresql.JSONB, nullable=False, comment="{} is the total series"),
         sa.Column("period_date", sa.Date, nullable=False, comment="local day forecast"),
         sa.Column("period_start", sa.DateTime(timezone=True), nullable=False),
         sa.Column("step", sa.Integer, nullable=False, comment="days after the last observed"),
@@ -110,20 +120,8 @@ def upgrade() -> None:
         schema=SCHEMA,
         postgresql_where=sa.text("anomalous AND alerted_at IS NULL"),
     )
-    op.execute(
-        "CREATE VIEW kpi.forecasts AS SELECT f.kpi, "
-        + SERIES_LABEL.format(table="f")
-        + " AS series, f.dimensions, f.period_date, f.period_start, f.step, f.mean, f.lo80, "
-        "f.hi80, f.lo95, f.hi95, f.model, f.history_days, f.last_observed, f.fitted_at "
-        "FROM kpi.forecast_values AS f"
-    )
-    op.execute(
-        "CREATE VIEW kpi.anomalies AS SELECT a.kpi, "
-        + SERIES_LABEL.format(table="a")
-        + " AS series, a.dimensions, a.period_date, a.period_start, a.value, a.expected, a.lo, "
-        "a.hi, a.level, a.direction, a.deviation, a.score, a.model, a.history_days, a.judged_at, "
-        "a.alerted_at FROM kpi.anomaly_verdicts AS a WHERE a.anomalous"
-    )
+    op.execute(FORECASTS_VIEW)
+    op.execute(ANOMALIES_VIEW)
 
 
 def downgrade() -> None:

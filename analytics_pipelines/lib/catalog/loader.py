@@ -103,7 +103,9 @@ def _read(
     return list(getattr(validated, key))
 
 
-def _apply_ml_defaults(catalog: Catalog, files: list[tuple[Path, KpiFile]], problems: list[str]) -> None:
+def _apply_ml_defaults(
+    catalog: Catalog, files: list[tuple[Path, KpiFile]], problems: list[str]
+) -> None:
     """`defaults:` of one KPI file apply to every KPI of the catalog with a day grain that
     declares no forecast / anomalies of its own (lib/ml)."""
     declared = [(path, file.defaults) for path, file in files if file.defaults is not None]

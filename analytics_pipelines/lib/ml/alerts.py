@@ -64,8 +64,6 @@ def send_anomaly_alerts(
                 sent,
             )
         with warehouse.begin() as conn:
-            mark_alerted(
-                dbapi_connection(conn), kpi.name, anomaly.series_key, anomaly.period_date
-            )
+            mark_alerted(dbapi_connection(conn), kpi.name, anomaly.series_key, anomaly.period_date)
         sent.append(f"{anomaly.period_date} {anomaly.series}")
     return AlertOutcome(len(sent), 0, None, sent)

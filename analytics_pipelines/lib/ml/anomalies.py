@@ -137,7 +137,7 @@ def _verdicts(one: Series, predicted: pd.DataFrame, model: str) -> pd.DataFrame:
             "lo": lo,
             "hi": hi,
             "anomalous": above | below,
-            "direction": np.where(above, "above", np.where(below, "below", None)),
+            "direction": pd.Series(np.where(above, "above", "below")).where(above | below),
             "deviation": deviation,
             "score": score,
             "model": model,
@@ -218,9 +218,7 @@ def _store(
             )
             buffer.seek(0)
             cursor.copy_expert(
-                sql.SQL("COPY ml_verdict_stage ({}) FROM STDIN WITH (FORMAT csv)").format(
-                    columns
-                ),
+                sql.SQL("COPY ml_verdict_stage ({}) FROM STDIN WITH (FORMAT csv)").format(columns),
                 buffer,
             )
         params = {

@@ -116,7 +116,11 @@ def forecast_kpi(
     _replace_rows(conn, kpi, rows)
     models = rows.groupby("model")["dimensions"].nunique().to_dict() if len(rows) else {}
     return ForecastResult(
-        kpi.name, len(rows), len(found.usable), {str(k): int(v) for k, v in models.items()}, found.skipped
+        kpi.name,
+        len(rows),
+        len(found.usable),
+        {str(k): int(v) for k, v in models.items()},
+        found.skipped,
     )
 
 

@@ -14,7 +14,7 @@ never pays for it (about 3 s the first time).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,7 +96,7 @@ def forecast_frame(frame: pd.DataFrame, tier: Tier, horizon: int, n_jobs: int = 
     from statsforecast import StatsForecast
 
     forecaster = StatsForecast(models=[model_of(tier)], freq="D", n_jobs=n_jobs)
-    return forecaster.forecast(df=frame, h=horizon, level=FORECAST_LEVELS)
+    return cast("pd.DataFrame", forecaster.forecast(df=frame, h=horizon, level=FORECAST_LEVELS))
 
 
 def one_step_frame(frame: pd.DataFrame, tier: Tier, days: int, level: float) -> pd.DataFrame:
@@ -106,11 +106,12 @@ def one_step_frame(frame: pd.DataFrame, tier: Tier, days: int, level: float) -> 
     from statsforecast import StatsForecast
 
     forecaster = StatsForecast(models=[model_of(tier)], freq="D", n_jobs=1)
-    return forecaster.cross_validation(
+    judged = forecaster.cross_validation(
         df=frame,
         h=1,
         n_windows=days,
         step_size=1,
         refit=REFIT_EVERY_DAYS if days > REFIT_EVERY_DAYS else False,
-        level=[level],
+        level=[level],  # type: ignore[list-item]  # any percentage, not only integers
     )
+    return cast("pd.DataFrame", judged)

@@ -85,14 +85,15 @@ def read_anomalies(
     limit: int = 10_000,
 ) -> list[Anomaly]:
     """The anomalous day cells of `kpi` in [first, last] (open ends: all), oldest first."""
-    rows = fetch_all(
-        conn, _ANOMALIES, {"kpi": kpi, "first": first, "last": last, "limit": limit}
-    )
+    rows = fetch_all(conn, _ANOMALIES, {"kpi": kpi, "first": first, "last": last, "limit": limit})
     return [Anomaly(kpi, **row._asdict()) for row in rows]
 
 
 def unalerted_anomalies(conn: DbApiConnection, kpi: str, limit: int) -> list[Anomaly]:
-    return [Anomaly(**row._asdict()) for row in fetch_all(conn, _UNALERTED, {"kpi": kpi, "limit": limit})]
+    return [
+        Anomaly(**row._asdict())
+        for row in fetch_all(conn, _UNALERTED, {"kpi": kpi, "limit": limit})
+    ]
 
 
 def mark_alerted(conn: DbApiConnection, kpi: str, series_key: str, day: dt.date) -> None:
@@ -102,3 +103,12 @@ def mark_alerted(conn: DbApiConnection, kpi: str, series_key: str, day: dt.date)
             "AND dimensions = CAST(%(key)s AS jsonb) AND period_date = %(day)s",
             {"kpi": kpi, "key": series_key, "day": day},
         )
+
+
+def latest_judged_day(conn: DbApiConnection, kpi: str) -> dt.date | None:
+    rows = fetch_all(
+        conn,
+        "SELECT max(period_date) AS day FROM kpi.anomaly_verdicts WHERE kpi = %(kpi)s",
+        {"kpi": kpi},
+    )
+    return rows[0].day if rows else None

@@ -111,7 +111,7 @@ def read_day_frame(conn: DbApiConnection, kpi: KpiSpec, before: dt.date) -> pd.D
     return pd.read_csv(
         buffer,
         names=["series", "day", "value"],
-        dtype={"series": str, "value": "float64"},
+        dtype={"series": "str", "value": "float64"},
         parse_dates=["day"],
         keep_default_na=False,
         na_values=[""],

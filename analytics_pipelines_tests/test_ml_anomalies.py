@@ -1,0 +1,84 @@
+"""Anomaly verdicts: a value is judged only against the days before it, a spike is flagged with
+its direction, a correction re-judges the day, and short, constant or zero series are reported
+instead of crashing the run."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+
+from analytics_pipelines.lib.ml.anomalies import judge_kpi, judge_series
+from analytics_pipelines.lib.ml.series import Series
+from analytics_pipelines.lib.warehouse import Warehouse, dbapi_connection
+from analytics_pipelines_tests.test_ml_support import FIRST_DAY, TODAY, MlKpi, weekly_values
+
+DAYS = 70
+SPIKE = 60  # index of the injected spike
+
+
+def _judge(kpi: MlKpi) -> object:
+    with kpi.warehouse.begin() as conn:
+        return judge_kpi(dbapi_connection(conn), kpi.kpi, TODAY)
+
+
+def test_future_values_never_change_a_past_verdict() -> None:
+    base = weekly_values(DAYS)
+    changed = base.copy()
+    changed[50:] = changed[50:] * 3  # everything from day 50 on is different
+    first = judge_series(Series("{}", FIRST_DAY, base), 20, 99.0)
+    second = judge_series(Series("{}", FIRST_DAY, changed), 20, 99.0)
+    before = first[first["period_date"] < FIRST_DAY + dt.timedelta(days=50)]
+    again = second[second["period_date"] < FIRST_DAY + dt.timedelta(days=50)]
+    assert len(before) == 30
+    assert before.reset_index(drop=True).equals(again.reset_index(drop=True))
+    # ... while the changed days themselves are judged on what they are now.
+    assert second.loc[second["period_date"] == FIRST_DAY + dt.timedelta(days=50), "anomalous"].all()
+
+
+def test_spike_flagged_and_a_correction_rejudges_the_day(warehouse: Warehouse) -> None:
+    kpi = MlKpi(warehouse)
+    values = weekly_values(DAYS)
+    values[SPIKE] = values[SPIKE] + 80  # ~40 standard deviations of the noise
+    kpi.set_series("north", values)
+    result = _judge(kpi)
+    spike_day = FIRST_DAY + dt.timedelta(days=SPIKE)
+    verdicts = kpi.verdicts()
+    # north and the total (which equals north here) from day 14 on; the first 14 days are history.
+    assert result.judged == 2 * (DAYS - 14)  # type: ignore[attr-defined]
+    assert verdicts[("north", spike_day)][:2] == (True, "above")
+    assert verdicts[("total", spike_day)][:2] == (True, "above")
+    flagged = sorted(day for (series, day), v in verdicts.items() if v[0] and series == "north")
+    assert spike_day in flagged and len(flagged) <= 3, flagged
+    untouched = {k: v for k, v in verdicts.items() if k[1] < spike_day}
+
+    # The source corrects the spike day: the refresh recomputes it, the next run re-judges it.
+    kpi.set({"north": {spike_day: float(values[SPIKE] - 80)}})
+    again = _judge(kpi)
+    verdicts = kpi.verdicts()
+    assert verdicts[("north", spike_day)][0] is False
+    assert verdicts[("north", spike_day)][5] == int(values[SPIKE] - 80)
+    # Re-judged: the corrected day and those after it (their models saw it), per series.
+    assert again.judged == 2 * (DAYS - SPIKE)  # type: ignore[attr-defined]
+    assert {k: v for k, v in verdicts.items() if k[1] < spike_day} == untouched
+    # Nothing changed since: nothing to judge.
+    assert _judge(kpi).judged == 0  # type: ignore[attr-defined]
+
+
+def test_short_constant_zero_and_sparse_series_are_reported(warehouse: Warehouse) -> None:
+    kpi = MlKpi(warehouse)
+    kpi.set_series("short", weekly_values(10))
+    kpi.set_series("constant", np.full(30, 5.0))
+    kpi.set_series("zero", np.zeros(30))
+    sparse = {FIRST_DAY + dt.timedelta(days=3 * i): 10.0 + i for i in range(20)}
+    kpi.set({"sparse": sparse})
+    result = _judge(kpi)
+    skipped = result.skipped  # type: ignore[attr-defined]
+    key = '{{"region": "{}"}}'.format
+    assert skipped[key("constant")].startswith("constant: 30 day(s) of 5")
+    assert skipped[key("zero")].startswith("all zero")
+    assert skipped[key("sparse")].startswith("sparse: 38 of 58 days")
+    # `short` has no day with 14 days of history before it: nothing to judge, nothing stale.
+    assert key("short") not in skipped
+    # The total adds them up: a real series, judged.
+    assert {s for (s, _), _v in kpi.verdicts().items()} == {"total"}
