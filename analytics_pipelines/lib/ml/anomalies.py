@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING
 from psycopg2 import sql
 
 from analytics_pipelines.lib.catalog import KpiSpec
-from analytics_pipelines.lib.ml.models import ANOMALY_TIERS, long_frame, one_step_frame, tier_for
+from analytics_pipelines.lib.ml.models import (
+    ANOMALY_TIERS,
+    NEW_LEVEL_AFTER_DAYS,
+    REFIT_EVERY_DAYS,
+    fitted,
+    tier_for,
+)
 from analytics_pipelines.lib.ml.series import (
     MIN_HISTORY_DAYS,
     Series,
@@ -34,6 +40,7 @@ from analytics_pipelines.lib.ml.series import (
 from analytics_pipelines.lib.pg import DbApiConnection, fetch_all
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 VERDICT_COLUMNS = [
@@ -89,40 +96,67 @@ class JudgeResult:
 
 def judge_series(one: Series, first_index: int, level: float) -> pd.DataFrame:
     """Verdicts (VERDICT_COLUMNS) for the observed days of `one` from index `first_index` on,
-    each from a model that saw only the days before it."""
-    import pandas as pd
+    each from a model that saw only the days before it.
 
-    parts = []
-    start = max(first_index, MIN_HISTORY_DAYS)
-    last = len(one.values) - 1
-    while start <= last:
-        tier = tier_for(start, ANOMALY_TIERS)
-        assert tier is not None  # start >= MIN_HISTORY_DAYS, the smallest tier's need
-        # A segment ends where the history reaches the next (richer) tier's need.
-        richer = [t.min_days for t in ANOMALY_TIERS if t.min_days > start]
-        end = min(last, min(richer) - 1) if richer else last
-        history = one.carried()[: end + 1]
-        frame = long_frame([one.key], [one.first_day], [history])
-        predicted = one_step_frame(frame, tier, end - start + 1, level)
-        parts.append(_verdicts(one, predicted, tier.name))
-        start = end + 1
-    if not parts:
-        return pd.DataFrame(columns=VERDICT_COLUMNS)
-    return pd.concat(parts, ignore_index=True)
-
-
-def _verdicts(one: Series, predicted: pd.DataFrame, model: str) -> pd.DataFrame:
+    Day by day: the model's parameters are fitted on the history before the first judged day
+    and again every REFIT_EVERY_DAYS, its state follows every day. The history it sees is
+    cleaned as it goes: an anomalous day is replaced by what was expected, so a spike or a
+    dropout does not drag the next days' expectations and make them look anomalous too.
+    NEW_LEVEL_AFTER_DAYS anomalous days in a row in the same direction are a new level, not an
+    outlier: they are put back, and the model follows them. Both use only days before the day
+    judged.
+    """
     import numpy as np
     import pandas as pd
 
-    lo_column = next(c for c in predicted.columns if c.startswith("model-lo-"))
-    hi_column = next(c for c in predicted.columns if c.startswith("model-hi-"))
-    offsets = (predicted["ds"] - pd.Timestamp(one.first_day)).dt.days.to_numpy()
+    start = max(first_index, MIN_HISTORY_DAYS)
+    values = one.values
+    history = one.carried()
+    expected = np.full(len(values), np.nan)
+    lo, hi, models = expected.copy(), expected.copy(), np.full(len(values), "", dtype=object)
+    model: object = None
+    tier = None
+    run: list[int] = []  # the current run of anomalous days in one direction
+    for t in range(start, len(values)):
+        wanted = tier_for(t, ANOMALY_TIERS)
+        if model is None or wanted is not tier or (t - start) % REFIT_EVERY_DAYS == 0:
+            tier, model = wanted, fitted(wanted, history[:t])  # type: ignore[arg-type]
+        step = model.forward(y=history[:t], h=1, level=[level])  # type: ignore[attr-defined]
+        expected[t] = step["mean"][0]
+        lo[t] = next(v for k, v in step.items() if k.startswith("lo-"))[0]
+        hi[t] = next(v for k, v in step.items() if k.startswith("hi-"))[0]
+        models[t] = tier.name  # type: ignore[union-attr]
+        if np.isnan(values[t]) or lo[t] <= values[t] <= hi[t]:
+            run = []
+            continue
+        if run and (values[run[-1]] > hi[run[-1]]) != (values[t] > hi[t]):
+            run = []
+        run.append(t)
+        if len(run) >= NEW_LEVEL_AFTER_DAYS:
+            history[run] = values[run]
+        else:
+            history[t] = expected[t]
+    judged = np.arange(start, len(values))
+    if not len(judged):
+        return pd.DataFrame(columns=VERDICT_COLUMNS)
+    return _verdicts(one, judged, expected[judged], lo[judged], hi[judged], models[judged])
+
+
+def _verdicts(
+    one: Series,
+    offsets: np.ndarray,
+    expected: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    models: np.ndarray,
+) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
     value = one.values[offsets]
     observed = ~np.isnan(value)
-    expected = predicted["model"].to_numpy(dtype=np.float64)
-    lo = np.minimum(predicted[lo_column].to_numpy(dtype=np.float64), expected)
-    hi = np.maximum(predicted[hi_column].to_numpy(dtype=np.float64), expected)
+    lo = np.minimum(low, expected)
+    hi = np.maximum(high, expected)
     deviation = value - expected
     half = (hi - lo) / 2
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -132,7 +166,7 @@ def _verdicts(one: Series, predicted: pd.DataFrame, model: str) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "dimensions": one.key,
-            "period_date": predicted["ds"].dt.date.to_numpy(),
+            "period_date": [one.day(int(i)) for i in offsets],
             "expected": expected,
             "lo": lo,
             "hi": hi,
@@ -140,7 +174,7 @@ def _verdicts(one: Series, predicted: pd.DataFrame, model: str) -> pd.DataFrame:
             "direction": pd.Series(np.where(above, "above", "below")).where(above | below),
             "deviation": deviation,
             "score": score,
-            "model": model,
+            "model": models,
             # Observed days before each judged day.
             "history_days": np.cumsum(~np.isnan(one.values))[offsets] - 1,
         }

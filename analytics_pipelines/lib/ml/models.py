@@ -3,9 +3,9 @@
 Forecasts: two years or more get MSTL with weekly and yearly seasonality (trend by AutoETS);
 four weeks or more AutoETS with a weekly season; two weeks or more the seasonal-naive forecast
 (same weekday last week), whose intervals come from its residuals. Anomaly verdicts use an
-additive ETS with a weekly season (errors, no trend, weekly season): its one-step intervals
-react to a level shift within days, and one fit costs ~20 ms, so refitting every four weeks of
-judged days stays cheap.
+additive ETS with a weekly season (additive errors, no trend, additive weekly season): one fit
+costs ~20 ms and one forward step under 1 ms, so judging day by day with a refit every four
+weeks stays cheap.
 
 statsforecast is imported inside these functions: loading the definitions or starting the CLI
 never pays for it (about 3 s the first time).
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 WEEK = 7
@@ -29,6 +30,8 @@ ETS_MIN_DAYS = 4 * WEEK
 STL_JUMPS = {"seasonal_jump": 10, "trend_jump": 10, "low_pass_jump": 10}
 # Anomaly model: parameters refitted every this many judged days (state updated every day).
 REFIT_EVERY_DAYS = 28
+# Anomalous days in a row, same direction, after which they are taken as a new level.
+NEW_LEVEL_AFTER_DAYS = 3
 FORECAST_LEVELS = [80, 95]
 
 
@@ -99,19 +102,7 @@ def forecast_frame(frame: pd.DataFrame, tier: Tier, horizon: int, n_jobs: int = 
     return cast("pd.DataFrame", forecaster.forecast(df=frame, h=horizon, level=FORECAST_LEVELS))
 
 
-def one_step_frame(frame: pd.DataFrame, tier: Tier, days: int, level: float) -> pd.DataFrame:
-    """For each of the last `days` days of every series: the one-step forecast and its `level`
-    interval from a model whose parameters were fitted on days before the first of them
-    (refitted every REFIT_EVERY_DAYS) and whose state saw only the days before it."""
-    from statsforecast import StatsForecast
-
-    forecaster = StatsForecast(models=[model_of(tier)], freq="D", n_jobs=1)
-    judged = forecaster.cross_validation(
-        df=frame,
-        h=1,
-        n_windows=days,
-        step_size=1,
-        refit=REFIT_EVERY_DAYS if days > REFIT_EVERY_DAYS else False,
-        level=[level],  # type: ignore[list-item]  # any percentage, not only integers
-    )
-    return cast("pd.DataFrame", judged)
+def fitted(tier: Tier, history: np.ndarray) -> Any:
+    """The tier's model with its parameters fitted on `history`; its `forward(y, h, level)`
+    then forecasts after a longer `y` with those parameters (the state follows `y`)."""
+    return model_of(tier).fit(history)
