@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.stderr.write(f"ml bench: judging {flag_series} series x {DAYS} days …\n")
     flags = score_flags(flag_series)
-    sys.stderr.write("ml bench: forecasting Seattle's daily maximum temperature …\n")
+    sys.stderr.write("ml bench: forecasting Seattle's daily temperatures …\n")
     ours, naive, model = score_forecast("mean")
     ours_max, naive_max, _ = score_forecast("temp_max")
     sys.stderr.write(f"ml bench: fitting and forecasting {speed_series} series …\n")

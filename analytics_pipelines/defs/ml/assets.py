@@ -1,4 +1,4 @@
-"""`forecast/<kpi>` and `anomalies/<kpi>` assets, the `no_anomalies` checks and the automation
+"""`forecast/forecast_<kpi>` and `anomalies/anomalies_<kpi>` assets, the `no_anomalies` checks and the automation
 sensor that runs them after the KPIs' refreshes (defs/ml/factory.py)."""
 
 import dagster as dg

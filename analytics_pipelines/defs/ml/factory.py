@@ -1,5 +1,5 @@
 """Dagster definitions of the ML on KPIs (lib/ml), built from the catalog: per KPI that declares
-them, the assets `forecast/<kpi>` and `anomalies/<kpi>` downstream of `kpi/<kpi>`, the WARN check
+them, the assets `forecast/forecast_<kpi>` and `anomalies/anomalies_<kpi>` downstream of `kpi/<kpi>`, the WARN check
 `no_anomalies` on the KPI, and one automation sensor that runs them after the KPI's refreshes.
 
 * The assets are not partitioned: each run models the KPI's whole day history (complete local
@@ -42,12 +42,13 @@ AFTER_KPI_REFRESH = (
 )
 
 
+# The last part names the node in the lineage graph, which must be unique (as raw/raw_<source>).
 def forecast_asset_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["forecast", name])
+    return dg.AssetKey(["forecast", f"forecast_{name}"])
 
 
 def anomalies_asset_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["anomalies", name])
+    return dg.AssetKey(["anomalies", f"anomalies_{name}"])
 
 
 def _today(kpi: KpiSpec) -> dt.date:
@@ -175,7 +176,7 @@ def build_no_anomalies_check(kpi: KpiSpec) -> dg.AssetChecksDefinition:
         automation_condition=AFTER_KPI_REFRESH,
         description=(
             f"No anomalous day value in the {CHECK_DAYS} days up to the latest judged day "
-            "(verdicts of anomalies/<kpi>)."
+            "(verdicts of anomalies/anomalies_<kpi>)."
         ),
     )
     def _no_anomalies(warehouse: WarehouseResource) -> dg.AssetCheckResult:
@@ -234,7 +235,7 @@ def build_ml_definitions(catalog: Catalog, sensor_interval_seconds: int = 30) ->
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=sensor_interval_seconds,
         description=(
-            "Runs forecast/<kpi>, anomalies/<kpi> and the no_anomalies checks after the KPI's "
+            "Runs forecast/forecast_<kpi>, anomalies/anomalies_<kpi> and the no_anomalies checks after the KPI's "
             "refreshes (their automation conditions)."
         ),
     )
