@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -172,6 +173,14 @@ def time_forecasts(count: int, seed: int = 3) -> tuple[float, str]:
     return seconds, ", ".join(sorted(set(predicted["model"])))
 
 
+def load_average() -> str:
+    """The machine's 1-minute load: the speed row is only as good as the machine was idle."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ml_bench")
     parser.add_argument("--quick", action="store_true", help="fewer series")
@@ -184,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ours, naive, model = score_forecast("mean")
     ours_max, naive_max, _ = score_forecast("temp_max")
     sys.stderr.write(f"ml bench: fitting and forecasting {speed_series} series …\n")
+    load_before = load_average()
     seconds, speed_models = time_forecasts(speed_series)
     # The goal is stated for 1,000 series; a quick run is scaled to it.
     projected = seconds * 1000 / speed_series
@@ -222,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ),
         (
-            f"fit + forecast {speed_series} series x {DAYS} days, 2 processes ({speed_models})",
+            f"fit + forecast {speed_series} series x {DAYS} days, 2 processes ({speed_models}; "
+            f"load average {load_before} before, {load_average()} after)",
             f"{seconds:.1f} s"
             + (f" (x{1000 // speed_series}: {projected:.0f} s)" if speed_series != 1000 else ""),
             f"<= {SPEED_GOAL_SECONDS:.0f} s for 1,000",
