@@ -316,15 +316,19 @@ def run_anomalies(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps([a.as_json() for a in found], indent=2) + "\n")
         return 0
     headers = ["period", "series", "value", "expected", "interval", "direction", "deviation"]
+
+    def shown(number: float) -> str:
+        return format_value(Decimal(f"{number:.2f}"), kpi.unit)
+
     rows = [
         [
             a.period_date.isoformat(),
             a.series,
             format_value(a.value, kpi.unit),
-            format_number(Decimal(f"{a.expected:.2f}")),
-            f"{a.lo:.2f} .. {a.hi:.2f} ({a.level:g} %)",
+            shown(a.expected),
+            f"{shown(a.lo)} .. {shown(a.hi)} ({a.level:g} %)",
             a.direction,
-            f"{a.deviation:+.2f} ({a.score:+.1f} half-widths)",
+            f"{'+' if a.deviation >= 0 else ''}{shown(a.deviation)} ({a.score:+.1f} half-widths)",
         ]
         for a in found
     ]
