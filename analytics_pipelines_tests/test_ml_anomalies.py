@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
+import sqlalchemy as sa
 
 from analytics_pipelines.lib.ml.anomalies import judge_kpi, judge_series
 from analytics_pipelines.lib.ml.series import Series
@@ -72,6 +73,10 @@ def test_short_constant_zero_and_sparse_series_are_reported(warehouse: Warehouse
     kpi.set_series("zero", np.zeros(30))
     sparse = {FIRST_DAY + dt.timedelta(days=3 * i): 10.0 + i for i in range(20)}
     kpi.set({"sparse": sparse})
+    # Constant for four weeks, then one change: judged, against an interval of no width.
+    flat = np.full(31, 5.0)
+    flat[30] = 9.0
+    kpi.set_series("flat", flat)
     result = _judge(kpi)
     skipped = result.skipped  # type: ignore[attr-defined]
     key = '{{"region": "{}"}}'.format
@@ -80,5 +85,17 @@ def test_short_constant_zero_and_sparse_series_are_reported(warehouse: Warehouse
     assert skipped[key("sparse")].startswith("sparse: 38 of 58 days")
     # `short` has no day with 14 days of history before it: nothing to judge, nothing stale.
     assert key("short") not in skipped
-    # The total adds them up: a real series, judged.
-    assert {s for (s, _), _v in kpi.verdicts().items()} == {"total"}
+    # The total adds them up: a real series, judged; so is `flat`, whose last day is flagged.
+    verdicts = kpi.verdicts()
+    assert {s for (s, _), _v in verdicts.items()} == {"total", "flat"}
+    flagged = {(s, d) for (s, d), v in verdicts.items() if s == "flat" and v[0]}
+    assert flagged == {("flat", FIRST_DAY + dt.timedelta(days=30))}
+    with warehouse.connect() as conn:
+        score = conn.execute(
+            sa.text(
+                "SELECT score, deviation, direction FROM kpi.anomaly_verdicts WHERE kpi = :kpi "
+                "AND dimensions ->> 'region' = 'flat' AND anomalous"
+            ),
+            {"kpi": kpi.kpi.name},
+        ).one()
+    assert score.score is None and score.deviation == 4.0 and score.direction == "above"

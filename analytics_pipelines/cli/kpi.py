@@ -328,7 +328,10 @@ def run_anomalies(args: argparse.Namespace) -> int:
             shown(a.expected),
             f"{shown(a.lo)} .. {shown(a.hi)} ({a.level:g} %)",
             a.direction,
-            f"{'+' if a.deviation >= 0 else ''}{shown(a.deviation)} ({a.score:+.1f} half-widths)",
+            f"{'+' if a.deviation >= 0 else ''}{shown(a.deviation)} "
+            + (
+                f"({a.score:+.1f} half-widths)" if a.score is not None else "(interval of no width)"
+            ),
         ]
         for a in found
     ]

@@ -97,8 +97,9 @@ def upgrade() -> None:
         sa.Column(
             "score",
             sa.Float,
-            nullable=False,
-            comment="deviation in half-widths of the interval (|score| > 1: outside)",
+            nullable=True,
+            comment="deviation in half-widths of the interval (|score| > 1: outside); "
+            "NULL when the interval has no width",
         ),
         sa.Column("model", sa.Text, nullable=False),
         sa.Column("history_days", sa.Integer, nullable=False),

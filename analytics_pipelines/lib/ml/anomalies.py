@@ -9,7 +9,7 @@ future value cannot change a past verdict.
 
 A value outside the declared prediction interval (`anomalies.sensitivity` or `level`) is
 anomalous: `direction` above or below, `deviation` value - expected, `score` the deviation in
-half-widths of the interval. Verdicts are written in one transaction that holds the KPI's
+half-widths of the interval (NULL for an interval of no width). Verdicts are written in one transaction that holds the KPI's
 refresh lock, so a refresh cannot change a value between reading and judging it.
 """
 
@@ -159,9 +159,11 @@ def _verdicts(
     hi = np.maximum(high, expected)
     deviation = value - expected
     half = (hi - lo) / 2
+    # No score where the interval has no width (a constant history; float noise aside): any
+    # change leaves it, and a ratio to a rounding error would say nothing.
+    width = half > 1e-9 * np.maximum(1.0, np.abs(expected))
     with np.errstate(divide="ignore", invalid="ignore"):
-        score = np.where(half > 0, deviation / half, np.sign(deviation) * np.inf)
-    score = np.nan_to_num(score, nan=0.0)
+        score = np.where(width, deviation / half, np.nan)
     above, below = value > hi, value < lo
     frame = pd.DataFrame(
         {

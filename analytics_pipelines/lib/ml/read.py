@@ -45,7 +45,7 @@ class Anomaly:
     level: float
     direction: str
     deviation: float
-    score: float
+    score: float | None  # None: the interval had no width
     model: str
     history_days: int
     judged_at: dt.datetime
