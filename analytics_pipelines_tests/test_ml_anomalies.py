@@ -65,6 +65,13 @@ def test_spike_flagged_and_a_correction_rejudges_the_day(warehouse: Warehouse) -
     # Nothing changed since: nothing to judge.
     assert _judge(kpi).judged == 0  # type: ignore[attr-defined]
 
+    # The last day's row is withdrawn: its cell is gone, so are its verdicts (north and total).
+    last = FIRST_DAY + dt.timedelta(days=DAYS - 1)
+    kpi.remove("north", last)
+    _judge(kpi)
+    assert not {k for k in kpi.verdicts() if k[1] == last}
+    assert len(kpi.verdicts()) == 2 * (DAYS - 15)
+
 
 def test_short_constant_zero_and_sparse_series_are_reported(warehouse: Warehouse) -> None:
     kpi = MlKpi(warehouse)

@@ -74,6 +74,13 @@ class MlKpi:
         days = sorted({day for by_day in values.values() for day in by_day})
         refresh_kpi(self.warehouse, self.plan, days[0], days[-1])
 
+    def remove(self, region: str, day: dt.date) -> None:
+        """The source withdraws the row of (day, region); the refresh drops that cell."""
+        table = clean_table(self.source)
+        with self.warehouse.begin() as conn:
+            conn.execute(table.delete().where(table.c.line_id == f"{region}-{day}"))
+        refresh_kpi(self.warehouse, self.plan, day, day)
+
     def set_series(self, region: str, values: np.ndarray, first: dt.date = FIRST_DAY) -> None:
         self.set({region: {first + dt.timedelta(days=i): float(v) for i, v in enumerate(values)}})
 

@@ -217,8 +217,10 @@ def judge_kpi(conn: DbApiConnection, kpi: KpiSpec, today: dt.date) -> JudgeResul
         first_index = max((stale[one.key] - one.first_day).days, 0)
         parts.append(judge_series(one, first_index, spec.interval_level))
     verdicts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    # Skipped series lose their stale verdicts too: none of them holds for today's values.
-    starts.update({key: stale[key] for key in skipped})
+    # Skipped series lose their stale verdicts too, and so do series without any value now (a
+    # dimension value that is gone): none of those verdicts holds for today's values.
+    modelled = {one.key for one in found.usable}
+    starts.update({key: day for key, day in stale.items() if key not in modelled})
     _store(conn, kpi, verdicts, starts, spec.interval_level)
     return JudgeResult(
         kpi.name,
