@@ -9,7 +9,7 @@ import datetime as dt
 import numpy as np
 import sqlalchemy as sa
 
-from analytics_pipelines.lib.ml.anomalies import judge_kpi, judge_series
+from analytics_pipelines.lib.ml.anomalies import MAX_JUDGED_DAYS, judge_kpi, judge_series
 from analytics_pipelines.lib.ml.series import Series
 from analytics_pipelines.lib.warehouse import Warehouse, dbapi_connection
 from analytics_pipelines_tests.test_ml_support import FIRST_DAY, TODAY, MlKpi, weekly_values
@@ -106,3 +106,15 @@ def test_short_constant_zero_and_sparse_series_are_reported(warehouse: Warehouse
             {"kpi": kpi.kpi.name},
         ).one()
     assert score.score is None and score.deviation == 4.0 and score.direction == "above"
+
+
+def test_verdicts_cover_the_last_year_of_complete_days(warehouse: Warehouse) -> None:
+    kpi = MlKpi(warehouse)
+    kpi.set_series("north", weekly_values(60))
+    # A year and 30 days after the last value: only its last 30 days are within the year.
+    today = FIRST_DAY + dt.timedelta(days=60 + MAX_JUDGED_DAYS - 30)
+    with warehouse.begin() as conn:
+        result = judge_kpi(dbapi_connection(conn), kpi.kpi, today)
+    assert result.judged == 2 * 30
+    first = min(day for _series, day in kpi.verdicts())
+    assert first == today - dt.timedelta(days=MAX_JUDGED_DAYS)

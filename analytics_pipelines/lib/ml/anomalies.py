@@ -57,7 +57,12 @@ VERDICT_COLUMNS = [
     "history_days",
 ]
 
-# Per series, the first day (with at least MIN_HISTORY_DAYS before it) whose verdict is missing
+# Verdicts cover the last year of complete days: a first run over a long history judges a year
+# per series (~0.3 s each), not all of it; older days keep whatever verdicts they had.
+MAX_JUDGED_DAYS = 366
+
+# Per series, the first day (with at least MIN_HISTORY_DAYS before it, within MAX_JUDGED_DAYS)
+# whose verdict is missing
 # or stale: its value has no verdict, or not the value judged, or a verdict lost its value.
 _FIRST_STALE = """
 WITH cells AS (
@@ -74,6 +79,7 @@ SELECT s.series, min(s.day) AS day FROM (
     LEFT JOIN kpi.anomaly_verdicts AS a
       ON a.kpi = %(kpi)s AND a.dimensions = c.dimensions AND a.period_date = c.day
     WHERE c.value IS NOT NULL AND c.day >= c.first_day + %(min_days)s
+      AND c.day >= CAST(%(before)s AS date) - %(max_days)s
       AND (a.kpi IS NULL OR a.value IS DISTINCT FROM c.value)
     UNION ALL
     SELECT a.dimensions::text, a.period_date
@@ -201,7 +207,13 @@ def judge_kpi(conn: DbApiConnection, kpi: KpiSpec, today: dt.date) -> JudgeResul
         for row in fetch_all(
             conn,
             _FIRST_STALE,
-            {"kpi": kpi.name, "tz": kpi.timezone, "before": today, "min_days": MIN_HISTORY_DAYS},
+            {
+                "kpi": kpi.name,
+                "tz": kpi.timezone,
+                "before": today,
+                "min_days": MIN_HISTORY_DAYS,
+                "max_days": MAX_JUDGED_DAYS,
+            },
         )
     }
     if not stale:
