@@ -44,6 +44,7 @@ def test_bad_values_and_grains_are_refused_with_where(catalog_dir: Path) -> None
         _kpi(data, "net_revenue")["forecast"] = {"horizon_days": 0}
         _kpi(data, "order_count")["anomalies"] = {"sensitivity": "extreme"}
         _kpi(data, "return_rate")["anomalies"] = {"level": 100}
+        _kpi(data, "active_customers")["anomalies"] = {"level": 97.5, "sensitivity": "low"}
 
     _edit(catalog_dir, "sales.yaml", change)
     with pytest.raises(CatalogError) as raised:
@@ -58,6 +59,10 @@ def test_bad_values_and_grains_are_refused_with_where(catalog_dir: Path) -> None
         in text
     )
     assert "(return_rate): anomalies.level: Input should be less than 100" in text
+    assert (
+        "(active_customers): anomalies: declare sensitivity (low, medium, high) or level "
+        "(a percentage), not both" in text
+    )
 
     def monthly(data: dict) -> None:
         _kpi(data, "units_picked")["grains"] = ["month"]

@@ -284,6 +284,14 @@ class AnomalySpec(_Strict):
     sensitivity: AnomalySensitivity = "medium"
     level: float | None = Field(default=None, gt=50, lt=100)
 
+    @model_validator(mode="after")
+    def _one_setting(self) -> AnomalySpec:
+        if self.level is not None and "sensitivity" in self.model_fields_set:
+            raise ValueError(
+                "declare sensitivity (low, medium, high) or level (a percentage), not both"
+            )
+        return self
+
     @property
     def interval_level(self) -> float:
         return self.level if self.level is not None else SENSITIVITY_LEVELS[self.sensitivity]
