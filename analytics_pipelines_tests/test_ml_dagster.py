@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from analytics_pipelines.defs.kpis.names import kpi_asset_key
 from analytics_pipelines.defs.ml.factory import (
@@ -82,6 +83,16 @@ def test_assets_report_rows_skips_and_alert_once_per_cell(
     judged = _metadata(result, anomalies_asset_key(kpi.kpi.name))
     forecast = _metadata(result, forecast_asset_key(kpi.kpi.name))
     assert forecast["rows"] == 2 * 7 and forecast["series"] == 2  # north and the total
+    # The total's first week ahead, as the UI shows it: the same numbers as the table.
+    with warehouse.connect() as conn:
+        first = conn.execute(
+            sa.text(
+                "SELECT period_date, mean FROM kpi.forecast_values WHERE kpi = :kpi "
+                "AND dimensions = '{}' ORDER BY period_date LIMIT 1"
+            ),
+            {"kpi": kpi.kpi.name},
+        ).one()
+    assert f"| {first.period_date} | {first.mean:.6g} |" in str(forecast["total_preview"])
     assert forecast["skipped_series"] == judged["skipped_series"] == 1
     assert "all zero: 42 day(s)" in str(judged["skipped"])
     assert judged["judged_cells"] == 2 * (DAYS - 14)

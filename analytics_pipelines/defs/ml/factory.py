@@ -101,11 +101,18 @@ def build_forecast_asset(kpi: KpiSpec) -> dg.AssetsDefinition:
             context.log.warning(
                 f"{kpi.name}: {len(result.skipped)} series not forecast (see `skipped`)"
             )
+        preview = ["| day | forecast | 80 % | 95 % |", "|---|---|---|---|"] + [
+            f"| {day} | {mean:.6g} | {lo80:.6g} .. {hi80:.6g} | {lo95:.6g} .. {hi95:.6g} |"
+            for day, mean, lo80, hi80, lo95, hi95 in result.total_preview
+        ]
         return dg.MaterializeResult(
             metadata={
                 "rows": result.rows,
                 "series": result.series,
                 "horizon_days": spec.horizon_days,
+                "total_preview": dg.MetadataValue.md(
+                    "\n".join(preview) if result.total_preview else "_no total forecast_"
+                ),
                 "models": ", ".join(f"{m}: {n}" for m, n in sorted(result.models.items())),
                 **_skipped_metadata(result.skipped),
             }

@@ -28,6 +28,7 @@ from analytics_pipelines.lib.pg import DbApiConnection
 if TYPE_CHECKING:
     import pandas as pd
 
+PREVIEW_DAYS = 7
 FORECAST_COLUMNS = [
     "kpi",
     "dimensions",
@@ -51,6 +52,10 @@ class ForecastResult:
     series: int = 0
     models: dict[str, int] = field(default_factory=dict)  # model -> series it forecast
     skipped: dict[str, str] = field(default_factory=dict)  # series key -> why
+    # The total's first days ahead: (day, mean, lo80, hi80, lo95, hi95), for the asset's preview.
+    total_preview: list[tuple[dt.date, float, float, float, float, float]] = field(
+        default_factory=list
+    )
 
 
 def forecast_series(series: list[Series], horizon: int, n_jobs: int = 1) -> pd.DataFrame:
@@ -115,12 +120,18 @@ def forecast_kpi(
     rows = forecast_series(found.usable, spec.horizon_days, n_jobs)
     _replace_rows(conn, kpi, rows)
     models = rows.groupby("model")["dimensions"].nunique().to_dict() if len(rows) else {}
+    total = rows[rows["dimensions"] == "{}"].head(PREVIEW_DAYS)
+    preview = [
+        (day.date(), *(float(total[c].iloc[i]) for c in ("mean", "lo80", "hi80", "lo95", "hi95")))
+        for i, day in enumerate(total["period_date"])
+    ]
     return ForecastResult(
         kpi.name,
         len(rows),
         len(found.usable),
         {str(k): int(v) for k, v in models.items()},
         found.skipped,
+        preview,
     )
 
 
