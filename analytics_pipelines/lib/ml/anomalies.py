@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from psycopg2 import sql
 
@@ -100,7 +101,9 @@ class JudgeResult:
     skipped: dict[str, str] = field(default_factory=dict)  # series key -> why not judged
 
 
-def judge_series(one: Series, first_index: int, level: float) -> pd.DataFrame:
+def judge_series(
+    one: Series, first_index: int, level: float, outliers: Mapping[int, float] | None = None
+) -> pd.DataFrame:
     """Verdicts (VERDICT_COLUMNS) for the observed days of `one` from index `first_index` on,
     each from a model that saw only the days before it.
 
@@ -110,7 +113,8 @@ def judge_series(one: Series, first_index: int, level: float) -> pd.DataFrame:
     dropout does not drag the next days' expectations and make them look anomalous too.
     NEW_LEVEL_AFTER_DAYS anomalous days in a row in the same direction are a new level, not an
     outlier: they are put back, and the model follows them. Both use only days before the day
-    judged.
+    judged. `outliers` (day index -> expected value) are earlier days found anomalous by an
+    earlier run, cleaned the same way.
     """
     import numpy as np
     import pandas as pd
@@ -118,6 +122,9 @@ def judge_series(one: Series, first_index: int, level: float) -> pd.DataFrame:
     start = max(first_index, MIN_HISTORY_DAYS)
     values = one.values
     history = one.carried()
+    for index, value in (outliers or {}).items():
+        if 0 <= index < start:
+            history[index] = value
     expected = np.full(len(values), np.nan)
     lo, hi, models = expected.copy(), expected.copy(), np.full(len(values), "", dtype=object)
     model: object = None
@@ -222,12 +229,16 @@ def judge_kpi(conn: DbApiConnection, kpi: KpiSpec, today: dt.date) -> JudgeResul
     skipped = {key: why for key, why in found.skipped.items() if key in stale}
     parts = []
     starts: dict[str, dt.date] = {}
+    earlier = _earlier_outliers(conn, kpi)
     for one in found.usable:
         if one.key not in stale:
             continue
         starts[one.key] = stale[one.key]
         first_index = max((stale[one.key] - one.first_day).days, 0)
-        parts.append(judge_series(one, first_index, spec.interval_level))
+        outliers = {
+            (day - one.first_day).days: expected for day, expected in earlier.get(one.key, [])
+        }
+        parts.append(judge_series(one, first_index, spec.interval_level, outliers))
     verdicts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     # Skipped series lose their stale verdicts too, and so do series without any value now (a
     # dimension value that is gone): none of those verdicts holds for today's values.
@@ -241,6 +252,42 @@ def judge_kpi(conn: DbApiConnection, kpi: KpiSpec, today: dt.date) -> JudgeResul
         series=len(parts),
         skipped=skipped,
     )
+
+
+def _earlier_outliers(
+    conn: DbApiConnection, kpi: KpiSpec
+) -> dict[str, list[tuple[dt.date, float]]]:
+    """Stored anomalous days per series that a later run cleans from its history as the run
+    that found them did: (day, expected), runs of NEW_LEVEL_AFTER_DAYS or more days in one
+    direction left out (a new level, which the model follows)."""
+    rows = fetch_all(
+        conn,
+        "SELECT dimensions::text AS series, period_date, expected, direction "
+        "FROM kpi.anomaly_verdicts WHERE kpi = %(kpi)s AND anomalous "
+        "ORDER BY dimensions::text, period_date",
+        {"kpi": kpi.name},
+    )
+    found: dict[str, list[tuple[dt.date, float]]] = {}
+    run: list[Any] = []
+
+    def close() -> None:
+        if run and len(run) < NEW_LEVEL_AFTER_DAYS:
+            found.setdefault(run[0].series, []).extend((r.period_date, r.expected) for r in run)
+
+    for row in rows:
+        last = run[-1] if run else None
+        consecutive = (
+            last is not None
+            and last.series == row.series
+            and last.direction == row.direction
+            and (row.period_date - last.period_date).days == 1
+        )
+        if not consecutive:
+            close()
+            run = []
+        run.append(row)
+    close()
+    return found
 
 
 def _store(
