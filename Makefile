@@ -42,7 +42,7 @@ type-check:  ## mypy
 check-defs:  ## load the code location as Dagster would (needs no database)
 	$(RUN) dg check defs
 
-bench: dev-install  ## load / clean / KPI benchmarks against psql \copy and pandas (prints a table)
+bench: dev-install  ## load / clean / KPI / ML benchmarks against psql \copy, pandas and seasonal naive (prints tables)
 	$(RUN) python -m bench
 
 migrate-upgrade:  ## apply all migrations

@@ -398,7 +398,8 @@ def test_access_check_prints_what_the_role_reads(
             {"region": ["north"]},
         ),
     }
-    assert reading["views"] == {"kpi.revenue": len(north)}
+    # Its KPI's view, and the forecast and anomaly views (nothing forecast yet).
+    assert reading["views"] == {"kpi.revenue": len(north), "kpi.forecasts": 0, "kpi.anomalies": 0}
     assert reading["out_of_date"] == []
 
     table = cli(env, "access", "show")
@@ -489,6 +490,8 @@ def test_a_new_kpi_is_readable_after_apply_and_check_says_when_it_is_not(
         assert after["views"] == {
             "kpi.revenue": before["views"]["kpi.revenue"],
             "kpi.web_revenue": 0,
+            "kpi.forecasts": 0,
+            "kpi.anomalies": 0,
         }
     finally:
         apply_from_url(access_db, load_catalog(catalog_dir))
@@ -524,7 +527,10 @@ def test_filter_values_reach_the_policy_quoted_by_postgresql(
         engine = sa.create_engine(access_db)
         with engine.connect() as owner:
             qual = owner.execute(
-                sa.text("SELECT qual FROM pg_policies WHERE policyname = :p"),
+                sa.text(
+                    "SELECT qual FROM pg_policies WHERE policyname = :p"
+                    " AND tablename = 'kpi_values'"
+                ),
                 {"p": role(hostile)},
             ).scalar_one()
         engine.dispose()
@@ -546,3 +552,50 @@ def test_analytics_bi_still_reads_every_row(access_db: str, applied: list[str]) 
         assert visible(conn) == expected(access_db, lambda kpi, dims: True)
     finally:
         conn.close()
+
+
+def test_forecasts_and_anomalies_follow_the_audience(access_db: str, applied: list[str]) -> None:
+    """The ML views (lib/ml) show an audience the forecasts and anomalies of its own KPIs and
+    dimension values only; its totals stay hidden there too."""
+    engine = sa.create_engine(access_db)
+    series = [("revenue", {}), ("revenue", {"region": "north"}), ("revenue", {"region": "south"})]
+    series.append(("orders_total", {}))
+    day = dt.date(2026, 1, 7)
+    start = dt.datetime.combine(day, dt.time(), dt.UTC)
+    with engine.begin() as conn:
+        for kpi, dims in series:
+            common = {"kpi": kpi, "dims": json.dumps(dims), "day": day, "start": start}
+            conn.execute(
+                sa.text(
+                    "INSERT INTO kpi.forecast_values (kpi, dimensions, period_date, period_start,"
+                    " step, mean, lo80, hi80, lo95, hi95, model, history_days, last_observed)"
+                    " VALUES (:kpi, CAST(:dims AS jsonb), :day, :start, 1, 10, 8, 12, 7, 13,"
+                    " 'AutoETS', 60, :day)"
+                ),
+                common,
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO kpi.anomaly_verdicts (kpi, dimensions, period_date, period_start,"
+                    " value, expected, lo, hi, level, anomalous, direction, deviation, score,"
+                    " model, history_days) VALUES (:kpi, CAST(:dims AS jsonb), :day, :start, 50,"
+                    " 10, 7, 13, 99, true, 'above', 40, 13.3, 'AutoETS', 60)"
+                ),
+                common,
+            )
+    engine.dispose()
+    north = connect_as(access_db, make_login(access_db, role(NORTH)))
+    everything = connect_as(access_db, make_login(access_db, role(EVERYTHING)))
+    try:
+        for view in ("forecasts", "anomalies"):
+            query = f"SELECT kpi, series FROM kpi.{view} WHERE period_date = '2026-01-07'"
+            assert sorted(read(north, query)) == [("revenue", "region=north")], view
+            assert sorted(read(everything, query)) == sorted(
+                (kpi, ", ".join(f"{k}={v}" for k, v in dims.items()) or "total")
+                for kpi, dims in series
+            ), view
+        # The tables beneath answer the same: the policies, not the views, decide.
+        assert read(north, "SELECT count(*) FROM kpi.forecast_values") == [(1,)]
+    finally:
+        north.close()
+        everything.close()

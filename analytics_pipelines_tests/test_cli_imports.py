@@ -30,6 +30,7 @@ READ_ONLY = [
     ["catalog", "validate"],
     ["kpi", "list"],
     ["kpi", "show", "gross_revenue", "--format", "json"],
+    ["kpi", "anomalies", "gross_revenue", "--json"],
     ["files"],
     ["files", "--status", "failed", "--format", "json"],
     ["health"],

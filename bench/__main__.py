@@ -4,13 +4,14 @@ python -m bench            # full sizes (2,000,000-row load, 2 GB memory probe, 
 python -m bench --quick    # small sizes, for a smoke run
 python -m bench.cli_bench  # only the CLI start-up table
 python -m bench.latency_bench  # only the drop-to-KPI latency of make dev
+python -m bench.ml_bench   # only the forecasts and anomaly flags (lib/ml)
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import cli_bench, kpi_bench, latency_bench, run
+from bench import cli_bench, kpi_bench, latency_bench, ml_bench, run
 
 
 def main(argv: list[str]) -> int:
@@ -18,6 +19,7 @@ def main(argv: list[str]) -> int:
     status = run.main(quick)
     status = kpi_bench.main(quick) or status
     status = cli_bench.main(quick) or status
+    status = ml_bench.main(quick) or status
     return latency_bench.main(quick) or status
 
 

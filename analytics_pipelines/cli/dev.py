@@ -34,8 +34,12 @@ from analytics_pipelines.lib.pgserver import LocalPostgres, PostgresUnavailable
 DATA_DIR = Path(".data")
 RUNTIME_PASSWORD_FILE = DATA_DIR / "runtime-db-password"
 DEV_PG_PORT = 54329
-DEMO_ROWS = 20_000
-DEMO_DAYS = 14
+# Eight weeks, long enough for lib/ml to forecast and judge (two weeks of history before the
+# first verdict, a weekly model from four weeks), in 14 files per source of four days each (as
+# many loads as the 14 daily files before); ~1,430 rows per day as before.
+DEMO_ROWS = 80_000
+DEMO_DAYS = 56
+DEMO_FILES = 14
 # The one name of the code location: docker/workspace.yaml, [tool.dg.project] and this.
 LOCATION_NAME = "analytics_pipelines"
 DEV_WORKSPACE_YAML = f"""\
@@ -118,6 +122,7 @@ def _seed_demo_data(log: Any) -> None:
     """On a first start, drop the demo files into the landing folders; the sensors take it from there."""
     from analytics_pipelines.lib.catalog import load_catalog
     from analytics_pipelines.lib.demo import DemoError, generate_demo
+    from analytics_pipelines.lib.demo.defaults import demo_activity
     from analytics_pipelines.lib.health import store_from_settings
     from analytics_pipelines.lib.settings import get_settings
 
@@ -128,7 +133,13 @@ def _seed_demo_data(log: Any) -> None:
         return
     try:
         summaries = generate_demo(
-            store, catalog.sources.values(), rows=DEMO_ROWS, days=DEMO_DAYS, seed=42
+            store,
+            catalog.sources.values(),
+            rows=DEMO_ROWS,
+            days=DEMO_DAYS,
+            seed=42,
+            files_per_source=DEMO_FILES,
+            day_activity=demo_activity(DEMO_START, DEMO_DAYS),
         )
     except DemoError as error:
         log(f"no demo data generated: {error}\n")

@@ -1,6 +1,7 @@
 """`analytics-pipelines kpi list | show`: the declared KPIs and their computed values.
 
 analytics-pipelines kpi list [--format table|csv|json]
+analytics-pipelines kpi anomalies NAME [--from 2026-01-01] [--to 2026-01-31] [--json]
 analytics-pipelines kpi show NAME [--grain month] [--from 2026-01-01] [--to 2026-06-30]
                                   [--by region[,channel]] [--compare] [--format table|csv|json]
 
@@ -21,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from analytics_pipelines.cli.catalog import catalog_dir
-from analytics_pipelines.lib.catalog import load_catalog
+from analytics_pipelines.lib.catalog import Catalog, KpiSpec, load_catalog
 from analytics_pipelines.lib.catalog.models import GRAIN_ORDER, Grain, TargetSpec
 from analytics_pipelines.lib.kpi.display import format_number, format_value
 from analytics_pipelines.lib.kpi.period_over_period import COLUMNS as COMPARISON_COLUMNS
@@ -55,6 +56,18 @@ def register(commands: Any) -> None:
     )
     show.add_argument("--format", choices=FORMATS, default="table")
     show.set_defaults(func=run_show)
+
+    anomalies = sub.add_parser(
+        "anomalies", help="day values judged anomalous (kpi.anomalies, lib/ml)"
+    )
+    anomalies.add_argument("name", help="KPI name (one that declares anomalies)")
+    anomalies.add_argument("--from", dest="first", type=iso_date, default=None, help="YYYY-MM-DD")
+    anomalies.add_argument("--to", dest="last", type=iso_date, default=None, help="YYYY-MM-DD")
+    anomalies.add_argument("--format", choices=FORMATS, default="table")
+    anomalies.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="same as --format json"
+    )
+    anomalies.set_defaults(func=run_anomalies)
 
 
 def iso_date(text: str) -> dt.date:
@@ -150,6 +163,16 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _declared(catalog: Catalog, name: str) -> KpiSpec | None:
+    """The KPI `name`, or None after saying which KPIs there are."""
+    kpi = catalog.kpis.get(name)
+    if kpi is None:
+        sys.stderr.write(
+            f"unknown KPI {name!r}; known: {', '.join(sorted(catalog.kpis)) or 'none'}\n"
+        )
+    return kpi
+
+
 def run_show(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
@@ -159,11 +182,8 @@ def run_show(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     catalog = load_catalog(settings.catalog_dir)
-    kpi = catalog.kpis.get(args.name)
+    kpi = _declared(catalog, args.name)
     if kpi is None:
-        sys.stderr.write(
-            f"unknown KPI {args.name!r}; known: {', '.join(sorted(catalog.kpis)) or 'none'}\n"
-        )
         return 2
     grain = args.grain or kpi.grains[0]
     by = [d.strip() for item in args.by for d in item.split(",") if d.strip()]
@@ -270,4 +290,58 @@ def run_show(args: argparse.Namespace) -> int:
             return 0
     numeric = [value_header, "value", "target", *compared, *COMPARISON_COLUMNS]
     sys.stdout.write(render(headers, rows, args.format, numeric=numeric))
+    return 0
+
+
+def run_anomalies(args: argparse.Namespace) -> int:
+    from analytics_pipelines.lib.ml.read import read_anomalies
+    from analytics_pipelines.lib.pg import read_only
+    from analytics_pipelines.lib.settings import get_settings
+
+    settings = get_settings()
+    catalog = load_catalog(settings.catalog_dir)
+    kpi = _declared(catalog, args.name)
+    if kpi is None:
+        return 2
+    if kpi.anomalies is None:
+        judged = sorted(k.name for k in catalog.kpis.values() if k.anomalies is not None)
+        sys.stderr.write(
+            f"kpi {kpi.name} declares no anomalies (add `anomalies: {{sensitivity: medium}}` "
+            f"to it in the catalog); KPIs that do: {', '.join(judged) or 'none'}\n"
+        )
+        return 2
+    with read_only(settings.database_url_plain) as conn:
+        found = read_anomalies(conn, kpi.name, args.first, args.last)
+    if args.format == "json":
+        sys.stdout.write(json.dumps([a.as_json() for a in found], indent=2) + "\n")
+        return 0
+    headers = ["period", "series", "value", "expected", "interval", "direction", "deviation"]
+
+    def shown(number: float) -> str:
+        return format_value(Decimal(f"{number:.2f}"), kpi.unit)
+
+    rows = [
+        [
+            a.period_date.isoformat(),
+            a.series,
+            format_value(a.value, kpi.unit),
+            shown(a.expected),
+            f"{shown(a.lo)} .. {shown(a.hi)} ({a.level:g} %)",
+            a.direction,
+            f"{'+' if a.deviation >= 0 else ''}{shown(a.deviation)} "
+            + (
+                f"({a.score:+.1f} half-widths)" if a.score is not None else "(interval of no width)"
+            ),
+        ]
+        for a in found
+    ]
+    if args.format == "table":
+        span = f"{args.first or 'first'} .. {args.last or 'last'}"
+        sys.stdout.write(
+            f"{kpi.name}: {len(found)} anomalous day value(s), {span} "
+            f"(judged against the days before each; {kpi.timezone})\n"
+        )
+        if not found:
+            return 0
+    sys.stdout.write(render(headers, rows, args.format, numeric=["value", "expected"]))
     return 0

@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from analytics_pipelines.lib.catalog.models import Name
 
 ROLE_PREFIX = "ap_audience_"
+# Views over rows of every KPI (lib/ml, migration 0007): granted to every audience, which sees
+# in them what the policies of the tables beneath let it see.
+SHARED_VIEWS = ("forecasts", "anomalies")
 # PostgreSQL identifiers are at most 63 bytes; the role name is the prefix plus the audience name.
 _MAX_NAME = 63 - len(ROLE_PREFIX)
 _AUDIENCE_NAME = re.compile(rf"^[a-z][a-z0-9_]{{0,{_MAX_NAME - 1}}}$")

@@ -12,9 +12,9 @@ owner (`SET ROLE`), so the pipeline, which owns them, keeps reading and writing 
   forecasts or anomalies stored that way too) gets row-level security: one policy per audience,
   `kpi IN (...) AND dimensions ? 'region' AND dimensions ->> 'region' = 'north'`, and one that
   keeps `analytics_bi` reading every row;
-* an audience may use schema `kpi` and SELECT those tables and the views of its KPIs, which
-  read with the reader's rights (`security_invoker`); nothing else, nothing in raw, clean,
-  quarantine or ingest;
+* an audience may use schema `kpi` and SELECT those tables, the views of its KPIs and the
+  forecast and anomaly views, all of which read with the reader's rights (`security_invoker`);
+  nothing else, nothing in raw, clean, quarantine or ingest;
 * an audience gone from the catalog loses its policies and grants, and its role is dropped
   (with the memberships granted in it), unless another database of the cluster still grants
   it something.
@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 
-from analytics_pipelines.lib.access.models import ROLE_PREFIX
+from analytics_pipelines.lib.access.models import ROLE_PREFIX, SHARED_VIEWS
 from analytics_pipelines.lib.access.rules import AudienceAccess, Dimension, resolve_audience
 from analytics_pipelines.lib.catalog import Catalog
 from analytics_pipelines.lib.kpi.expression_sql import compile_filter
@@ -306,7 +306,11 @@ def _apply_grants(
                 sql.Identifier(SCHEMA), sql.Identifier(role)
             ),
         )
-        readable = [*tables, *(kpi for kpi in access.kpis if kpi in views)]
+        readable = [
+            *tables,
+            *(kpi for kpi in access.kpis if kpi in views),
+            *(view for view in SHARED_VIEWS if view in views),
+        ]
         for relation in readable:
             if relation in views:
                 # Whatever made the view: it must read kpi_values with the reader's rights.

@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from analytics_pipelines.lib.access.models import ROLE_PREFIX
+from analytics_pipelines.lib.access.models import ROLE_PREFIX, SHARED_VIEWS
 from analytics_pipelines.lib.access.rules import AudienceAccess, resolve_audience
 from analytics_pipelines.lib.catalog import Catalog
 from analytics_pipelines.lib.pg import DbApiConnection, fetch_all
@@ -167,8 +167,11 @@ def role_reading(conn: DbApiConnection, role: str) -> RoleReading:
 
 def out_of_date(reading: RoleReading, access: AudienceAccess) -> list[str]:
     """Where what the audience's role reads differs from what the catalog declares."""
-    declared = {f"kpi.{kpi}" for kpi in access.kpis}
     readable = set(reading.views)
+    # The shared views are granted wherever they exist (an older database may lack them).
+    declared = {f"kpi.{kpi}" for kpi in access.kpis} | (
+        readable & {f"kpi.{view}" for view in SHARED_VIEWS}
+    )
     problems = []
     if declared - readable:
         problems.append(

@@ -82,7 +82,14 @@ def _pydantic_problems(
     return problems
 
 
-def _read(path: Path, key: str, model: type[BaseModel], problems: list[str]) -> list[Any]:
+def _read(
+    path: Path,
+    key: str,
+    model: type[BaseModel],
+    problems: list[str],
+    found: list[BaseModel] | None = None,
+) -> list[Any]:
+    """The validated entries under `key`; `found` receives the whole validated file."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
@@ -94,10 +101,40 @@ def _read(path: Path, key: str, model: type[BaseModel], problems: list[str]) -> 
         problems.append(f"{path}: expected a mapping with a top-level '{key}:' list")
         return []
     try:
-        return list(getattr(model.model_validate(raw), key))
+        validated = model.model_validate(raw)
     except ValidationError as error:
         problems.extend(_pydantic_problems(path, key, raw, error))
         return []
+    if found is not None:
+        found.append(validated)
+    return list(getattr(validated, key))
+
+
+def _apply_ml_defaults(
+    catalog: Catalog, files: list[tuple[Path, KpiFile]], problems: list[str]
+) -> None:
+    """`defaults:` of one KPI file apply to every KPI of the catalog with a day grain that
+    declares no forecast / anomalies of its own (lib/ml)."""
+    declared = [(path, file.defaults) for path, file in files if file.defaults is not None]
+    if len(declared) > 1:
+        problems.append(
+            f"{declared[1][0]}: defaults: declared in more than one KPI file (also in "
+            f"{declared[0][0]}); catalog-wide defaults belong in one file"
+        )
+    if not declared:
+        return
+    defaults = declared[0][1]
+    assert defaults is not None
+    for name, kpi in catalog.kpis.items():
+        if "day" not in kpi.grains:
+            continue
+        update: dict[str, Any] = {}
+        if defaults.forecast is not None and "forecast" not in kpi.model_fields_set:
+            update["forecast"] = defaults.forecast
+        if defaults.anomalies is not None and "anomalies" not in kpi.model_fields_set:
+            update["anomalies"] = defaults.anomalies
+        if update:
+            catalog.kpis[name] = kpi.model_copy(update=update)
 
 
 def _check_kpis(catalog: Catalog, problems: list[str]) -> None:
@@ -151,14 +188,19 @@ def load_catalog(root: str | Path) -> Catalog:
                 )
             catalog.sources[source.name] = source
             catalog.origins.setdefault(source.name, path)
+    kpi_files: list[tuple[Path, KpiFile]] = []
     for path in sorted((root / "kpis").glob("*.y*ml")):
-        for kpi in _read(path, "kpis", KpiFile, problems):
+        found: list[BaseModel] = []
+        kpis = _read(path, "kpis", KpiFile, problems, found)
+        kpi_files.extend((path, file) for file in found if isinstance(file, KpiFile))
+        for kpi in kpis:
             if kpi.name in catalog.kpis:
                 problems.append(
                     f"{path}: kpi {kpi.name}: declared twice (also in {catalog.origins[kpi.name]})"
                 )
             catalog.kpis[kpi.name] = kpi
             catalog.origins.setdefault(kpi.name, path)
+    _apply_ml_defaults(catalog, kpi_files, problems)
     _read_audiences(catalog, problems)
     prefixes: dict[str, str] = {}
     for source in catalog.sources.values():

@@ -262,6 +262,49 @@ class WindowSpec(_Strict):
         return "all days to date" if self.to_date == "all" else f"{self.to_date} to date"
 
 
+AnomalySensitivity = Literal["low", "medium", "high"]
+# The prediction interval a value must leave to be anomalous: a more sensitive setting uses a
+# narrower interval and so flags more values.
+SENSITIVITY_LEVELS: dict[AnomalySensitivity, float] = {"low": 99.9, "medium": 99.0, "high": 95.0}
+
+
+class ForecastSpec(_Strict):
+    """Forecast the KPI's day values (per dimension value and the total) `horizon_days` ahead,
+    with 80 % and 95 % prediction intervals (lib/ml/forecast.py)."""
+
+    horizon_days: int = Field(default=28, ge=1, le=366)
+
+
+class AnomalySpec(_Strict):
+    """Judge each day value against a model fitted on the days before it (lib/ml/anomalies.py).
+
+    `sensitivity` names the prediction interval a value must leave: low 99.9 %, medium 99 %,
+    high 95 %; `level` sets the interval directly instead."""
+
+    sensitivity: AnomalySensitivity = "medium"
+    level: float | None = Field(default=None, gt=50, lt=100)
+
+    @model_validator(mode="after")
+    def _one_setting(self) -> AnomalySpec:
+        if self.level is not None and "sensitivity" in self.model_fields_set:
+            raise ValueError(
+                "declare sensitivity (low, medium, high) or level (a percentage), not both"
+            )
+        return self
+
+    @property
+    def interval_level(self) -> float:
+        return self.level if self.level is not None else SENSITIVITY_LEVELS[self.sensitivity]
+
+
+class MlDefaults(_Strict):
+    """Catalog-wide defaults (`defaults:` beside `kpis:` in one KPI file): every KPI with a day
+    grain that declares no `forecast` / `anomalies` of its own gets these (`null` opts out)."""
+
+    forecast: ForecastSpec | None = None
+    anomalies: AnomalySpec | None = None
+
+
 class KpiSpec(_Strict):
     name: Name
     value_chain: Name
@@ -288,6 +331,10 @@ class KpiSpec(_Strict):
     refresh_cron: str = "0 * * * *"
     freshness_hours: float | None = Field(default=None, gt=0)
     target: TargetSpec | None = None
+    # Machine learning on the day values (lib/ml); an explicit `null` opts out of a catalog-wide
+    # default (lib/catalog/loader.py applies defaults to fields the KPI does not set).
+    forecast: ForecastSpec | None = None
+    anomalies: AnomalySpec | None = None
 
     _tz = field_validator("timezone")(_check_timezone)
 
@@ -347,3 +394,5 @@ class SourceFile(_Strict):
 
 class KpiFile(_Strict):
     kpis: list[KpiSpec]
+    # Catalog-wide: may be declared in one KPI file only (lib/catalog/loader.py applies them).
+    defaults: MlDefaults | None = None

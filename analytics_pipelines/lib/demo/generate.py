@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import tempfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -97,6 +97,15 @@ def _split(total: int, parts: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
+def _split_weighted(total: int, weights: list[float]) -> list[int]:
+    """`total` in parts proportional to `weights`, largest remainders rounded up."""
+    exact = np.array(weights) / sum(weights) * total
+    parts = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - parts), kind="stable")
+    parts[order[: total - int(parts.sum())]] += 1
+    return [int(p) for p in parts]
+
+
 def _late_window(span: FileSpan, first_start_s: int) -> tuple[int, int] | None:
     """Where late events of this file fall: days before its own window, never before the data set."""
     if span.start_s <= first_start_s:
@@ -116,10 +125,10 @@ def _write_file(
     rows: int,
     shares: Shares,
     first_start_s: int,
+    clock: EventClock,
 ) -> FileStats:
     profile = progress.profile
     spec = profile.spec
-    clock = EventClock(span.start_s, span.end_s, spec.timezone)
     late_window = _late_window(span, first_start_s)
     writer = writer_for(
         spec.format, stream, profile.empty(), spec.reader.delimiter, spec.reader.quote
@@ -226,22 +235,31 @@ def generate_source(
     start: date = DEFAULT_START,
     files_per_source: int | None = None,
     shares: Shares = DEFAULT_SHARES,
+    day_activity: Mapping[date, float] | None = None,
 ) -> SourceSummary:
     """Write `rows` rows of `spec` split into files under its landing prefix in `store`.
 
     The first file has no late rows and nothing to re-send; every later file repeats some
     primary keys of the file before it and carries events dated up to three days earlier.
+    `day_activity` makes local days busier or quieter (factor, 1 for a day not named): each
+    file gets rows in proportion to its days' activity.
     """
     files = files_per_source or days
     _check(rows, days, seed, files)
     progress = _Progress(profile_for(spec), zlib.crc32(spec.name.encode()), seed)
     spans = split_days(start, days, files, spec.timezone)
     summary = SourceSummary(source=spec.name, prefix=spec.landing_prefix)
-    for span, file_rows in zip(spans, _split(rows, files), strict=True):
+    clocks = [EventClock(s.start_s, s.end_s, spec.timezone, day_activity) for s in spans]
+    counts = (
+        _split_weighted(rows, [c.weight for c in clocks]) if day_activity else _split(rows, files)
+    )
+    for span, file_rows, clock in zip(spans, counts, clocks, strict=True):
         key = file_key(spec, span, days, files)
         # A spool file keeps memory bounded for large files and gives the store a seekable stream.
         with tempfile.TemporaryFile() as spool:
-            stats = _write_file(progress, spool, key, span, file_rows, shares, spans[0].start_s)
+            stats = _write_file(
+                progress, spool, key, span, file_rows, shares, spans[0].start_s, clock
+            )
             spool.seek(0)
             store.write(key, spool)
         summary.files.append(stats)
@@ -258,6 +276,7 @@ def generate_demo(
     start: date = DEFAULT_START,
     files_per_source: int | None = None,
     shares: Shares = DEFAULT_SHARES,
+    day_activity: Mapping[date, float] | None = None,
 ) -> list[SourceSummary]:
     """Generate every given source (`rows` rows each); DemoError names a source it cannot generate."""
     specs = list(sources)
@@ -273,6 +292,7 @@ def generate_demo(
             start=start,
             files_per_source=files_per_source,
             shares=shares,
+            day_activity=day_activity,
         )
         for spec in specs
     ]
@@ -309,11 +329,14 @@ def generate_orders_csv(
     progress = _Progress(OrdersProfile(spec), zlib.crc32(b"orders-single-file"), seed)
     span = split_days(start, days, 1, spec.timezone)[0]
     shares = Shares(bad=bad_share, duplicate=duplicate_share, late=0.0)
+    clock = EventClock(span.start_s, span.end_s, spec.timezone)
     if isinstance(path_or_stream, str | Path):
         with open(path_or_stream, "wb") as stream:
             stats = _write_file(
-                progress, stream, str(path_or_stream), span, rows, shares, span.start_s
+                progress, stream, str(path_or_stream), span, rows, shares, span.start_s, clock
             )
     else:
-        stats = _write_file(progress, path_or_stream, "stream", span, rows, shares, span.start_s)
+        stats = _write_file(
+            progress, path_or_stream, "stream", span, rows, shares, span.start_s, clock
+        )
     return stats.rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from analytics_pipelines.lib.demo.timefmt import local_midnight_epoch, utc_offsets
 
+EPOCH_DAY = date(1970, 1, 1)
 # Relative activity per local hour of day: quiet nights, a morning ramp, an evening peak.
 HOURLY_ACTIVITY = np.array(
     [2, 1, 1, 1, 1, 2, 4, 7, 10, 12, 13, 13, 12, 12, 12, 12, 12, 12, 13, 14, 13, 10, 7, 4],
@@ -49,13 +51,28 @@ class EventClock:
     Sorted quantiles give sorted instants, so consecutive chunks of one file stay in time order.
     """
 
-    def __init__(self, start_s: int, end_s: int, timezone: str) -> None:
+    def __init__(
+        self,
+        start_s: int,
+        end_s: int,
+        timezone: str,
+        day_activity: Mapping[date, float] | None = None,
+    ) -> None:
         if end_s <= start_s:
             raise ValueError("empty time window")
         edges = np.arange(start_s, end_s, 3600, dtype=np.int64)
         edges = np.append(edges, end_s)
-        hours = ((edges[:-1] + utc_offsets(edges[:-1], timezone)) // 3600) % 24
+        local = edges[:-1] + utc_offsets(edges[:-1], timezone)
+        hours = (local // 3600) % 24
         weights = HOURLY_ACTIVITY[hours] * np.diff(edges) / 3600.0
+        if day_activity:
+            # A busier or quieter local day (weekends, a promotion): its hours weigh more or less.
+            days = local // 86_400
+            factors = {
+                d: day_activity.get(EPOCH_DAY + timedelta(days=int(d)), 1.0) for d in set(days)
+            }
+            weights = weights * np.array([factors[d] for d in days])
+        self.weight = float(weights.sum())
         self._cdf = np.concatenate([[0.0], np.cumsum(weights) / weights.sum()])
         self._edges = edges.astype(np.float64)
         self.start_s = start_s

@@ -30,8 +30,11 @@ from analytics_pipelines.lib.kpi.expressions import (
     parse_measure,
 )
 
-# `kpi.kpi_values` lives next to the per-KPI views: a KPI of that name would shadow the table.
-RESERVED_KPI_NAMES = frozenset({"kpi_values"})
+# `kpi.kpi_values` lives next to the per-KPI views: a KPI of that name would shadow the table;
+# so do the forecast and anomaly tables and views of lib/ml (migration 0007).
+RESERVED_KPI_NAMES = frozenset(
+    {"kpi_values", "forecast_values", "anomaly_verdicts", "forecasts", "anomalies"}
+)
 
 
 def did_you_mean(name: str, names: Iterable[str]) -> str:
@@ -95,6 +98,7 @@ def kpi_problems(
         )
         return problems
     problems.extend(f"window: {problem}" for problem in window_problems(kpi))
+    problems.extend(ml_problems(kpi))
     if kpi.derived is not None:
         problems.extend(_derived_problems(kpi, sources, kpis))
         return problems
@@ -128,6 +132,16 @@ def kpi_problems(
                 f"filter: {problem}" for problem in values_outside_allowed(condition, source)
             )
     return problems
+
+
+def ml_problems(kpi: KpiSpec) -> Iterator[str]:
+    """Forecasts and anomaly verdicts are made on a KPI's day values (lib/ml)."""
+    for setting, spec in (("forecast", kpi.forecast), ("anomalies", kpi.anomalies)):
+        if spec is not None and "day" not in kpi.grains:
+            yield (
+                f"{setting}: needs the day grain, the values it models (grains: "
+                f"{', '.join(kpi.grains)}); add day to grains or remove {setting}"
+            )
 
 
 def window_problems(kpi: KpiSpec) -> Iterator[str]:
