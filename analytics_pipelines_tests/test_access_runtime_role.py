@@ -122,10 +122,14 @@ def test_dev_runs_the_pipelines_as_a_role_without_role_privileges() -> None:
                 # The audiences' policies exist; as the tables' owner the pipeline reads and
                 # writes every row regardless.
                 cursor.execute(
-                    "SELECT count(*) FROM pg_policies WHERE schemaname = 'kpi'"
-                    " AND policyname = 'ap_audience_sales_north'"
+                    "SELECT tablename FROM pg_policies WHERE schemaname = 'kpi'"
+                    " AND policyname = 'ap_audience_sales_north' ORDER BY tablename"
                 )
-                assert cursor.fetchone() == (1,)
+                assert cursor.fetchall() == [
+                    ("anomaly_verdicts",),
+                    ("forecast_values",),
+                    ("kpi_values",),
+                ]
                 cursor.execute(
                     "INSERT INTO kpi.kpi_values (kpi, grain, period_start, period_end, dimensions,"
                     " value) VALUES ('gross_revenue', 'day', '2026-01-05T00:00Z',"
