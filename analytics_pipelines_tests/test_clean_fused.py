@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from analytics_pipelines.lib.catalog import ColumnSpec, SourceSpec
-from analytics_pipelines.lib.clean import clean_pending
+from analytics_pipelines.lib.clean import FusedClean, clean_pending
 from analytics_pipelines.lib.clean.quality import reconciliation_problems
 from analytics_pipelines.lib.ingest import load_pending, record_tee
 from analytics_pipelines.lib.storage import LocalFolderStore
@@ -125,7 +125,7 @@ def _both_paths(
     plain = tricky_source(f"t_sql_{uuid.uuid4().hex[:8]}")
     _land(store, fused, text)
     _land(store, plain, text)
-    report = load_pending(fused, store, warehouse, clean_while_loading=True)
+    report = load_pending(fused, store, warehouse, clean_while_loading=FusedClean)
     was_fused = bool(report.cleaned_file_ids)
     clean_pending(warehouse, fused)  # whatever the fast path declined
     load_pending(plain, store, warehouse)
@@ -187,13 +187,13 @@ def test_key_already_in_clean_leaves_the_file_to_the_sql_merge(
         f"{source.landing_prefix}/a.csv",
         (HEADER + "ORD-0001;1;2024-05-01 10:00;north;1;1;true;;;first\n").encode(),
     )
-    first = load_pending(source, local_store, warehouse, clean_while_loading=True)
+    first = load_pending(source, local_store, warehouse, clean_while_loading=FusedClean)
     assert first.cleaned_file_ids
     local_store.write(
         f"{source.landing_prefix}/b.csv",
         (HEADER + "ORD-0001;1;2024-05-01 10:00;north;2;1;true;;;second\n").encode(),
     )
-    second = load_pending(source, local_store, warehouse, clean_while_loading=True)
+    second = load_pending(source, local_store, warehouse, clean_while_loading=FusedClean)
     assert not second.cleaned_file_ids
     clean_pending(warehouse, source)
     rows = _clean(warehouse, source)
@@ -244,7 +244,7 @@ def _both_typed_paths(
     for source in (fused, plain):
         store.write(f"{source.landing_prefix}/typed.csv", text.encode())
     was_fused = bool(
-        load_pending(fused, store, warehouse, clean_while_loading=True).cleaned_file_ids
+        load_pending(fused, store, warehouse, clean_while_loading=FusedClean).cleaned_file_ids
     )
     clean_pending(warehouse, fused)
     load_pending(plain, store, warehouse)

@@ -26,7 +26,7 @@ from alembic import command
 from alembic.config import Config
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
-from analytics_pipelines.lib.clean import clean_pending
+from analytics_pipelines.lib.clean import FusedClean, clean_pending
 from analytics_pipelines.lib.ingest import load_pending
 from analytics_pipelines.lib.pgserver import LocalPostgres, find_bindir, free_port
 from analytics_pipelines.lib.settings import normalise_database_url
@@ -138,7 +138,7 @@ def _fused_load(source: SourceSpec, store: ObjectStore, warehouse: Warehouse) ->
     """Rows and seconds of one clean-while-loading run; raises if the fast path declined."""
     _settle(warehouse)
     started = time.perf_counter()
-    report = load_pending(source, store, warehouse, clean_while_loading=True)
+    report = load_pending(source, store, warehouse, clean_while_loading=FusedClean)
     elapsed = time.perf_counter() - started
     if not report.cleaned_file_ids:
         raise RuntimeError("the fused path declined a bench file; see the log")
@@ -258,6 +258,20 @@ def _s3(work: Path) -> tuple[S3Store, object]:
     return store, server
 
 
+def start_server(work: Path) -> tuple[LocalPostgres | None, str]:
+    """DATABASE_URL's server, or a throwaway one in `work` (the caller destroys it)."""
+    server: LocalPostgres | None = None
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        _say("starting a throwaway PostgreSQL …")
+        # No autovacuum: vacuuming one method's tables would run during the next method.
+        server = LocalPostgres(
+            work / "pg", free_port(), durable=False, settings={"autovacuum": "off"}
+        )
+        url = server.start()
+    return server, normalise_database_url(url)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -287,16 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)
 
-    server: LocalPostgres | None = None
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        _say("starting a throwaway PostgreSQL …")
-        # No autovacuum: vacuuming one method's tables would run during the next method.
-        server = LocalPostgres(
-            work / "pg", free_port(), durable=False, settings={"autovacuum": "off"}
-        )
-        url = server.start()
-    url = normalise_database_url(url)
+    server, url = start_server(work)
     moto = None
     s3_store: S3Store | None = None
     try:

@@ -18,7 +18,7 @@ import polars as pl
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.event_time_text import RawEventText
 from analytics_pipelines.lib.ingest.event_range import naive_text_range
-from analytics_pipelines.lib.ingest.record_tee import RecordTee, stray_quote
+from analytics_pipelines.lib.ingest.record_tee import RecordTee
 from analytics_pipelines.lib.logging import get_logger
 
 log = get_logger(__name__)
@@ -33,7 +33,9 @@ class EventTextReader:
         self.text = RawEventText()
         self.rows = 0
         self.failed: str | None = None
-        self._tee = RecordTee(source.reader.quote, self._run, f"dates-{source.name}")
+        self._tee = RecordTee(
+            source.reader.delimiter, source.reader.quote, self._run, f"dates-{source.name}"
+        )
         self._tee.start()
 
     @staticmethod
@@ -67,13 +69,9 @@ class EventTextReader:
 
     def _run(self) -> None:
         reader = self.source.reader
-        stray = stray_quote(reader.delimiter, reader.quote)
-        quote = reader.quote.encode()
         name = self.source.event_column
         try:
             for batch in self._tee.batches():
-                if quote in batch and stray.search(batch):
-                    raise ValueError("a quote character inside an unquoted value")
                 column = pl.read_csv(
                     io.BytesIO(batch),
                     has_header=False,
