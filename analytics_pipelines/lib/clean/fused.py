@@ -9,28 +9,29 @@ the clean stage after the COPY (`clean_pending`), which applies the same rules.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import queue
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import date
-from typing import IO, Any, cast
+from dataclasses import dataclass
+from typing import IO, Any
 
 import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
-from analytics_pipelines.lib.chunk_reader import ChunkReader
-from analytics_pipelines.lib.clean import binary_copy
 from analytics_pipelines.lib.clean import ledger as book
+from analytics_pipelines.lib.clean.binary_clean import (
+    Landed,
+    binary_rows,
+    copy_binary,
+    record_landed,
+)
 from analytics_pipelines.lib.clean.rules import (
     NORMALISED,
-    QUARANTINE_COLUMNS,
     WALL,
+    Checked,
     RuleEngine,
     UnsupportedPattern,
 )
@@ -39,26 +40,10 @@ from analytics_pipelines.lib.clean.typed_rows import Declined, TypedRows
 from analytics_pipelines.lib.clean.zone_offsets import ZoneOffsets
 from analytics_pipelines.lib.event_time_text import RawEventText
 from analytics_pipelines.lib.logging import get_logger
-from analytics_pipelines.lib.tables import CLEAN_SCHEMA, FILE_ID, LINE, touched_periods
-from analytics_pipelines.lib.warehouse import Warehouse, copy_from
+from analytics_pipelines.lib.tables import CLEAN_SCHEMA, FILE_ID, LINE
+from analytics_pipelines.lib.warehouse import Warehouse
 
 log = get_logger(__name__)
-
-
-@dataclass
-class FusedResult:
-    rows: int = 0
-    ok_rows: int = 0
-    failed_rows: int = 0
-    landed_rows: int = 0
-    # Distinct 15-minute slots (naive, in UTC) of the landed rows' event times.
-    slots: pl.Series = field(default_factory=lambda: pl.Series("q", [], pl.Datetime("us")))
-    first_date: date | None = None
-    last_date: date | None = None
-
-    @property
-    def replaced_rows(self) -> int:
-        return self.ok_rows - self.landed_rows
 
 
 @dataclass
@@ -79,7 +64,7 @@ class FusedClean:
         self.warehouse = warehouse
         self.source = source
         self.declined: str | None = None
-        self.result = FusedResult()
+        self.result = Landed()
         self.raw_event_text = RawEventText()
         self._file: _File | None = None
         self._stop = threading.Event()
@@ -127,32 +112,9 @@ class FusedClean:
             self.abort()
             return False
         conn = self._conn
+        result = self.result
         try:
-            self._quarantine.seek(0)
-            copy_from(conn, ("quarantine", "rows"), QUARANTINE_COLUMNS, self._quarantine)
-            result = self.result
-            if result.slots.len():
-                # A year of data touches ~35,000 slots: COPY, not one bound parameter each.
-                slots = pl.DataFrame({"slot_start": result.slots.sort()}).select(
-                    source=pl.lit(self.source.name),
-                    file_id=pl.lit(file_id, pl.Int64),
-                    slot_start=pl.col("slot_start").dt.strftime("%Y-%m-%d %H:%M:%S+00"),
-                )
-                copy_from(
-                    conn,
-                    (str(touched_periods.schema), touched_periods.name),
-                    slots.columns,
-                    io.BytesIO(slots.write_csv(include_header=False).encode()),
-                )
-            book.record_cleaned(
-                conn,
-                file_id,
-                clean_rows=result.landed_rows,
-                quarantined_rows=result.failed_rows,
-                replaced_rows=result.replaced_rows,
-                first_date=result.first_date,
-                last_date=result.last_date,
-            )
+            record_landed(conn, self.source, file_id, result, self._quarantine)
             self._transaction.commit()
         except Exception as error:  # raw is committed; the clean stage cleans it
             log.warning(
@@ -220,13 +182,15 @@ class FusedClean:
             ):
                 raise Declined("earlier file versions wait for the clean stage")
             assert self._file is not None
-            copy_from(
-                conn,
-                (CLEAN_SCHEMA, self.source.name),
-                self._file.typed.output_columns,
-                cast(IO[bytes], ChunkReader(_ahead(self._clean_rows(batches), self._stop))),
-                format="binary",
+            rows = binary_rows(
+                self._file.rules,
+                self._file.typed,
+                self._frames(batches),
+                self.result,
+                self._quarantine,
+                self._seen,
             )
+            copy_binary(conn, self.source, self._file.typed, _stoppable(rows, self._stop))
             if created:
                 # A key repeated across batches fails here, and the clean stage takes the file.
                 add_primary_key(conn, self.source)
@@ -237,15 +201,11 @@ class FusedClean:
                 else f"{type(error).__name__}: {error}".splitlines()[0]
             )
 
-    def _clean_rows(self, batches: Iterator[bytes]) -> Iterator[bytes | memoryview]:
-        """The file's clean rows as one binary COPY stream, a batch at a time."""
+    def _frames(self, batches: Iterator[bytes]) -> Iterator[pl.DataFrame]:
+        """The COPY's records as frames of text with file id and line."""
         file = self._file
         assert file is not None
-        result = self.result
-        event = self.source.event_column
-        # Python datetimes are costly to build: slots become them once, de-duplicated.
-        slots = pl.Series("q", [], pl.Datetime("us"))
-        yield binary_copy.HEADER
+        rows = 0
         for batch in batches:
             frame = pl.read_csv(
                 io.BytesIO(batch),
@@ -257,92 +217,29 @@ class FusedClean:
                 truncate_ragged_lines=False,
             ).with_columns(
                 pl.lit(file.file_id, pl.Int64).alias(FILE_ID),
-                (pl.int_range(pl.len(), dtype=pl.Int64) + file.first_line + result.rows).alias(
-                    LINE
-                ),
+                (pl.int_range(pl.len(), dtype=pl.Int64) + file.first_line + rows).alias(LINE),
             )
-            checked = file.rules.check(frame)
-            staged = checked.staged
-            # The event times that round-trip through the plain wall format carry no zone.
-            plain = (
-                pl.col(WALL).is_not_null() & (pl.col(event) == pl.col(f"{NORMALISED}{event}"))
-                if WALL in staged.columns
-                else None
-            )
-            self.raw_event_text.add(staged, event, plain)
-            outcome = file.typed.land(checked)
-            result.rows += frame.height
-            result.ok_rows += outcome.ok_rows
-            result.failed_rows += checked.bad_rows
-            result.landed_rows += outcome.landed_rows
-            slots = pl.concat([slots, outcome.slots.cast(pl.Datetime("us"))]).unique()
-            result.first_date = _earliest(result.first_date, outcome.first_date)
-            result.last_date = _latest(result.last_date, outcome.last_date)
-            if checked.bad_rows:
-                checked.quarantine.write_csv(self._quarantine, include_header=False)
-            try:
-                yield binary_copy.encode_rows(outcome.good, file.typed.output_kinds)
-            except binary_copy.Unencodable as error:
-                raise Declined(str(error)) from None
-        yield binary_copy.TRAILER
-        result.slots = slots
+            rows += frame.height
+            yield frame
+
+    def _seen(self, checked: Checked) -> None:
+        """Fold a checked batch's event times into the business-date summary."""
+        staged = checked.staged
+        event = self.source.event_column
+        # The event times that round-trip through the plain wall format carry no zone.
+        plain = (
+            pl.col(WALL).is_not_null() & (pl.col(event) == pl.col(f"{NORMALISED}{event}"))
+            if WALL in staged.columns
+            else None
+        )
+        self.raw_event_text.add(staged, event, plain)
 
 
-def _ahead(
-    chunks: Iterator[bytes | memoryview], stop: threading.Event, depth: int = 2
+def _stoppable(
+    rows: Iterator[bytes | memoryview], stop: threading.Event
 ) -> Iterator[bytes | memoryview]:
-    """Run `chunks` in its own thread, `depth` items ahead: polars validates the next batch
-    while PostgreSQL ingests this one. `stop` is set when the consumer gives up early."""
-    out: queue.Queue[tuple[bytes | memoryview | None, BaseException | None]] = queue.Queue(depth)
-    finished = False
-
-    def put(item: tuple[bytes | memoryview | None, BaseException | None]) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                if not put((chunk, None)):
-                    return
-        except BaseException as error:  # handed to the consumer, which re-raises it
-            put((None, error))
-            return
-        put((None, None))
-
-    worker = threading.Thread(target=produce, name="clean-validate", daemon=True)
-    worker.start()
-    try:
-        while True:
-            try:
-                chunk, error = out.get(timeout=0.2)
-            except queue.Empty:
-                if worker.is_alive() or not out.empty():
-                    continue
-                raise Declined("stopped before the end of the file") from None
-            if error is not None:
-                raise error
-            if chunk is None:
-                finished = True
-                return
-            yield chunk
-    finally:
-        # The consumer may stop early (COPY failed): unblock the producer and let it end.
-        if not finished:
-            stop.set()
-        while worker.is_alive():
-            with contextlib.suppress(queue.Empty):
-                out.get(timeout=0.1)
-
-
-def _earliest(a: date | None, b: date | None) -> date | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-def _latest(a: date | None, b: date | None) -> date | None:
-    return b if a is None else a if b is None else max(a, b)
+    """`rows` until the load gives up (`abort`)."""
+    for chunk in rows:
+        if stop.is_set():
+            raise Declined("the load gave up")
+        yield chunk

@@ -10,6 +10,7 @@ cast) into a transaction-local staging table, from which `merge` does the set op
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tempfile
 from collections.abc import Iterator
@@ -89,22 +90,28 @@ def _copy_out(conn: Connection, select: sa.Select, sink: Any) -> None:
         cursor.close()
 
 
-def raw_batches(conn: Connection, rows: RawInput) -> Iterator[pl.DataFrame]:
-    """The rows of `rows` as frames of text (spooled to a temporary file: bounded memory)."""
+@contextlib.contextmanager
+def spooled_rows(conn: Connection, rows: RawInput) -> Iterator[Any]:
+    """The rows of `rows` copied out as CSV into a temporary file (bounded memory; the
+    connection is free again for the COPY that follows); None when there are none."""
     relation = rows.relation
     select = sa.select(
         *(relation.c[name] for name in rows.text_columns), relation.c[FILE_ID], relation.c[LINE]
     )
     if rows.where is not None:
         select = select.where(rows.where)
-    schema = {name: pl.String for name in rows.text_columns} | {FILE_ID: pl.Int64, LINE: pl.Int64}
     with tempfile.NamedTemporaryFile(suffix=".csv") as spool:
-        _copy_out(conn, select, spool)
+        # The file object itself: its wrapper costs a call per row COPY writes.
+        _copy_out(conn, select, spool.file)
         spool.flush()
-        if not spool.tell():
-            return
-        scan = pl.scan_csv(spool.name, has_header=False, schema=schema)
-        yield from scan.collect_batches(chunk_size=BATCH_ROWS)
+        yield spool if spool.tell() else None
+
+
+def batches_of(spool: Any, rows: RawInput) -> Iterator[pl.DataFrame]:
+    """The spooled rows as frames of text, BATCH_ROWS at a time."""
+    schema = {name: pl.String for name in rows.text_columns} | {FILE_ID: pl.Int64, LINE: pl.Int64}
+    scan = pl.scan_csv(spool.name, has_header=False, schema=schema)
+    yield from scan.collect_batches(chunk_size=BATCH_ROWS)
 
 
 def _verdicts(source: SourceSpec, checked_staged: pl.DataFrame, quarantine: pl.DataFrame) -> bytes:
@@ -141,10 +148,11 @@ def build_stage(conn: Connection, source: SourceSpec, rows: RawInput) -> sa.Tabl
     verdicts = _stage_shape(VERDICTS_TABLE, source, typed=False)
     verdicts.create(conn)
     names = [c.name for c in verdicts.columns]
-    for frame in raw_batches(conn, rows):
-        checked = engine.check(frame)
-        body = io.BytesIO(_verdicts(source, checked.staged, checked.quarantine))
-        copy_from(conn, ("pg_temp", VERDICTS_TABLE), names, body)
+    with spooled_rows(conn, rows) as spool:
+        for frame in batches_of(spool, rows) if spool is not None else ():
+            checked = engine.check(frame)
+            body = io.BytesIO(_verdicts(source, checked.staged, checked.quarantine))
+            copy_from(conn, ("pg_temp", VERDICTS_TABLE), names, body)
     stage = stage_table(source)
     stage.create(conn)
     conn.execute(

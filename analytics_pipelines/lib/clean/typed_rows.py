@@ -30,8 +30,6 @@ _TIMESTAMP_PARTS = (
 )
 # Key types whose equality is equality of the normalised text (or of a cheap exact value).
 FUSABLE_KEY_TYPES = ("string", "integer", "date", "boolean")
-# merge.SLOT_ORIGIN: before it PostgreSQL's date_bin and a floor to 15 minutes may differ.
-SLOT_ORIGIN = datetime(2000, 1, 1)
 
 
 class Declined(Exception):
@@ -164,8 +162,8 @@ class TypedRows:
             days = self._local_days(instants)
             low, high = days.min(), days.max()
         landed = landed.drop_nulls()
-        if landed.len() and landed.min() < SLOT_ORIGIN:  # type: ignore[operator]
-            raise Declined("event times before 2000-01-01")
+        # merge.slot_of bins from 2000-01-01, a multiple of 15 minutes after polars' epoch;
+        # PostgreSQL 15 (since 15.6) floors times before that origin too, as truncate does.
         slots = landed.dt.truncate("15m").unique().alias("q")
         return low, high, slots  # type: ignore[return-value]
 
