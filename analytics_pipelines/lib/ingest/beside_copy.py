@@ -11,8 +11,10 @@ from __future__ import annotations
 from datetime import date
 from typing import IO
 
+from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest.clean_seam import CleanBesideLoad
 from analytics_pipelines.lib.ingest.event_range import naive_text_range
+from analytics_pipelines.lib.ingest.event_text import EventDates
 from analytics_pipelines.lib.ingest.readers import CopyPlan
 from analytics_pipelines.lib.ingest.record_tee import RecordTee
 
@@ -28,15 +30,25 @@ def applies(plan: CopyPlan) -> bool:
 class BesideCopy:
     """One file version's clean side, fed from its raw COPY."""
 
-    def __init__(self, clean: CleanBesideLoad, source_name: str) -> None:
+    def __init__(self, clean: CleanBesideLoad, source: SourceSpec) -> None:
         self.clean = clean
-        self.source_name = source_name
+        self.source = source
         self._tee: RecordTee | None = None
 
     def start(
-        self, plan: CopyPlan, *, file_id: int, received: list[str], raw_columns: list[str]
+        self,
+        plan: CopyPlan,
+        *,
+        file_id: int,
+        received: list[str],
+        raw_columns: list[str],
+        correction: bool,
     ) -> IO[bytes]:
-        """The COPY's body, handed to the clean side as well (unchanged if it declines)."""
+        """The COPY's body, handed to the clean side as well (unchanged if it declines).
+        A correction is the clean stage's after the COPY: only its dates are read here."""
+        if correction:
+            self.clean.abort()
+            self.clean = EventDates(None, self.source)
         delimiter = str(plan.options.get("DELIMITER", ","))
         quote = str(plan.options.get("QUOTE", '"'))
         started = self.clean.start(
@@ -49,7 +61,7 @@ class BesideCopy:
         )
         if not started:
             return plan.body
-        tee = RecordTee(delimiter, quote, lambda: self._work(tee), f"clean-{self.source_name}")
+        tee = RecordTee(delimiter, quote, lambda: self._work(tee), f"beside-{self.source.name}")
         self._tee = tee
         tee.start()
         return tee.wrap(plan.body)

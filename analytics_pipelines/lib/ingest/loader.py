@@ -34,7 +34,7 @@ from analytics_pipelines.lib.ingest.beside_copy import BesideCopy
 from analytics_pipelines.lib.ingest.clean_seam import CleanBesideLoadFactory
 from analytics_pipelines.lib.ingest.errors import FileRejected
 from analytics_pipelines.lib.ingest.event_range import event_date_range
-from analytics_pipelines.lib.ingest.event_text import EventTextReader
+from analytics_pipelines.lib.ingest.event_text import EventDates
 from analytics_pipelines.lib.ingest.jsonl import stage_and_insert_jsonl
 from analytics_pipelines.lib.ingest.objects import (
     candidates,
@@ -132,8 +132,6 @@ class _Copied:
     extra_columns: list[str]
     extra_headers: dict[str, str]
     present_columns: list[str]
-    # The business-date range read beside the COPY; None when the SQL query must tell.
-    dates: tuple[date | None, date | None] | None = None
 
 
 def _copy_file(
@@ -143,13 +141,11 @@ def _copy_file(
     store: ObjectStore,
     info: ObjectInfo,
     file_id: int,
-    beside: BesideCopy | None,
+    beside: BesideCopy,
 ) -> _Copied:
     with store.open(info.key) as raw:
         hashing = HashingReader(raw)
         plan = plan_copy(cast(IO[bytes], hashing), source, info.key)
-        event_text: EventTextReader | None = None
-        dates = None
         try:
             if plan.kind == "jsonl":
                 staged = stage_and_insert_jsonl(conn, warehouse, source, plan)
@@ -166,17 +162,18 @@ def _copy_file(
                 )
                 columns = ([LINE] if plan.line_in_body else []) + mapping.targets
                 body = plan.body
-                if beside is not None and beside_copy.applies(plan):
+                if beside_copy.applies(plan):
                     live = existing_columns(conn, source.name)
                     body = beside.start(
                         plan,
                         file_id=file_id,
                         received=mapping.targets,
                         raw_columns=[c for c in live if c not in (FILE_ID, LINE, LOADED_AT)],
+                        correction=any(
+                            v.status == statuses.LOADED
+                            for v in ledger.earlier_versions(conn, source.name, info.key, file_id)
+                        ),
                     )
-                elif not plan.line_in_body and EventTextReader.applies(source, mapping.targets):
-                    event_text = EventTextReader(source, mapping.targets)
-                    body = event_text.wrap(body)
                 try:
                     rows = copy_from(
                         conn, (RAW_SCHEMA, source.name), columns, body, options=plan.options
@@ -185,17 +182,12 @@ def _copy_file(
                     raise FileRejected(
                         describe_copy_error(error, source, plan.first_line, len(columns))
                     ) from None
-                if beside is not None:
-                    beside.end_of_input()
-                if event_text is not None:
-                    dates = event_text.dates(rows)
+                beside.end_of_input()
                 targets, extra, headers = mapping.targets, mapping.extra, mapping.extra_headers
             hashing.drain()
         finally:
-            if event_text is not None:
-                event_text.abort()
             plan.close()
-    return _Copied(rows, hashing.hexdigest, hashing.size, extra, headers, targets, dates)
+    return _Copied(rows, hashing.hexdigest, hashing.size, extra, headers, targets)
 
 
 def _retire_earlier(conn: Connection, source: SourceSpec, key: str, file_id: int) -> list[int]:
@@ -281,7 +273,7 @@ def _load_in_transaction(
     store: ObjectStore,
     info: ObjectInfo,
     run_id: str | None,
-    beside: BesideCopy | None = None,
+    beside: BesideCopy,
 ) -> FileOutcome:
     lock_source(conn, source.name)
     if (info.key, info.etag) in ledger.known_versions(conn, source.name, [info.key]):
@@ -319,8 +311,8 @@ def _load_in_transaction(
             [file_id],
         )
         return _mark_duplicate(conn, source, info, file_id, original)
-    # The clean side read the same text: it also knows the business dates, mostly.
-    dates = beside.business_dates(copied.rows) if beside is not None else copied.dates
+    # What read the bytes beside the COPY also knows the business dates, mostly.
+    dates = beside.business_dates(copied.rows)
     low, high = (
         dates
         if dates is not None
@@ -391,27 +383,22 @@ def load_object(
         outcome = _record_failure(warehouse, source, info, info.problem, run_id)
         _log_outcome(source, outcome)
         return outcome
-    beside = (
-        BesideCopy(clean_while_loading(warehouse, source), source.name)
-        if clean_while_loading is not None
-        else None
-    )
+    # Without cleaning, the bytes are still read beside the COPY for the business dates.
+    beside = BesideCopy((clean_while_loading or EventDates)(warehouse, source), source)
     try:
         with warehouse.begin() as conn:
             outcome = _load_in_transaction(conn, warehouse, source, store, info, run_id, beside)
-        if beside is not None:
-            # Raw is committed: the clean rows follow (a correction is the clean stage's).
-            if outcome.status == statuses.LOADED and not outcome.superseded and outcome.file_id:
-                outcome.cleaned = beside.commit(outcome.file_id)
-            beside.abort()
+        # Raw is committed: the clean rows follow (a correction is the clean stage's).
+        if outcome.status == statuses.LOADED and not outcome.superseded and outcome.file_id:
+            outcome.cleaned = beside.commit(outcome.file_id)
+        beside.abort()
     except Exception as error:
         reason = failure_reason(error, source)
         if reason is None:
             raise
         outcome = _record_failure(warehouse, source, info, reason, run_id)
     finally:
-        if beside is not None:
-            beside.abort()
+        beside.abort()
     _log_outcome(source, outcome)
     return outcome
 
