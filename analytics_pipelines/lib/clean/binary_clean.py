@@ -9,12 +9,11 @@ the version takes the staged way (`stage` and `merge`), with the same rules.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import queue
 import tempfile
-import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from typing import IO, cast
@@ -95,17 +94,13 @@ def copy_binary(
     conn: Connection, source: SourceSpec, typed: TypedRows, rows: Iterator[bytes | memoryview]
 ) -> None:
     """COPY a binary stream into clean, encoded one batch ahead in a thread."""
-    stop = threading.Event()
-    try:
-        copy_from(
-            conn,
-            (CLEAN_SCHEMA, source.name),
-            typed.output_columns,
-            cast(IO[bytes], ChunkReader(ahead(rows, stop))),
-            format="binary",
-        )
-    finally:
-        stop.set()
+    copy_from(
+        conn,
+        (CLEAN_SCHEMA, source.name),
+        typed.output_columns,
+        cast(IO[bytes], ChunkReader(ahead(rows))),
+        format="binary",
+    )
 
 
 def record_landed(
@@ -192,56 +187,15 @@ def clean_into_empty(
     return landed
 
 
-def ahead(
-    chunks: Iterator[bytes | memoryview], stop: threading.Event, depth: int = 2
-) -> Iterator[bytes | memoryview]:
-    """Run `chunks` in its own thread, `depth` items ahead: polars validates the next batch
-    while PostgreSQL ingests this one. `stop` is set when the consumer gives up early."""
-    out: queue.Queue[tuple[bytes | memoryview | None, BaseException | None]] = queue.Queue(depth)
-    finished = False
-
-    def put(item: tuple[bytes | memoryview | None, BaseException | None]) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                if not put((chunk, None)):
-                    return
-        except BaseException as error:  # handed to the consumer, which re-raises it
-            put((None, error))
-            return
-        put((None, None))
-
-    worker = threading.Thread(target=produce, name="clean-validate", daemon=True)
-    worker.start()
-    try:
-        while True:
-            try:
-                chunk, error = out.get(timeout=0.2)
-            except queue.Empty:
-                if worker.is_alive() or not out.empty():
-                    continue
-                raise Declined("stopped before the end of the file") from None
-            if error is not None:
-                raise error
-            if chunk is None:
-                finished = True
-                return
+def ahead(chunks: Iterator[bytes | memoryview], depth: int = 2) -> Iterator[bytes | memoryview]:
+    """`chunks` computed in a worker thread, up to `depth` items ahead: polars validates the
+    next batch while PostgreSQL ingests this one. A consumer that stops early waits for at
+    most `depth` items in progress."""
+    with ThreadPoolExecutor(1, thread_name_prefix="clean-validate") as pool:
+        queued = deque(pool.submit(next, chunks, None) for _ in range(depth))
+        while (chunk := queued.popleft().result()) is not None:
+            queued.append(pool.submit(next, chunks, None))
             yield chunk
-    finally:
-        # The consumer may stop early (COPY failed): unblock the producer and let it end.
-        if not finished:
-            stop.set()
-        while worker.is_alive():
-            with contextlib.suppress(queue.Empty):
-                out.get(timeout=0.1)
 
 
 def _earliest(a: date | None, b: date | None) -> date | None:

@@ -63,7 +63,6 @@ class RecordTee:
         self._stray = stray_quote(delimiter, quote)
         self.stopped = threading.Event()
         self._chunks: queue.Queue[bytes] = queue.Queue(QUEUE_CHUNKS)
-        self._ended = False
         self._thread = threading.Thread(target=work, name=name)
 
     def start(self) -> None:
@@ -112,11 +111,6 @@ class RecordTee:
                 if self.stopped.is_set():
                     return _END
 
-    def drain(self) -> None:
-        """Take what the COPY still hands over (after giving up), until its end."""
-        while not self._ended:
-            self._ended = self._next_chunk() == _END
-
     def batches(self) -> Iterator[bytes]:
         """Whole CSV records, about BATCH_BYTES at a time; UnreadableRecords when no record
         ends in a long stretch or a quote sits inside an unquoted value (COPY and a CSV parser
@@ -133,7 +127,6 @@ class RecordTee:
         while True:
             chunk = self._next_chunk()
             if chunk == _END:
-                self._ended = True
                 break
             pending.append(chunk)
             size += len(chunk)
