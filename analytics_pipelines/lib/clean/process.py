@@ -27,7 +27,7 @@ from analytics_pipelines.lib.clean.schema import (
 )
 from analytics_pipelines.lib.clean.stage import RawInput, build_stage, raw_input_table
 from analytics_pipelines.lib.logging import get_logger
-from analytics_pipelines.lib.tables import CLEAN_SCHEMA, FILE_ID, RAW_SCHEMA
+from analytics_pipelines.lib.tables import CLEAN_SCHEMA, FILE_ID, RAW_SCHEMA, clean_table
 from analytics_pipelines.lib.warehouse import Warehouse
 
 log = get_logger(__name__)
@@ -62,6 +62,16 @@ class CleanReport:
 
 def set_local(conn: Connection, setting: str, value: str) -> None:
     conn.execute(sa.select(sa.func.set_config(setting, value, True)))
+
+
+def _empty_if_nothing_left(conn: Connection, source: SourceSpec) -> None:
+    """Every row left clean (a correction of everything in it): TRUNCATE the dead rows, so the
+    new ones go in as into a new table rather than past a dead index entry each. Readers of
+    the table wait for this transaction's commit instead of reading the old rows meanwhile."""
+    clean = clean_table(source)
+    if not conn.execute(sa.select(sa.exists().select_from(clean))).scalar_one():
+        preparer = conn.dialect.identifier_preparer
+        conn.execute(sa.text(f"TRUNCATE {preparer.format_table(clean)}"))
 
 
 def clean_pending(
@@ -99,6 +109,9 @@ def clean_pending(
             if removal.vacated is not None
             else 0
         )
+
+        if removal.total and not reinstated:
+            _empty_if_nothing_left(conn, source)
 
         pending = book.pending_files(conn, source.name)
         if not pending:
