@@ -7,11 +7,13 @@ import gzip
 import io
 import random
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
 
 from analytics_pipelines.lib.catalog import CatalogError, load_catalog
+from analytics_pipelines.lib.clean import FusedClean
 from analytics_pipelines.lib.clean.quality import reconciliation_problems
 from analytics_pipelines.lib.ingest import load_pending
 from analytics_pipelines.lib.ingest.readers import TrailingBlankLinesDropped
@@ -19,7 +21,15 @@ from analytics_pipelines.lib.kpi.expressions import ExpressionError, parse_filte
 from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
 from analytics_pipelines.lib.storage import LocalFolderStore, ObjectStore
 from analytics_pipelines.lib.warehouse import Warehouse
-from analytics_pipelines_tests.test_clean_fused import _assert_same, _both_paths
+from analytics_pipelines_tests.test_clean_beside_copy import (
+    HEADER as TRICKY_HEADER,
+)
+from analytics_pipelines_tests.test_clean_beside_copy import (
+    TRICKY_LINES,
+    _clean,
+    _quarantine,
+    tricky_source,
+)
 from analytics_pipelines_tests.test_ingest_helpers import (
     key_of,
     ledger_rows,
@@ -67,20 +77,23 @@ def test_blank_lines_at_the_end_of_a_csv_are_ignored(
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
-def test_blank_lines_at_the_end_give_the_same_clean_rows_on_both_paths(
+def test_blank_lines_at_the_end_change_nothing_of_the_clean_rows(
     newline: str, local_store: LocalFolderStore, warehouse: Warehouse
 ) -> None:
-    from analytics_pipelines_tests.test_clean_fused import HEADER as TRICKY_HEADER
-    from analytics_pipelines_tests.test_clean_fused import TRICKY_LINES
-
     lines = [line for line in TRICKY_LINES if "\n" not in line]
-    text = TRICKY_HEADER.rstrip("\n") + newline + newline.join(lines) + newline * 4
-    fused, plain, was_fused = _both_paths(warehouse, local_store, text)
-    assert was_fused
-    _assert_same(warehouse, fused, plain)
-    [entry] = ledger_rows(warehouse, fused)
-    assert (entry["status"], entry["row_count"]) == ("loaded", len(lines))
-    assert reconciliation_problems(warehouse, fused) == []
+    text = TRICKY_HEADER.rstrip("\n") + newline + newline.join(lines) + newline
+    results = []
+    for trailing in (0, 3):
+        source = tricky_source(f"t_blank_{uuid.uuid4().hex[:8]}")
+        local_store.write(key_of(source, "orders.csv"), (text + newline * trailing).encode())
+        report = load_pending(source, local_store, warehouse, clean_while_loading=FusedClean)
+        assert report.cleaned_file_ids
+        [entry] = ledger_rows(warehouse, source)
+        assert (entry["status"], entry["row_count"]) == ("loaded", len(lines))
+        assert reconciliation_problems(warehouse, source) == []
+        results.append((_clean(warehouse, source), _quarantine(warehouse, source)))
+    assert results[0] == results[1]
+    assert len(results[0][0]) + len(results[0][1]) == len(lines) - 1  # one key repeated
 
 
 def test_a_blank_line_inside_a_csv_is_still_reported(

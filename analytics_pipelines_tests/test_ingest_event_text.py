@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from analytics_pipelines.lib.ingest import load_pending, record_tee
-from analytics_pipelines.lib.ingest.event_range import event_date_range
-from analytics_pipelines.lib.ingest.event_text import EventTextReader
+from analytics_pipelines.lib.ingest.event_range import event_date_range, naive_text_range
+from analytics_pipelines.lib.ingest.event_text import EventDates
+from analytics_pipelines.lib.ingest.record_tee import RecordTee
 from analytics_pipelines.lib.storage import ObjectStore
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines_tests.test_ingest_helpers import key_of, ledger_rows, make_source
@@ -80,36 +82,33 @@ def test_raw_load_records_the_business_dates_the_sql_query_gives(
     assert f"{low}/{high}" == recorded
 
 
-def _read(reader: EventTextReader, body: bytes) -> int:
-    stream = reader.wrap(io.BytesIO(body))
-    rows = 0
-    while chunk := stream.read(7):
-        rows += chunk.count(b"\n")
-    return rows
+def _read(body: bytes, copy_rows: int) -> tuple[EventDates, tuple[Any, ...] | None]:
+    """Read `body` as the load does beside a COPY that read `copy_rows` rows."""
+    reader = EventDates(None, make_source())
+    received = ["order_id", "ordered_at", "region", "amount"]
+    assert reader.start(
+        file_id=1, received=received, raw_columns=received, first_line=2, delimiter=",", quote='"'
+    )
+    reader.consume(iter([body]))
+    text = reader.finish(copy_rows)
+    return reader, None if text is None else naive_text_range(text.low, text.high, text.zoned)
 
 
 def test_the_reader_gives_the_range_only_when_it_read_what_the_copy_read() -> None:
-    source = make_source()
-    received = ["order_id", "ordered_at", "region", "amount"]
     body = b"A1,2024-03-01 10:00:00,n,1\nA2,2024-03-05 11:00:00,s,2\n"
-
-    agreeing = EventTextReader(source, received)
-    rows = _read(agreeing, body)
-    assert [str(d) for d in agreeing.dates(rows) or ()] == ["2024-03-01", "2024-03-05"]
-
-    disagreeing = EventTextReader(source, received)
-    _read(disagreeing, body)
-    assert disagreeing.dates(3) is None
+    _, dates = _read(body, 2)
+    assert [str(d) for d in dates or ()] == ["2024-03-01", "2024-03-05"]
+    disagreeing, dates = _read(body, 3)
+    assert dates is None
     assert disagreeing.failed == "read 2 rows, COPY read 3"
 
 
-def test_the_reader_stops_without_holding_up_the_copy() -> None:
-    source = make_source()
-    reader = EventTextReader(source, ["order_id", "ordered_at", "region", "amount"])
-    reader.abort()
+def test_a_stopped_tee_does_not_hold_up_the_copy() -> None:
+    tee = RecordTee(",", '"', lambda: None, "dates")
+    tee.stop()
     # Feeding after the stop returns at once; the COPY's input is untouched.
     body = b"A1,2024-03-01 10:00:00,n,1\n" * 10_000
-    assert reader.wrap(io.BytesIO(body)).read() == body
+    assert tee.wrap(io.BytesIO(body)).read() == body
 
 
 def test_plain_event_times_need_no_second_pass_over_raw(

@@ -80,11 +80,11 @@ def values(rows: list[dict[str, Any]], *columns: str) -> list[tuple[Any, ...]]:
 
 
 def test_generator_reader_hands_out_large_and_view_chunks_in_order() -> None:
-    from analytics_pipelines.lib.ingest.streams import GeneratorReader
+    from analytics_pipelines.lib.chunk_reader import ChunkReader
 
     data = bytes(range(256)) * 4096
     chunks = [data[:10], memoryview(data)[10:700_000], b"", data[700_000:]]
-    reader = GeneratorReader(chunks)
+    reader = ChunkReader(chunks)
     pieces = []
     while piece := reader.read(65_536):
         assert isinstance(piece, bytes) and len(piece) <= 65_536

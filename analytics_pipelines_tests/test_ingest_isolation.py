@@ -23,6 +23,7 @@ from analytics_pipelines.defs.clean.checks import RECONCILIATION, build_clean_ch
 from analytics_pipelines.defs.ingest.assets import build_raw_asset
 from analytics_pipelines.defs.ingest.sensors import raw_asset_key, raw_op_name
 from analytics_pipelines.lib.catalog.models import SourceSpec
+from analytics_pipelines.lib.clean import FusedClean
 from analytics_pipelines.lib.ingest import KeysRefused, load_object, load_pending
 from analytics_pipelines.lib.storage import LocalFolderStore, ObjectStore, S3Store
 from analytics_pipelines.lib.warehouse import Warehouse
@@ -186,6 +187,7 @@ def test_link_inside_the_storage_folder_is_followed(
 _AS_NOBODY = """
 import json, os, sys
 from analytics_pipelines.lib.catalog.models import SourceSpec
+from analytics_pipelines.lib.clean import FusedClean
 from analytics_pipelines.lib.ingest import load_pending
 from analytics_pipelines.lib.storage import LocalFolderStore
 from analytics_pipelines.lib.warehouse import Warehouse
@@ -376,7 +378,7 @@ def test_new_columns_are_seen_by_the_clean_while_loading_path(
     bad = b"B1,2024-03-01,south,abc,NY\n"
     store.write(key, HEADER.rstrip(b"\n") + b",Coupon Code\n" + good + bad)
 
-    report = load_pending(source, store, warehouse, keys=[key], clean_while_loading=True)
+    report = load_pending(source, store, warehouse, keys=[key], clean_while_loading=FusedClean)
 
     [outcome] = report.outcomes
     assert (outcome.status, outcome.cleaned, outcome.extra_columns) == (

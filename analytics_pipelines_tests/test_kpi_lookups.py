@@ -34,7 +34,7 @@ from analytics_pipelines.defs.kpis.factory import (
 )
 from analytics_pipelines.lib.catalog import CatalogError, ColumnSpec, SourceSpec, load_catalog
 from analytics_pipelines.lib.catalog.models import KpiSpec, LookupSpec
-from analytics_pipelines.lib.clean import clean_pending
+from analytics_pipelines.lib.clean import FusedClean, clean_pending
 from analytics_pipelines.lib.demo import generate_demo
 from analytics_pipelines.lib.ingest import load_pending
 from analytics_pipelines.lib.kpi.engine import refresh_kpi
@@ -310,7 +310,7 @@ def _deliver(
     store.write(f"{source.landing_prefix}{name}", body)
     # As the landing sensor's runs do: a CSV is cleaned while it loads where the fast path can
     # (a reference source is left to the SQL clean step, which compares it before and after).
-    load_pending(source, store, warehouse, clean_while_loading=True)
+    load_pending(source, store, warehouse, clean_while_loading=FusedClean)
     return clean_pending(warehouse, source, lookups)
 
 

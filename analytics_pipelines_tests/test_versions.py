@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from analytics_pipelines.lib.catalog import ColumnSpec, SourceSpec
-from analytics_pipelines.lib.clean import clean_pending
+from analytics_pipelines.lib.clean import FusedClean, clean_pending
 from analytics_pipelines.lib.clean.quality import reconcile
 from analytics_pipelines.lib.ingest import LoadReport, load_pending
 from analytics_pipelines.lib.kpi.engine import refresh_kpi
@@ -75,7 +75,10 @@ class Pipeline:
         """Drop a file, load and clean it, refresh the KPI days the load touched."""
         self.store.write(f"{self.source.landing_prefix}/{name}", text.encode())
         report = load_pending(
-            self.source, self.store, self.warehouse, clean_while_loading=self.fused
+            self.source,
+            self.store,
+            self.warehouse,
+            clean_while_loading=FusedClean if self.fused else None,
         )
         clean_pending(self.warehouse, self.source)
         with self.warehouse.connect() as conn:

@@ -1,9 +1,9 @@
 """The raw event-time text of a file summed up as the loader's business-date shortcut needs it.
 
 `ingest.event_range`'s text query computed in polars over batches of raw text, for the readers
-that see a file's bytes beside its raw COPY (the fused clean, the raw load's date reader).
-Outside both packages, so that importing it never starts the import of the other package
-(the ingest loader imports the clean package, which imports this).
+that see a file's bytes beside its raw COPY (the clean side, the raw load's date reader).
+Outside both packages: the clean side fills it and hands it back through the seam
+(`ingest.clean_seam`), so neither package imports the other for it.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from analytics_pipelines.defs.ingest.sensors import ingest_job_name, raw_asset_key
 from analytics_pipelines.lib.catalog.models import SourceSpec
+from analytics_pipelines.lib.clean import FusedClean
 from analytics_pipelines.lib.ingest import (
     FileOutcome,
     KeysRefused,
@@ -144,7 +145,7 @@ def build_raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
                     warehouse.get_warehouse(),
                     keys=config.keys or None,
                     run_id=context.run.run_id,
-                    clean_while_loading=cleaning,
+                    clean_while_loading=FusedClean if cleaning else None,
                 )
             except KeysRefused as refused:
                 # A hand-launched run naming another source's (or lake/) keys: refused whole.

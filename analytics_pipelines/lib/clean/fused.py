@@ -1,70 +1,60 @@
-"""Clean a CSV file while it is being loaded: the raw COPY's bytes, validated in polars, COPYed
-into `clean.<source>` over a second connection at the same time.
+"""Clean a new file version beside its raw COPY: the COPY's bytes, checked by the rule engine,
+typed in polars and COPYed in binary into `clean.<source>` over a second connection.
 
-Protocol with the loader (one file version, all on the loader's side of the run):
-  `start()` once the raw columns are known; `wrap()` the raw COPY's input (see `RecordTee`);
-  `end_of_input()` after the raw COPY; `finish()` before the raw commit; `commit()` after the
-  raw transaction committed (raw first: a crash in between leaves the file loaded and not
-  cleaned, which the SQL path picks up); `abort()` otherwise. Anything the fast path cannot do exactly (see `fast.Declined`), a key already in
-  clean, or a key repeated across batches, leaves the file to the SQL path (`clean_pending`).
-
-A correction (the version superseded an earlier one of its key) is never committed here: its
-predecessor's rows must leave clean and the rows that predecessor had displaced from older
-versions must win again (lib/clean/reinstate), which the SQL path does in the same run.
+Implements `lib.ingest.clean_seam.CleanBesideLoad` (structurally: nothing is imported from
+ingest). Anything that cannot be done exactly here (see `typed_rows.Declined`), a key already
+in clean, a key repeated across batches or earlier versions waiting, leaves the version to
+the clean stage after the COPY (`clean_pending`), which applies the same rules.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-import queue
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import date
-from typing import IO, Any, cast
+from dataclasses import dataclass
+from typing import IO, Any
 
 import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
-from analytics_pipelines.lib.clean import binary_copy
 from analytics_pipelines.lib.clean import ledger as book
-from analytics_pipelines.lib.clean.fast import Declined, FastValidator
-from analytics_pipelines.lib.clean.schema import (
-    add_primary_key,
-    ensure_clean_table,
-    live_columns,
+from analytics_pipelines.lib.clean.binary_clean import (
+    Landed,
+    binary_rows,
+    copy_binary,
+    record_landed,
 )
+from analytics_pipelines.lib.clean.rules import (
+    NORMALISED,
+    WALL,
+    Checked,
+    RuleEngine,
+    UnsupportedPattern,
+)
+from analytics_pipelines.lib.clean.schema import add_primary_key, ensure_clean_table, live_columns
+from analytics_pipelines.lib.clean.typed_rows import Declined, TypedRows
 from analytics_pipelines.lib.clean.zone_offsets import ZoneOffsets
-from analytics_pipelines.lib.ingest.event_range import naive_text_range
-from analytics_pipelines.lib.ingest.record_tee import RecordTee, UnclosedRecord, stray_quote
-from analytics_pipelines.lib.ingest.streams import GeneratorReader
+from analytics_pipelines.lib.event_time_text import RawEventText
 from analytics_pipelines.lib.logging import get_logger
-from analytics_pipelines.lib.tables import CLEAN_SCHEMA, touched_periods
-from analytics_pipelines.lib.warehouse import Warehouse, copy_from
+from analytics_pipelines.lib.tables import CLEAN_SCHEMA, FILE_ID, LINE
+from analytics_pipelines.lib.warehouse import Warehouse
 
 log = get_logger(__name__)
 
-QUARANTINE_COLUMNS = ["source", "file_id", "line", "raw_values", "failures"]
-
 
 @dataclass
-class FusedResult:
-    rows: int = 0
-    ok_rows: int = 0
-    failed_rows: int = 0
-    landed_rows: int = 0
-    # Distinct 15-minute slots (naive, in UTC) of the landed rows' event times.
-    slots: pl.Series = field(default_factory=lambda: pl.Series("q", [], pl.Datetime("us")))
-    first_date: date | None = None
-    last_date: date | None = None
-
-    @property
-    def replaced_rows(self) -> int:
-        return self.ok_rows - self.landed_rows
+class _File:
+    file_id: int
+    received: list[str]
+    first_line: int
+    delimiter: str
+    quote: str
+    rules: RuleEngine
+    typed: TypedRows
 
 
 class FusedClean:
@@ -74,89 +64,59 @@ class FusedClean:
         self.warehouse = warehouse
         self.source = source
         self.declined: str | None = None
-        self.result = FusedResult()
-        self._tee = RecordTee(source.reader.quote, self._run, f"clean-{source.name}")
+        self.result = Landed()
+        self.raw_event_text = RawEventText()
+        self._file: _File | None = None
+        self._stop = threading.Event()
         self._conn: Connection | None = None
         self._transaction: Any = None
         self._quarantine: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
-        self._validator: FastValidator | None = None
 
     # -- loader side -------------------------------------------------------------------------
 
     def start(
-        self, *, file_id: int, received: list[str], raw_columns: list[str], first_line: int
-    ) -> None:
+        self,
+        *,
+        file_id: int,
+        received: list[str],
+        raw_columns: list[str],
+        first_line: int,
+        delimiter: str,
+        quote: str,
+    ) -> bool:
         try:
-            self._validator = FastValidator(
-                self.source,
-                file_id=file_id,
-                received=received,
-                raw_columns=raw_columns,
-                first_line=first_line,
-                zone=ZoneOffsets(self.warehouse.engine, self.source.timezone),
+            self._file = _File(
+                file_id,
+                received,
+                first_line,
+                delimiter,
+                quote,
+                RuleEngine(self.source, raw_columns),
+                TypedRows(self.source, ZoneOffsets(self.warehouse.engine, self.source.timezone)),
             )
-        except Declined as declined:
+        except (Declined, UnsupportedPattern) as declined:
             self._decline(str(declined))
-            return
-        self._tee.start()
+            return False
+        return True
 
-    def wrap(self, body: IO[bytes]) -> IO[bytes]:
-        """The raw COPY's input, handing every chunk to this cleaner as well."""
-        return self._tee.wrap(body)
-
-    def end_of_input(self) -> None:
-        """The raw COPY has read the whole file: the clean side can finish its last batch."""
-        self._tee.close()
-
-    def finish(self, raw_rows: int) -> None:
-        """Wait for the clean COPY and compare what both read (`raw_rows`: the raw COPY's)."""
-        self._tee.close()
-        self._tee.join()
+    def finish(self, raw_rows: int) -> RawEventText | None:
+        """After the raw COPY (the worker has ended): what this side read of the event times,
+        None when it did not read every row."""
         if self.declined is None and self.result.rows != raw_rows:
             self._decline(f"parsed {self.result.rows} rows, COPY read {raw_rows}")
+        return self.raw_event_text if self.declined is None else None
 
-    def business_dates(self) -> tuple[date | None, date | None] | None:
-        """The loader's business-date range from the text this side parsed (after `finish`);
-        None when only the SQL query can tell."""
-        if self.declined is not None or self._validator is None:
-            return None
-        text = self._validator.raw_event_text
-        return naive_text_range(text.low, text.high, text.zoned) if text.seen else None
-
-    def commit(self, file_id: int) -> FusedResult | None:
+    def commit(self, file_id: int) -> bool:
         """After the raw commit: quarantine, touched slots, ledger, then commit clean."""
         if self.declined is not None or self._conn is None:
             self.abort()
-            return None
+            return False
         conn = self._conn
+        result = self.result
         try:
-            self._quarantine.seek(0)
-            copy_from(conn, ("quarantine", "rows"), QUARANTINE_COLUMNS, self._quarantine)
-            result = self.result
-            if result.slots.len():
-                # A year of data touches ~35,000 slots: COPY, not one bound parameter each.
-                slots = pl.DataFrame({"slot_start": result.slots.sort()}).select(
-                    source=pl.lit(self.source.name),
-                    file_id=pl.lit(file_id, pl.Int64),
-                    slot_start=pl.col("slot_start").dt.strftime("%Y-%m-%d %H:%M:%S+00"),
-                )
-                copy_from(
-                    conn,
-                    (str(touched_periods.schema), touched_periods.name),
-                    slots.columns,
-                    io.BytesIO(slots.write_csv(include_header=False).encode()),
-                )
-            book.record_cleaned(
-                conn,
-                file_id,
-                clean_rows=result.landed_rows,
-                quarantined_rows=result.failed_rows,
-                replaced_rows=result.replaced_rows,
-                first_date=result.first_date,
-                last_date=result.last_date,
-            )
+            record_landed(conn, self.source, file_id, result, self._quarantine)
             self._transaction.commit()
-        except Exception as error:  # raw is committed; the SQL path cleans it
+        except Exception as error:  # raw is committed; the clean stage cleans it
             log.warning(
                 "clean while loading failed at commit; the clean stage will clean the file",
                 source=self.source.name,
@@ -164,7 +124,7 @@ class FusedClean:
                 error=str(error).splitlines()[0] if str(error) else type(error).__name__,
             )
             self.abort()
-            return None
+            return False
         finally:
             self._close_connection()
         log.info(
@@ -175,22 +135,21 @@ class FusedClean:
             quarantined_rows=result.failed_rows,
             replaced_rows=result.replaced_rows,
         )
-        return result
+        return True
 
     def abort(self) -> None:
-        self._tee.stop()
-        self._tee.join()
+        self._stop.set()
         if self._transaction is not None and self._transaction.is_active:
             self._transaction.rollback()
         self._close_connection()
 
-    # -- clean side (thread) -----------------------------------------------------------------
+    # -- clean side (the loader's worker thread) ---------------------------------------------
 
     def _decline(self, reason: str) -> None:
         if self.declined is None:
             self.declined = reason
             log.info("clean while loading declined", source=self.source.name, reason=reason)
-        self._tee.stopped.set()
+        self._stop.set()
 
     def _close_connection(self) -> None:
         self._quarantine.close()
@@ -198,7 +157,8 @@ class FusedClean:
             self._conn.close()
             self._conn = None
 
-    def _run(self) -> None:
+    def consume(self, batches: Iterator[bytes]) -> None:
+        """Validate and COPY the file's records as they come (the worker thread's work)."""
         try:
             conn = self.warehouse.engine.connect()
             self._conn = conn
@@ -220,130 +180,66 @@ class FusedClean:
             if book.pending_files(conn, self.source.name) or book.superseded_to_retire(
                 conn, self.source.name
             ):
-                raise Declined("earlier file versions wait for the SQL path")
-            columns = self._validator.output_columns if self._validator else []
-            copy_from(
-                conn,
-                (CLEAN_SCHEMA, self.source.name),
-                columns,
-                cast(IO[bytes], GeneratorReader(_ahead(self._clean_rows(), self._tee.stopped))),
-                format="binary",
+                raise Declined("earlier file versions wait for the clean stage")
+            assert self._file is not None
+            rows = binary_rows(
+                self._file.rules,
+                self._file.typed,
+                self._frames(batches),
+                self.result,
+                self._quarantine,
+                self._seen,
             )
+            copy_binary(conn, self.source, self._file.typed, _stoppable(rows, self._stop))
             if created:
-                # A key repeated across batches fails here, and the SQL path takes the file.
+                # A key repeated across batches fails here, and the clean stage takes the file.
                 add_primary_key(conn, self.source)
-        except Declined as declined:
-            self._decline(str(declined))
-        except (sa.exc.DBAPIError, Exception) as error:  # the SQL path decides
-            self._decline(f"{type(error).__name__}: {error}".splitlines()[0])
-        finally:
-            if self.declined is not None:
-                self._tee.drain()
+        except Exception as error:  # the clean stage decides after the COPY
+            self._decline(
+                str(error)
+                if isinstance(error, Declined)
+                else f"{type(error).__name__}: {error}".splitlines()[0]
+            )
 
-    def _clean_rows(self) -> Iterator[bytes | memoryview]:
-        """The file's clean rows as one binary COPY stream, a batch at a time."""
-        validator = self._validator
-        assert validator is not None
-        reader = self.source.reader
-        result = self.result
-        stray = stray_quote(reader.delimiter, reader.quote)
-        quote = reader.quote.encode()
-        # Python datetimes are costly to build: slots become them once, de-duplicated.
-        slots = pl.Series("q", [], pl.Datetime("us"))
-        yield binary_copy.HEADER
-        for batch in _whole_records(self._tee):
-            if quote in batch and stray.search(batch):
-                # A quote inside an unquoted value: COPY and polars read it differently.
-                raise Declined("a quote character inside an unquoted value")
+    def _frames(self, batches: Iterator[bytes]) -> Iterator[pl.DataFrame]:
+        """The COPY's records as frames of text with file id and line."""
+        file = self._file
+        assert file is not None
+        rows = 0
+        for batch in batches:
             frame = pl.read_csv(
                 io.BytesIO(batch),
                 has_header=False,
-                new_columns=validator.received,
+                new_columns=file.received,
                 infer_schema=False,
-                separator=reader.delimiter,
-                quote_char=reader.quote,
+                separator=file.delimiter,
+                quote_char=file.quote,
                 truncate_ragged_lines=False,
+            ).with_columns(
+                pl.lit(file.file_id, pl.Int64).alias(FILE_ID),
+                (pl.int_range(pl.len(), dtype=pl.Int64) + file.first_line + rows).alias(LINE),
             )
-            outcome = validator.validate(frame)
-            result.rows += outcome.rows
-            result.ok_rows += outcome.ok_rows
-            result.failed_rows += outcome.failed_rows
-            result.landed_rows += outcome.landed_rows
-            slots = pl.concat([slots, outcome.slots.cast(pl.Datetime("us"))]).unique()
-            result.first_date = _earliest(result.first_date, outcome.first_date)
-            result.last_date = _latest(result.last_date, outcome.last_date)
-            if outcome.quarantine.height:
-                outcome.quarantine.write_csv(self._quarantine, include_header=False)
-            try:
-                yield binary_copy.encode_rows(outcome.good, validator.output_kinds)
-            except binary_copy.Unencodable as error:
-                raise Declined(str(error)) from None
-        yield binary_copy.TRAILER
-        result.slots = slots
+            rows += frame.height
+            yield frame
+
+    def _seen(self, checked: Checked) -> None:
+        """Fold a checked batch's event times into the business-date summary."""
+        staged = checked.staged
+        event = self.source.event_column
+        # The event times that round-trip through the plain wall format carry no zone.
+        plain = (
+            pl.col(WALL).is_not_null() & (pl.col(event) == pl.col(f"{NORMALISED}{event}"))
+            if WALL in staged.columns
+            else None
+        )
+        self.raw_event_text.add(staged, event, plain)
 
 
-def _ahead(
-    chunks: Iterator[bytes | memoryview], stop: threading.Event, depth: int = 2
+def _stoppable(
+    rows: Iterator[bytes | memoryview], stop: threading.Event
 ) -> Iterator[bytes | memoryview]:
-    """Run `chunks` in its own thread, `depth` items ahead: polars validates the next batch
-    while PostgreSQL ingests this one. `stop` is set when the consumer gives up early."""
-    out: queue.Queue[tuple[bytes | memoryview | None, BaseException | None]] = queue.Queue(depth)
-    finished = False
-
-    def put(item: tuple[bytes | memoryview | None, BaseException | None]) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                if not put((chunk, None)):
-                    return
-        except BaseException as error:  # handed to the consumer, which re-raises it
-            put((None, error))
-            return
-        put((None, None))
-
-    worker = threading.Thread(target=produce, name="clean-validate", daemon=True)
-    worker.start()
-    try:
-        while True:
-            try:
-                chunk, error = out.get(timeout=0.2)
-            except queue.Empty:
-                if worker.is_alive() or not out.empty():
-                    continue
-                raise Declined("stopped before the end of the file") from None
-            if error is not None:
-                raise error
-            if chunk is None:
-                finished = True
-                return
-            yield chunk
-    finally:
-        # The consumer may stop early (COPY failed): unblock the producer and let it end.
-        if not finished:
-            stop.set()
-        while worker.is_alive():
-            with contextlib.suppress(queue.Empty):
-                out.get(timeout=0.1)
-
-
-def _whole_records(tee: RecordTee) -> Iterator[bytes]:
-    try:
-        yield from tee.batches()
-    except UnclosedRecord as error:
-        raise Declined(str(error)) from None
-
-
-def _earliest(a: date | None, b: date | None) -> date | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-def _latest(a: date | None, b: date | None) -> date | None:
-    return b if a is None else a if b is None else max(a, b)
+    """`rows` until the load gives up (`abort`)."""
+    for chunk in rows:
+        if stop.is_set():
+            raise Declined("the load gave up")
+        yield chunk

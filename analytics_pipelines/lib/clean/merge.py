@@ -45,10 +45,6 @@ class MergeOutcome:
     landed: dict[int, int] = field(default_factory=dict)
     displaced: dict[int, int] = field(default_factory=dict)
 
-    @property
-    def displaced_total(self) -> int:
-        return sum(self.displaced.values())
-
 
 def slot_of(value: sa.ColumnElement, source: SourceSpec) -> sa.ColumnElement:
     """The 15-minute UTC slot holding an event-time value (a date is its local midnight)."""

@@ -9,7 +9,9 @@ from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.clean import ledger as book
+from analytics_pipelines.lib.clean.binary_clean import clean_into_empty
 from analytics_pipelines.lib.clean.merge import (
+    StageCounts,
     merge_stage,
     quarantine_failures,
     remove_files_from_clean,
@@ -17,10 +19,15 @@ from analytics_pipelines.lib.clean.merge import (
 )
 from analytics_pipelines.lib.clean.reference_changes import LookupUses, ReferenceSnapshot
 from analytics_pipelines.lib.clean.reinstate import reinstate_vacated
-from analytics_pipelines.lib.clean.schema import ensure_clean_table, raw_columns
+from analytics_pipelines.lib.clean.schema import (
+    add_primary_key,
+    ensure_clean_table,
+    live_columns,
+    raw_columns,
+)
 from analytics_pipelines.lib.clean.stage import RawInput, build_stage, raw_input_table
 from analytics_pipelines.lib.logging import get_logger
-from analytics_pipelines.lib.tables import FILE_ID, RAW_SCHEMA
+from analytics_pipelines.lib.tables import CLEAN_SCHEMA, FILE_ID, RAW_SCHEMA, clean_table
 from analytics_pipelines.lib.warehouse import Warehouse
 
 log = get_logger(__name__)
@@ -57,6 +64,16 @@ def set_local(conn: Connection, setting: str, value: str) -> None:
     conn.execute(sa.select(sa.func.set_config(setting, value, True)))
 
 
+def _empty_if_nothing_left(conn: Connection, source: SourceSpec) -> None:
+    """Every row left clean (a correction of everything in it): TRUNCATE the dead rows, so the
+    new ones go in as into a new table rather than past a dead index entry each. Readers of
+    the table wait for this transaction's commit instead of reading the old rows meanwhile."""
+    clean = clean_table(source)
+    if not conn.execute(sa.select(sa.exists().select_from(clean))).scalar_one():
+        preparer = conn.dialect.identifier_preparer
+        conn.execute(sa.text(f"TRUNCATE {preparer.format_table(clean)}"))
+
+
 def clean_pending(
     warehouse: Warehouse, source: SourceSpec, lookups: LookupUses = ()
 ) -> CleanReport:
@@ -72,9 +89,11 @@ def clean_pending(
     with warehouse.begin() as conn:
         book.lock_source(conn, source.name)
         set_local(conn, "work_mem", WORK_MEM)
-        # Naive timestamps are read in the source's zone by the cast itself (see validate).
+        # Naive timestamps are read in the source's zone by the casts themselves (see stage).
         set_local(conn, "TimeZone", source.timezone)
-        changes = ensure_clean_table(conn, source)
+        # A new table gets its primary key once filled: one index build, not row by row.
+        created = live_columns(conn, CLEAN_SCHEMA, source.name) is None
+        changes = ensure_clean_table(conn, source, defer_primary_key=created)
         snapshot = ReferenceSnapshot.take(conn, source, lookups)
 
         retiring = book.superseded_to_retire(conn, source.name)
@@ -91,6 +110,9 @@ def clean_pending(
             else 0
         )
 
+        if removal.total and not reinstated:
+            _empty_if_nothing_left(conn, source)
+
         pending = book.pending_files(conn, source.name)
         if not pending:
             return CleanReport(
@@ -103,20 +125,27 @@ def clean_pending(
             )
         ids = [p.file_id for p in pending]
         live = raw_columns(conn, source)
-        counts = {}
+        counts: dict[int, StageCounts] = {}
         landed: dict[int, int] = {}
         displaced: dict[int, int] = {}
         if live is not None:
             raw = raw_input_table(RAW_SCHEMA, source.name, live)
-            stage = build_stage(
-                conn,
-                source,
-                RawInput(raw, [c.name for c in raw.columns][:-2], raw.c[FILE_ID].in_(ids)),
-            )
-            counts = stage_counts(conn, source, stage)
-            quarantine_failures(conn, source, stage)
-            outcome = merge_stage(conn, source, stage)
-            landed, displaced = outcome.landed, outcome.displaced
+            rows = RawInput(raw, [c.name for c in raw.columns][:-2], raw.c[FILE_ID].in_(ids))
+            direct = clean_into_empty(conn, warehouse, source, rows, ids, add_key=created)
+            if direct is not None:
+                for file_id, version in direct.items():
+                    counts[file_id] = StageCounts(
+                        version.ok_rows, version.failed_rows, version.first_date, version.last_date
+                    )
+                    landed[file_id] = version.landed_rows
+            else:
+                stage = build_stage(conn, source, rows)
+                counts = stage_counts(conn, source, stage)
+                quarantine_failures(conn, source, stage)
+                outcome = merge_stage(conn, source, stage)
+                landed, displaced = outcome.landed, outcome.displaced
+                if created:
+                    add_primary_key(conn, source)
 
         totals = {"raw": 0, "clean": 0, "quarantined": 0, "replaced": 0}
         for file in pending:

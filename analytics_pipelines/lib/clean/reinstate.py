@@ -3,9 +3,10 @@
 When version V leaves clean (a correction superseded it), the primary keys it held are empty.
 If older versions that are still current (loaded, not superseded) delivered rows for those keys,
 V had displaced them; they were counted as `replaced` against their files and stay in raw. They
-are rebuilt from raw here, set-based: the raw rows of those keys are validated with the same
-staging SQL as any batch, and the usual rule (newest file version, then last line) picks the
-winner (merge_stage, which also records their business time as touched for the KPIs).
+are rebuilt from raw here: the raw rows of those versions are checked by the rule engine like
+any batch (`stage`), the staged rows of the vacated keys are kept, and the usual rule (newest
+file version, then last line) picks the winner (merge_stage, which also records their business
+time as touched for the KPIs).
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.clean import ledger as book
-from analytics_pipelines.lib.clean import validate
 from analytics_pipelines.lib.clean.merge import MergeOutcome, merge_stage
 from analytics_pipelines.lib.clean.schema import raw_columns
-from analytics_pipelines.lib.clean.stage import RawInput, build_stage, raw_input_table
+from analytics_pipelines.lib.clean.stage import OK, RawInput, build_stage, raw_input_table
 from analytics_pipelines.lib.tables import FILE_ID, LINE, RAW_SCHEMA, quarantine_rows
 
 
@@ -36,15 +36,8 @@ def reinstate_vacated(conn: Connection, source: SourceSpec, vacated: sa.Table) -
     if not holders:
         return MergeOutcome()
     raw = raw_input_table(RAW_SCHEMA, source.name, live)
-    typed_key = [
-        validate.typed(
-            validate.normalise(raw.c[k], source.column(k), source), source.column(k), source
-        )
-        for k in pk
-    ]
     where = sa.and_(
         raw.c[FILE_ID].in_(holders),
-        sa.exists().where(*(vacated.c[k] == typed for k, typed in zip(pk, typed_key, strict=True))),
         ~sa.exists().where(
             quarantine_rows.c.source == source.name,
             quarantine_rows.c.file_id == raw.c[FILE_ID],
@@ -52,6 +45,15 @@ def reinstate_vacated(conn: Connection, source: SourceSpec, vacated: sa.Table) -
         ),
     )
     stage = build_stage(conn, source, RawInput(raw, [c.name for c in raw.columns][:-2], where))
+    # Only the keys that lost their clean row compete again (keys compare typed).
+    conn.execute(
+        sa.delete(stage).where(
+            sa.or_(
+                sa.not_(stage.c[OK]),
+                ~sa.exists().where(*(vacated.c[k] == stage.c[k] for k in pk)),
+            )
+        )
+    )
     outcome = merge_stage(conn, source, stage)
     # The clean run stages its own batch under the same name next.
     stage.drop(conn)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.clean import ledger as book
@@ -85,29 +84,18 @@ class ReplayReport:
     still_quarantined: int
 
 
-def _replay_input(conn: Connection, source: SourceSpec) -> sa.Table:
-    table = sa.Table(
-        REPLAY_INPUT,
-        sa.MetaData(),
-        *(sa.Column(c.name, sa.Text) for c in source.columns),
-        sa.Column(FILE_ID, sa.BigInteger),
-        sa.Column(LINE, sa.BigInteger),
-        prefixes=["TEMPORARY"],
-        postgresql_on_commit="DROP",
-    )
-    table.create(conn)
+def _replay_input(source: SourceSpec) -> sa.Subquery:
+    """The live quarantined rows' raw values of the catalog's columns, as raw-shaped text."""
     values = sa.cast(quarantine_rows.c.raw_values, sa.dialects.postgresql.JSONB)
-    conn.execute(
-        sa.insert(table).from_select(
-            [*(c.name for c in source.columns), FILE_ID, LINE],
-            sa.select(
-                *(values.op("->>")(c.name) for c in source.columns),
-                quarantine_rows.c.file_id,
-                quarantine_rows.c.line,
-            ).where(_live_quarantine(source)),
+    return (
+        sa.select(
+            *(values.op("->>")(c.name).label(c.name) for c in source.columns),
+            quarantine_rows.c.file_id.label(FILE_ID),
+            quarantine_rows.c.line.label(LINE),
         )
+        .where(_live_quarantine(source))
+        .subquery(REPLAY_INPUT)
     )
-    return table
 
 
 def replay_quarantine(
@@ -124,8 +112,8 @@ def replay_quarantine(
         set_local(conn, "TimeZone", source.timezone)
         ensure_clean_table(conn, source)
         snapshot = ReferenceSnapshot.take(conn, source, lookups)
-        table = _replay_input(conn, source)
-        stage = build_stage(conn, source, RawInput(table, [c.name for c in source.columns]))
+        rows = RawInput(_replay_input(source), [c.name for c in source.columns])
+        stage = build_stage(conn, source, rows)
         counts = stage_counts(conn, source, stage)
         same_row = sa.and_(
             quarantine_rows.c.source == source.name,

@@ -1,24 +1,38 @@
-"""Validate and type a set of raw rows in one pass into a transaction-local staging table.
+"""Rows cleaned after their COPY: raw text out of PostgreSQL, the rule engine, a typed stage.
 
-The staging table holds, per raw row, the typed values, `_ok`, and — only for failing rows — the
-raw values and every failed rule. Expressions are layered in sub-queries fenced with OFFSET 0 so
-that PostgreSQL computes each normalised text and each cast once per row, not once per use.
+The rows to clean (a relation of text columns plus `_file_id` and `_line`: raw rows of file
+versions, quarantined rows to replay) are copied out as CSV and checked in batches by the
+rule engine (`rules`). Each row's verdict, its normalised text when it passes and its raw
+values and failures when it does not, goes back in by COPY; the passing rows are then typed
+by PostgreSQL's own casts (plain casts that cannot fail: the rules accept only text they
+cast) into a transaction-local staging table, from which `merge` does the set operations.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
-from analytics_pipelines.lib.clean import validate
-from analytics_pipelines.lib.tables import FILE_ID, LINE, LOADED_AT
+from analytics_pipelines.lib.clean.rules import BAD, NORMALISED, RuleEngine
+from analytics_pipelines.lib.tables import FILE_ID, LINE, LOADED_AT, SQL_TYPES
+from analytics_pipelines.lib.warehouse import copy_from, dbapi_connection
 
 STAGE_TABLE = "_clean_stage"
+VERDICTS_TABLE = "_clean_verdicts"
 OK, RAW, FAILURES = "_ok", "_raw", "_failures"
+# Rows per batch the rule engine checks: large enough for polars' parallelism, small enough
+# to keep memory flat.
+BATCH_ROWS = 250_000
 
 
 @dataclass(frozen=True)
@@ -43,102 +57,117 @@ def raw_input_table(schema: str, name: str, live: dict[str, str]) -> sa.Table:
     )
 
 
-def stage_table(source: SourceSpec) -> sa.Table:
+def _stage_shape(name: str, source: SourceSpec, typed: bool) -> sa.Table:
+    """A transaction-local table of staged rows: the declared columns (typed as in clean, or
+    as text), lineage, the verdict, and for failing rows the raw values and failures."""
+    json_type: sa.types.TypeEngine = postgresql.JSONB() if typed else sa.Text()
     return sa.Table(
-        STAGE_TABLE,
+        name,
         sa.MetaData(),
-        *(sa.Column(c.name, validate.sql_type(c)) for c in source.columns),
+        *(sa.Column(c.name, SQL_TYPES[c.type] if typed else sa.Text) for c in source.columns),
         sa.Column(FILE_ID, sa.BigInteger, nullable=False),
         sa.Column(LINE, sa.BigInteger, nullable=False),
         sa.Column(OK, sa.Boolean, nullable=False),
-        sa.Column(RAW, postgresql.JSONB),
-        sa.Column(FAILURES, postgresql.JSONB),
+        sa.Column(RAW, json_type),
+        sa.Column(FAILURES, json_type),
         prefixes=["TEMPORARY"],
         postgresql_on_commit="DROP",
     )
 
 
-def _fenced(select: sa.Select, name: str) -> sa.Subquery:
-    # OFFSET keeps the planner from flattening the level into its parent (and re-evaluating it).
-    return select.offset(0).subquery(name)
+def stage_table(source: SourceSpec) -> sa.Table:
+    return _stage_shape(STAGE_TABLE, source, typed=True)
+
+
+def _copy_out(conn: Connection, select: sa.Select, sink: Any) -> None:
+    """COPY the result of `select` to `sink` as CSV (bound values inlined by psycopg2)."""
+    compiled = select.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    cursor: Any = dbapi_connection(conn).cursor()
+    try:
+        query = cursor.mogrify(str(compiled), compiled.params).decode()
+        cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", sink, size=1 << 20)
+    finally:
+        cursor.close()
+
+
+@contextlib.contextmanager
+def spooled_rows(conn: Connection, rows: RawInput) -> Iterator[Any]:
+    """The rows of `rows` copied out as CSV into a temporary file (bounded memory; the
+    connection is free again for the COPY that follows); None when there are none."""
+    relation = rows.relation
+    select = sa.select(
+        *(relation.c[name] for name in rows.text_columns), relation.c[FILE_ID], relation.c[LINE]
+    )
+    if rows.where is not None:
+        select = select.where(rows.where)
+    with tempfile.NamedTemporaryFile(suffix=".csv") as spool:
+        # The file object itself: its wrapper costs a call per row COPY writes.
+        _copy_out(conn, select, spool.file)
+        spool.flush()
+        yield spool if spool.tell() else None
+
+
+def batches_of(spool: Any, rows: RawInput) -> Iterator[pl.DataFrame]:
+    """The spooled rows as frames of text, BATCH_ROWS at a time."""
+    schema = {name: pl.String for name in rows.text_columns} | {FILE_ID: pl.Int64, LINE: pl.Int64}
+    scan = pl.scan_csv(spool.name, has_header=False, schema=schema)
+    yield from scan.collect_batches(chunk_size=BATCH_ROWS)
+
+
+def _verdicts(source: SourceSpec, checked_staged: pl.DataFrame, quarantine: pl.DataFrame) -> bytes:
+    """One batch's verdict rows as CSV (columns of `_verdicts_table`)."""
+    passing = checked_staged.filter(~pl.col(BAD)).select(
+        *(pl.col(f"{NORMALISED}{c.name}").alias(c.name) for c in source.columns),
+        pl.col(FILE_ID),
+        pl.col(LINE),
+        pl.lit(True).alias(OK),
+        pl.lit(None, pl.String).alias(RAW),
+        pl.lit(None, pl.String).alias(FAILURES),
+    )
+    failing = quarantine.select(
+        *(pl.lit(None, pl.String).alias(c.name) for c in source.columns),
+        pl.col("file_id").alias(FILE_ID),
+        pl.col("line").alias(LINE),
+        pl.lit(False).alias(OK),
+        pl.col("raw_values").alias(RAW),
+        pl.col("failures").alias(FAILURES),
+    )
+    out = io.BytesIO()
+    pl.concat([passing, failing]).write_csv(out, include_header=False)
+    return out.getvalue()
 
 
 def build_stage(conn: Connection, source: SourceSpec, rows: RawInput) -> sa.Table:
-    """Create the staging table for `rows` (dropped at commit) and fill it in one statement.
+    """Check `rows` with the rule engine and fill the typed staging table (dropped at commit).
 
-    Optimistic first: plain casts cost a fraction of guarded ones, and most batches have no
-    value of the wrong type. If a cast fails, that attempt is rolled back (savepoint) and the
-    batch is staged again with every cast guarded.
+    The caller's transaction sets TimeZone to the source's zone: naive timestamps are read
+    in it by the casts, as PostgreSQL reads them everywhere else.
     """
+    engine = RuleEngine(source, rows.text_columns)
+    # The rule engine's verdicts as text: normalised values of passing rows, else raw + why.
+    verdicts = _stage_shape(VERDICTS_TABLE, source, typed=False)
+    verdicts.create(conn)
+    names = [c.name for c in verdicts.columns]
+    with spooled_rows(conn, rows) as spool:
+        for frame in batches_of(spool, rows) if spool is not None else ():
+            checked = engine.check(frame)
+            body = io.BytesIO(_verdicts(source, checked.staged, checked.quarantine))
+            copy_from(conn, ("pg_temp", VERDICTS_TABLE), names, body)
     stage = stage_table(source)
     stage.create(conn)
-    names = [c.name for c in source.columns] + [FILE_ID, LINE, OK, RAW, FAILURES]
-    try:
-        with conn.begin_nested():
-            conn.execute(sa.insert(stage).from_select(names, _staging_select(source, rows, False)))
-    except sa.exc.DataError:
-        conn.execute(sa.insert(stage).from_select(names, _staging_select(source, rows, True)))
+    conn.execute(
+        sa.insert(stage).from_select(
+            names,
+            sa.select(
+                *(sa.cast(verdicts.c[c.name], SQL_TYPES[c.type]) for c in source.columns),
+                verdicts.c[FILE_ID],
+                verdicts.c[LINE],
+                verdicts.c[OK],
+                sa.cast(verdicts.c[RAW], postgresql.JSONB),
+                sa.cast(verdicts.c[FAILURES], postgresql.JSONB),
+            ),
+        )
+    )
+    verdicts.drop(conn)
     conn.execute(sa.text(f"ANALYZE {STAGE_TABLE}"))
     return stage
-
-
-def _staging_select(source: SourceSpec, rows: RawInput, guarded: bool) -> sa.Select:
-    relation = rows.relation
-    raw_names = list(rows.text_columns)
-    declared = list(source.columns)
-
-    def raw_of(name: str) -> sa.ColumnElement:
-        if name in raw_names:
-            return relation.c[name]
-        # A column declared after the raw table was created: missing in every row.
-        return sa.null().cast(sa.Text)
-
-    level1 = sa.select(
-        relation.c[FILE_ID],
-        relation.c[LINE],
-        *(relation.c[name].label(f"__r{i}") for i, name in enumerate(raw_names)),
-        *(
-            validate.normalise(raw_of(c.name), c, source).label(f"__n{i}")
-            for i, c in enumerate(declared)
-        ),
-    )
-    if rows.where is not None:
-        level1 = level1.where(rows.where)
-    l1 = _fenced(level1, "l1")
-
-    raw_cols = [l1.c[f"__r{i}"] for i in range(len(raw_names))]
-    l2 = _fenced(
-        sa.select(
-            l1.c[FILE_ID],
-            l1.c[LINE],
-            *raw_cols,
-            *(l1.c[f"__n{i}"] for i in range(len(declared))),
-            *(
-                validate.typed(l1.c[f"__n{i}"], c, source, guarded=guarded).label(f"__t{i}")
-                for i, c in enumerate(declared)
-            ),
-        ),
-        "l2",
-    )
-
-    def checks_over(sub: sa.Subquery) -> list[validate.RuleCheck]:
-        return [
-            check
-            for i, c in enumerate(declared)
-            for check in validate.rule_checks(c, source, sub.c[f"__n{i}"], sub.c[f"__t{i}"])
-        ]
-
-    l3 = _fenced(
-        sa.select(*l2.c, validate.any_failed(checks_over(l2)).label("__bad")),
-        "l3",
-    )
-    bad = l3.c["__bad"]
-    raw_json = validate.json_object([(name, l3.c[f"__r{i}"]) for i, name in enumerate(raw_names)])
-    return sa.select(
-        *(l3.c[f"__t{i}"].label(c.name) for i, c in enumerate(declared)),
-        l3.c[FILE_ID],
-        l3.c[LINE],
-        sa.not_(bad).label(OK),
-        sa.case((bad, raw_json), else_=None).label(RAW),
-        sa.case((bad, validate.failures_json(checks_over(l3))), else_=None).label(FAILURES),
-    )

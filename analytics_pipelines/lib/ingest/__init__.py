@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from analytics_pipelines.lib.ingest.raw_tables import ensure_raw_table, preview_rows
     from analytics_pipelines.lib.ingest.statuses import DUPLICATE, FAILED, LOADED, SUPERSEDED
 
-# The loader pulls in polars, pyarrow and the clean-while-loading path: it is imported when one
+# The loader pulls in polars and pyarrow (the readers beside the COPY): it is imported when one
 # of its names is first used, so `lib.ingest.file_status` (the CLI's `files`, `health`) stays light.
 _LAZY = {
     "DUPLICATE": "statuses",

@@ -12,8 +12,8 @@ are added in its load transaction, right before the COPY, after checking Postgre
 column budget. That ALTER holds an ACCESS EXCLUSIVE lock on the table until the file commits:
 loads of the source are serialised by the advisory lock anyway; a clean stage reading raw
 waits for that commit (it holds no lock this transaction needs, so they cannot deadlock); the
-clean-while-loading side reads no raw table (the raw columns are read on this connection,
-which sees its own new columns). A header-only file is a delivery with 0 rows.
+clean side beside the COPY (`clean_seam`) reads no raw table (the raw columns are read on
+this connection, which sees its own new columns). A header-only file is a delivery with 0 rows.
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ from psycopg2 import sql
 from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
-from analytics_pipelines.lib.clean import fused as fused_clean
-from analytics_pipelines.lib.ingest import ledger, statuses
+from analytics_pipelines.lib.ingest import beside_copy, ledger, statuses
+from analytics_pipelines.lib.ingest.beside_copy import BesideCopy
+from analytics_pipelines.lib.ingest.clean_seam import CleanBesideLoadFactory
 from analytics_pipelines.lib.ingest.errors import FileRejected
 from analytics_pipelines.lib.ingest.event_range import event_date_range
-from analytics_pipelines.lib.ingest.event_text import EventTextReader
+from analytics_pipelines.lib.ingest.event_text import EventDates
 from analytics_pipelines.lib.ingest.jsonl import stage_and_insert_jsonl
 from analytics_pipelines.lib.ingest.objects import (
     candidates,
@@ -81,7 +82,7 @@ class FileOutcome:
     extra_column_headers: dict[str, str] = field(default_factory=dict)
     business_date_min: date | None = None
     business_date_max: date | None = None
-    # True when the file was also cleaned while loading (see lib/clean/fused).
+    # True when the file was also cleaned beside its COPY (see clean_seam).
     cleaned: bool = False
 
 
@@ -131,8 +132,6 @@ class _Copied:
     extra_columns: list[str]
     extra_headers: dict[str, str]
     present_columns: list[str]
-    # The business-date range read beside the COPY; None when the SQL query must tell.
-    dates: tuple[date | None, date | None] | None = None
 
 
 def _copy_file(
@@ -142,13 +141,11 @@ def _copy_file(
     store: ObjectStore,
     info: ObjectInfo,
     file_id: int,
-    fused: fused_clean.FusedClean | None,
+    beside: BesideCopy,
 ) -> _Copied:
     with store.open(info.key) as raw:
         hashing = HashingReader(raw)
         plan = plan_copy(cast(IO[bytes], hashing), source, info.key)
-        event_text: EventTextReader | None = None
-        dates = None
         try:
             if plan.kind == "jsonl":
                 staged = stage_and_insert_jsonl(conn, warehouse, source, plan)
@@ -165,18 +162,18 @@ def _copy_file(
                 )
                 columns = ([LINE] if plan.line_in_body else []) + mapping.targets
                 body = plan.body
-                if fused is not None and not plan.line_in_body:
+                if beside_copy.applies(plan):
                     live = existing_columns(conn, source.name)
-                    fused.start(
+                    body = beside.start(
+                        plan,
                         file_id=file_id,
                         received=mapping.targets,
                         raw_columns=[c for c in live if c not in (FILE_ID, LINE, LOADED_AT)],
-                        first_line=plan.first_line,
+                        correction=any(
+                            v.status == statuses.LOADED
+                            for v in ledger.earlier_versions(conn, source.name, info.key, file_id)
+                        ),
                     )
-                    body = fused.wrap(body)
-                elif not plan.line_in_body and EventTextReader.applies(source, mapping.targets):
-                    event_text = EventTextReader(source, mapping.targets)
-                    body = event_text.wrap(body)
                 try:
                     rows = copy_from(
                         conn, (RAW_SCHEMA, source.name), columns, body, options=plan.options
@@ -185,17 +182,12 @@ def _copy_file(
                     raise FileRejected(
                         describe_copy_error(error, source, plan.first_line, len(columns))
                     ) from None
-                if fused is not None:
-                    fused.end_of_input()
-                if event_text is not None:
-                    dates = event_text.dates(rows)
+                beside.end_of_input()
                 targets, extra, headers = mapping.targets, mapping.extra, mapping.extra_headers
             hashing.drain()
         finally:
-            if event_text is not None:
-                event_text.abort()
             plan.close()
-    return _Copied(rows, hashing.hexdigest, hashing.size, extra, headers, targets, dates)
+    return _Copied(rows, hashing.hexdigest, hashing.size, extra, headers, targets)
 
 
 def _retire_earlier(conn: Connection, source: SourceSpec, key: str, file_id: int) -> list[int]:
@@ -281,7 +273,7 @@ def _load_in_transaction(
     store: ObjectStore,
     info: ObjectInfo,
     run_id: str | None,
-    fused: fused_clean.FusedClean | None = None,
+    beside: BesideCopy,
 ) -> FileOutcome:
     lock_source(conn, source.name)
     if (info.key, info.etag) in ledger.known_versions(conn, source.name, [info.key]):
@@ -307,7 +299,7 @@ def _load_in_transaction(
         sql.SQL("SELECT set_config(%s, %s, true), set_config('TimeZone', %s, true)"),
         [FILE_ID_SETTING, str(file_id), source.timezone],
     )
-    copied = _copy_file(conn, warehouse, source, store, info, file_id, fused)
+    copied = _copy_file(conn, warehouse, source, store, info, file_id, beside)
     ledger.update_version(conn, file_id, content_hash=copied.content_hash, size_bytes=copied.size)
     original = ledger.loaded_with_content(conn, source.name, copied.content_hash)
     if original is not None:
@@ -319,10 +311,8 @@ def _load_in_transaction(
             [file_id],
         )
         return _mark_duplicate(conn, source, info, file_id, original)
-    if fused is not None:
-        # The clean side read the same text: it also knows the business dates, mostly.
-        fused.finish(copied.rows)
-    dates = fused.business_dates() if fused is not None else copied.dates
+    # What read the bytes beside the COPY also knows the business dates, mostly.
+    dates = beside.business_dates(copied.rows)
     low, high = (
         dates
         if dates is not None
@@ -380,12 +370,12 @@ def load_object(
     info: ObjectInfo,
     *,
     run_id: str | None = None,
-    clean_while_loading: bool = False,
+    clean_while_loading: CleanBesideLoadFactory | None = None,
 ) -> FileOutcome:
     """Load one object version; a version that cannot be loaded ends `failed` (returned, not raised).
 
-    With `clean_while_loading`, a new CSV file is also cleaned from the same bytes (see
-    lib/clean/fused); corrections and anything that fast path declines stay for the clean stage.
+    With `clean_while_loading`, a new CSV-shaped version is also cleaned from the same bytes
+    (see clean_seam); corrections and whatever that side declines stay for the clean stage.
     Infrastructure errors (database or store unreachable) propagate: the file stays pending.
     """
     if info.problem is not None:
@@ -393,27 +383,22 @@ def load_object(
         outcome = _record_failure(warehouse, source, info, info.problem, run_id)
         _log_outcome(source, outcome)
         return outcome
-    fused = (
-        fused_clean.FusedClean(warehouse, source)
-        if clean_while_loading and source.format == "csv"
-        else None
-    )
+    # Without cleaning, the bytes are still read beside the COPY for the business dates.
+    beside = BesideCopy((clean_while_loading or EventDates)(warehouse, source), source)
     try:
         with warehouse.begin() as conn:
-            outcome = _load_in_transaction(conn, warehouse, source, store, info, run_id, fused)
-        if fused is not None:
-            # Raw is committed: the clean rows follow (a correction goes the SQL path's way).
-            if outcome.status == statuses.LOADED and not outcome.superseded and outcome.file_id:
-                outcome.cleaned = fused.commit(outcome.file_id) is not None
-            fused.abort()
+            outcome = _load_in_transaction(conn, warehouse, source, store, info, run_id, beside)
+        # Raw is committed: the clean rows follow (a correction is the clean stage's).
+        if outcome.status == statuses.LOADED and not outcome.superseded and outcome.file_id:
+            outcome.cleaned = beside.commit(outcome.file_id)
+        beside.abort()
     except Exception as error:
         reason = failure_reason(error, source)
         if reason is None:
             raise
         outcome = _record_failure(warehouse, source, info, reason, run_id)
     finally:
-        if fused is not None:
-            fused.abort()
+        beside.abort()
     _log_outcome(source, outcome)
     return outcome
 
@@ -469,7 +454,7 @@ def load_pending(
     *,
     keys: Sequence[str] | None = None,
     run_id: str | None = None,
-    clean_while_loading: bool = False,
+    clean_while_loading: CleanBesideLoadFactory | None = None,
 ) -> LoadReport:
     """Load every object version under the source's landing prefix (or `keys`) not yet in the ledger.
 

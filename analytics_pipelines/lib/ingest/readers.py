@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Literal, cast
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
+from analytics_pipelines.lib.chunk_reader import ChunkReader
 from analytics_pipelines.lib.ingest.errors import FileRejected
 from analytics_pipelines.lib.ingest.streams import (
     CHUNK,
-    GeneratorReader,
     PrefixedReader,
     maybe_decompress,
     peek,
@@ -262,7 +262,7 @@ def plan_parquet(stream: IO[bytes], source: SourceSpec) -> CopyPlan:
     return CopyPlan(
         kind="csv",
         columns=list(schema.names),
-        body=cast(IO[bytes], GeneratorReader(batches())),
+        body=cast(IO[bytes], ChunkReader(batches())),
         cleanup=[spooled],
     )
 
@@ -332,7 +332,7 @@ def plan_xlsx(stream: IO[bytes], source: SourceSpec) -> CopyPlan:
     return CopyPlan(
         kind="csv",
         columns=[n.strip() for n in names],
-        body=cast(IO[bytes], GeneratorReader(batches())),
+        body=cast(IO[bytes], ChunkReader(batches())),
         first_line=header_row + 1,
         line_in_body=True,
         cleanup=[workbook, spooled],

@@ -1,9 +1,9 @@
 """A CSV COPY's input handed, as the COPY reads it, to a worker thread in whole records.
 
-Whoever reads the same bytes beside the raw COPY (the fused clean, the business-date reader)
-gets them from here: `wrap()` the COPY's body, `close()` after the COPY, and the worker takes
-`batches()` of about BATCH_BYTES, each ending at a record end. `stop()` abandons the work: the
-COPY is never held up by a worker that has given up.
+Whoever reads the same bytes beside the raw COPY (the clean stage through `clean_seam`, the
+business-date reader) gets them from here: `wrap()` the COPY's body, `close()` after the COPY,
+and the worker takes `batches()` of about BATCH_BYTES, each ending at a record end. `stop()`
+abandons the work: the COPY is never held up by a worker that has given up.
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ MAX_RECORD_BYTES = 8 * BATCH_BYTES
 _END = b""
 
 
-class UnclosedRecord(Exception):
+class UnreadableRecords(ValueError):
+    """The bytes cannot be read beside the COPY exactly as COPY reads them."""
+
+
+class UnclosedRecord(UnreadableRecords):
     """No record end in a long stretch: most likely an unclosed quote."""
 
 
@@ -54,11 +58,11 @@ def stray_quote(delimiter: str, quote: str) -> re.Pattern[bytes]:
 class RecordTee:
     """The chunks a COPY reads, queued for one worker thread (`work`, run by `start()`)."""
 
-    def __init__(self, quote: str, work: Callable[[], None], name: str) -> None:
+    def __init__(self, delimiter: str, quote: str, work: Callable[[], None], name: str) -> None:
         self.quote = quote.encode()
+        self._stray = stray_quote(delimiter, quote)
         self.stopped = threading.Event()
         self._chunks: queue.Queue[bytes] = queue.Queue(QUEUE_CHUNKS)
-        self._ended = False
         self._thread = threading.Thread(target=work, name=name)
 
     def start(self) -> None:
@@ -107,21 +111,22 @@ class RecordTee:
                 if self.stopped.is_set():
                     return _END
 
-    def drain(self) -> None:
-        """Take what the COPY still hands over (after giving up), until its end."""
-        while not self._ended:
-            self._ended = self._next_chunk() == _END
-
     def batches(self) -> Iterator[bytes]:
-        """Whole CSV records, about BATCH_BYTES at a time; UnclosedRecord when no record ends
-        in a long stretch."""
+        """Whole CSV records, about BATCH_BYTES at a time; UnreadableRecords when no record
+        ends in a long stretch or a quote sits inside an unquoted value (COPY and a CSV parser
+        read such a value differently)."""
+        for batch in self._record_batches():
+            if self.quote in batch and self._stray.search(batch):
+                raise UnreadableRecords("a quote character inside an unquoted value")
+            yield batch
+
+    def _record_batches(self) -> Iterator[bytes]:
         batch_bytes = BATCH_BYTES
         pending: list[bytes] = []
         size = 0
         while True:
             chunk = self._next_chunk()
             if chunk == _END:
-                self._ended = True
                 break
             pending.append(chunk)
             size += len(chunk)

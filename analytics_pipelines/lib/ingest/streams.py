@@ -1,4 +1,4 @@
-"""Byte streams for loading: hash while reading, put bytes back, decompress, and pipe generators."""
+"""Byte streams for loading: hash while reading, put bytes back, decompress."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import io
 import zlib
-from collections.abc import Iterable, Iterator
 from typing import IO, cast
 
 from analytics_pipelines.lib.ingest.errors import FileRejected
@@ -67,42 +66,6 @@ class PrefixedReader(io.RawIOBase):
             head, self._prefix = self._prefix[:size], self._prefix[size:]
             return head
         return self._raw.read(-1 if size is None else size)
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
-class GeneratorReader(io.RawIOBase):
-    """A file-like view of an iterator of byte chunks, so converted batches can feed COPY.
-
-    Each byte is copied once, into the piece `read` returns, however large the chunks are
-    (a memoryview chunk, e.g. over an Arrow buffer, is not copied before that).
-    """
-
-    def __init__(self, chunks: Iterable[bytes | memoryview]) -> None:
-        self._chunks: Iterator[bytes | memoryview] = iter(chunks)
-        self._view = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        want = CHUNK if size is None or size < 0 else size
-        pieces: list[bytes] = []
-        while want > 0:
-            if not len(self._view):
-                chunk = next(self._chunks, None)
-                if chunk is None:
-                    break
-                self._view = memoryview(chunk).cast("B")
-                continue
-            piece = self._view[:want]
-            self._view = self._view[len(piece) :]
-            pieces.append(piece.tobytes())
-            want -= len(piece)
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         data = self.read(len(buffer))

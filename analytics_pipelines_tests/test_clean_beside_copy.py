@@ -1,7 +1,13 @@
-"""Cleaning while loading (polars, fused with the raw COPY) gives what the SQL path gives."""
+"""Cleaning beside the raw COPY: what it hands to the clean stage after the COPY, and values
+of every kind stored exactly as PostgreSQL's own casts store them.
+
+The rules themselves are tested case by case for every format in test_clean_rules.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from typing import Any
 
@@ -9,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from analytics_pipelines.lib.catalog import ColumnSpec, SourceSpec
-from analytics_pipelines.lib.clean import clean_pending
+from analytics_pipelines.lib.clean import FusedClean, clean_pending
 from analytics_pipelines.lib.clean.quality import reconciliation_problems
 from analytics_pipelines.lib.ingest import load_pending, record_tee
 from analytics_pipelines.lib.storage import LocalFolderStore
@@ -118,31 +124,8 @@ def _slots(warehouse: Warehouse, source: SourceSpec) -> list[Any]:
         )
 
 
-def _both_paths(
-    warehouse: Warehouse, store: LocalFolderStore, text: str
-) -> tuple[SourceSpec, SourceSpec, bool]:
-    fused = tricky_source(f"t_fused_{uuid.uuid4().hex[:8]}")
-    plain = tricky_source(f"t_sql_{uuid.uuid4().hex[:8]}")
-    _land(store, fused, text)
-    _land(store, plain, text)
-    report = load_pending(fused, store, warehouse, clean_while_loading=True)
-    was_fused = bool(report.cleaned_file_ids)
-    clean_pending(warehouse, fused)  # whatever the fast path declined
-    load_pending(plain, store, warehouse)
-    clean_pending(warehouse, plain)
-    return fused, plain, was_fused
-
-
-def _assert_same(warehouse: Warehouse, fused: SourceSpec, plain: SourceSpec) -> None:
-    assert _clean(warehouse, fused) == _clean(warehouse, plain)
-    assert _quarantine(warehouse, fused) == _quarantine(warehouse, plain)
-    assert _ledger(warehouse, fused) == _ledger(warehouse, plain)
-    assert _slots(warehouse, fused) == _slots(warehouse, plain)
-    assert reconciliation_problems(warehouse, fused) == []
-
-
 @pytest.mark.parametrize("batch_bytes", [record_tee.BATCH_BYTES, 100])
-def test_tricky_file_gives_the_same_clean_rows_and_quarantine_on_both_paths(
+def test_tricky_file_is_cleaned_beside_the_copy_in_any_batch_size(
     warehouse: Warehouse,
     local_store: LocalFolderStore,
     monkeypatch: pytest.MonkeyPatch,
@@ -150,13 +133,13 @@ def test_tricky_file_gives_the_same_clean_rows_and_quarantine_on_both_paths(
 ) -> None:
     # Tiny batches: records cut at every line end outside quotes, many COPY chunks.
     monkeypatch.setattr(record_tee, "BATCH_BYTES", batch_bytes)
-    text = HEADER + "\n".join(TRICKY_LINES) + "\n"
-    fused, plain, was_fused = _both_paths(warehouse, local_store, text)
-    assert was_fused, "the tricky file should be cleaned while loading"
-    _assert_same(warehouse, fused, plain)
-    rows = _clean(warehouse, fused)
+    source = tricky_source(f"t_fused_{uuid.uuid4().hex[:8]}")
+    _land(local_store, source, HEADER + "\n".join(TRICKY_LINES) + "\n")
+    report = load_pending(source, local_store, warehouse, clean_while_loading=FusedClean)
+    assert report.cleaned_file_ids, "the tricky file should be cleaned beside its COPY"
+    rows = _clean(warehouse, source)
     assert len(rows) == 7
-    quarantined = _quarantine(warehouse, fused)
+    quarantined = _quarantine(warehouse, source)
     assert len(quarantined) == 12
     by_line = {line: failures for line, _, failures in quarantined}
     assert {"column": "quantity", "rule": "min", "message": "below the minimum 1"} in by_line[6]
@@ -166,20 +149,11 @@ def test_tricky_file_gives_the_same_clean_rows_and_quarantine_on_both_paths(
         "message": "does not match ^ORD-[0-9]{4}$",
     } in by_line[20]
     assert ("two\nlines; one value", 18) in {(r[9], r[10]) for r in rows}
+    assert _ledger(warehouse, source)[0][:4] == (20, 7, 12, 1)
+    assert reconciliation_problems(warehouse, source) == []
 
 
-def test_file_the_fast_path_declines_is_cleaned_by_the_sql_path(
-    warehouse: Warehouse, local_store: LocalFolderStore
-) -> None:
-    # Seven fraction digits: PostgreSQL rounds them, the fast path would not place the slot.
-    text = HEADER + "ORD-0001;1;2024-05-01 10:14:59.9999999;north;1;1;true;;;\n"
-    fused, plain, was_fused = _both_paths(warehouse, local_store, text)
-    assert not was_fused
-    _assert_same(warehouse, fused, plain)
-    assert len(_clean(warehouse, fused)) == 1
-
-
-def test_key_already_in_clean_leaves_the_file_to_the_sql_merge(
+def test_key_already_in_clean_leaves_the_file_to_the_merge(
     warehouse: Warehouse, local_store: LocalFolderStore
 ) -> None:
     source = tricky_source(f"t_fused_{uuid.uuid4().hex[:8]}")
@@ -187,13 +161,13 @@ def test_key_already_in_clean_leaves_the_file_to_the_sql_merge(
         f"{source.landing_prefix}/a.csv",
         (HEADER + "ORD-0001;1;2024-05-01 10:00;north;1;1;true;;;first\n").encode(),
     )
-    first = load_pending(source, local_store, warehouse, clean_while_loading=True)
+    first = load_pending(source, local_store, warehouse, clean_while_loading=FusedClean)
     assert first.cleaned_file_ids
     local_store.write(
         f"{source.landing_prefix}/b.csv",
         (HEADER + "ORD-0001;1;2024-05-01 10:00;north;2;1;true;;;second\n").encode(),
     )
-    second = load_pending(source, local_store, warehouse, clean_while_loading=True)
+    second = load_pending(source, local_store, warehouse, clean_while_loading=FusedClean)
     assert not second.cleaned_file_ids
     clean_pending(warehouse, source)
     rows = _clean(warehouse, source)
@@ -201,16 +175,22 @@ def test_key_already_in_clean_leaves_the_file_to_the_sql_merge(
     assert reconciliation_problems(warehouse, source) == []
 
 
-def test_key_repeated_across_batches_falls_back_to_the_sql_path(
+def test_key_repeated_across_batches_is_left_to_the_clean_stage(
     warehouse: Warehouse, local_store: LocalFolderStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(record_tee, "BATCH_BYTES", 60)
+    source = tricky_source(f"t_fused_{uuid.uuid4().hex[:8]}")
     lines = [f"ORD-{i:04d};1;2024-05-01 10:00;north;{i % 50 + 1};1;true;;;n{i}" for i in range(20)]
     lines.append("ORD-0003;1;2024-05-01 11:00;south;9;1;true;;;again, later")
-    fused, plain, was_fused = _both_paths(warehouse, local_store, HEADER + "\n".join(lines))
-    assert not was_fused
-    _assert_same(warehouse, fused, plain)
-    assert len(_clean(warehouse, fused)) == 20
+    _land(local_store, source, HEADER + "\n".join(lines))
+    report = load_pending(source, local_store, warehouse, clean_while_loading=FusedClean)
+    assert not report.cleaned_file_ids
+    clean_pending(warehouse, source)
+    rows = _clean(warehouse, source)
+    assert len(rows) == 20
+    assert [r[9] for r in rows if r[0] == "ORD-0003"] == ["again, later"]
+    assert _ledger(warehouse, source)[0][:4] == (21, 20, 0, 1)
+    assert reconciliation_problems(warehouse, source) == []
 
 
 def _typed_source(name: str) -> SourceSpec:
@@ -236,23 +216,51 @@ def _typed_source(name: str) -> SourceSpec:
     )
 
 
-def _both_typed_paths(
+def _typed_load(
     warehouse: Warehouse, store: LocalFolderStore, text: str
-) -> tuple[SourceSpec, SourceSpec, bool]:
-    fused = _typed_source(f"t_typed_f_{uuid.uuid4().hex[:8]}")
-    plain = _typed_source(f"t_typed_p_{uuid.uuid4().hex[:8]}")
-    for source in (fused, plain):
-        store.write(f"{source.landing_prefix}/typed.csv", text.encode())
-    was_fused = bool(
-        load_pending(fused, store, warehouse, clean_while_loading=True).cleaned_file_ids
+) -> tuple[SourceSpec, bool]:
+    source = _typed_source(f"t_typed_{uuid.uuid4().hex[:8]}")
+    store.write(f"{source.landing_prefix}/typed.csv", text.encode())
+    beside = bool(
+        load_pending(source, store, warehouse, clean_while_loading=FusedClean).cleaned_file_ids
     )
-    clean_pending(warehouse, fused)
-    load_pending(plain, store, warehouse)
-    clean_pending(warehouse, plain)
-    return fused, plain, was_fused
+    clean_pending(warehouse, source)
+    return source, beside
 
 
-def test_typed_values_of_every_kind_match_the_sql_path_exactly(
+def _cast_as_postgres(warehouse: Warehouse, source: SourceSpec, text: str) -> list[tuple[Any, ...]]:
+    """The rows' values as PostgreSQL's own casts of the text store them (read in the
+    source's zone, printed in UTC), empty fields as NULL."""
+    kinds = {"integer": "bigint", "decimal": "numeric", "boolean": "boolean", "date": "date"}
+    kinds |= {"timestamp": "timestamptz", "string": "text"}
+    rows = list(csv.reader(io.StringIO(text)))[1:]
+    out = []
+    with warehouse.begin() as conn:
+        for row in rows:
+            conn.execute(sa.select(sa.func.set_config("TimeZone", source.timezone, True)))
+            typed = [
+                conn.execute(sa.text(f"SELECT CAST(:v AS {kinds[c.type]})"), {"v": v}).scalar()
+                if v != ""
+                else None
+                for c, v in zip(source.columns, row, strict=True)
+            ]
+            conn.execute(sa.select(sa.func.set_config("TimeZone", "UTC", True)))
+            out.append(
+                tuple(
+                    conn.execute(
+                        sa.select(
+                            *(
+                                sa.cast(sa.literal(v), sa.Text) if v is not None else sa.null()
+                                for v in typed
+                            )
+                        )
+                    ).one()
+                )
+            )
+    return sorted(out, key=lambda r: int(r[0]))
+
+
+def test_typed_values_of_every_kind_are_what_postgres_casts_store(
     warehouse: Warehouse, local_store: LocalFolderStore
 ) -> None:
     # Second timestamp column with offsets, far-future and historic values, nulls everywhere,
@@ -265,16 +273,10 @@ def test_typed_values_of_every_kind_match_the_sql_path_exactly(
         '4,2024-06-01T12:00:00.5,1950-06-01 12:00:00-04:00,,0,0001-01-01,"quoted, comma"\n'
         "5,2024-06-01 12:00:00+02,1883-11-18 12:03:58,123456789.123456789,1,,historic\n"
     )
-    fused, plain, was_fused = _both_typed_paths(warehouse, local_store, text)
-    assert was_fused
-    for source in (fused, plain):
-        table = clean_table(source)
-        with warehouse.connect() as conn:
-            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 5
-    fused_rows, plain_rows = (_rows_as_text(warehouse, source) for source in (fused, plain))
-    assert fused_rows == plain_rows
-    assert _ledger(warehouse, fused) == _ledger(warehouse, plain)
-    assert _slots(warehouse, fused) == _slots(warehouse, plain)
+    source, beside = _typed_load(warehouse, local_store, text)
+    assert beside
+    assert _rows_as_text(warehouse, source) == _cast_as_postgres(warehouse, source, text)
+    assert reconciliation_problems(warehouse, source) == []
 
 
 def _rows_as_text(warehouse: Warehouse, source: SourceSpec) -> list[tuple[Any, ...]]:
@@ -295,19 +297,18 @@ def test_exponent_decimals_are_typed_while_loading_as_numeric_input_types_them(
         "2,2024-06-01 12:00,,1.2E-3,,,\n"
         "3,2024-06-01 12:00,,7.25,,,\n"
     )
-    fused, plain, was_fused = _both_typed_paths(warehouse, local_store, text)
-    assert was_fused
-    assert _rows_as_text(warehouse, fused) == _rows_as_text(warehouse, plain)
-    assert [r[3] for r in _rows_as_text(warehouse, fused)] == ["150", "0.0012", "7.25"]
+    source, beside = _typed_load(warehouse, local_store, text)
+    assert beside
+    assert [r[3] for r in _rows_as_text(warehouse, source)] == ["150", "0.0012", "7.25"]
 
 
-def test_decimals_beyond_the_encoder_go_to_the_sql_path_with_the_same_result(
+def test_decimals_beyond_the_encoder_are_cleaned_after_the_copy_as_postgres_casts_them(
     warehouse: Warehouse, local_store: LocalFolderStore
 ) -> None:
     text = "id,at,shipped_at,amount,paid,due,note\n1,2024-06-01 12:00,,1e30,,,\n"
-    fused, plain, was_fused = _both_typed_paths(warehouse, local_store, text)
-    assert not was_fused
-    assert _rows_as_text(warehouse, fused) == _rows_as_text(warehouse, plain)
+    source, beside = _typed_load(warehouse, local_store, text)
+    assert not beside
+    assert _rows_as_text(warehouse, source) == _cast_as_postgres(warehouse, source, text)
 
 
 @pytest.mark.parametrize(
@@ -335,11 +336,13 @@ def test_decimals_beyond_the_encoder_go_to_the_sql_path_with_the_same_result(
     ],
     ids=["quarantined-row-counts", "zoned-value-among-plain"],
 )
-def test_business_dates_come_from_every_raw_row_on_both_paths(
+def test_business_dates_come_from_every_raw_row(
     warehouse: Warehouse, local_store: LocalFolderStore, lines: list[str], expected: list[str]
 ) -> None:
-    fused, plain, was_fused = _both_paths(warehouse, local_store, HEADER + "\n".join(lines))
-    assert was_fused
-    _assert_same(warehouse, fused, plain)
-    dates = _ledger(warehouse, fused)[0][4:6]
+    source = tricky_source(f"t_fused_{uuid.uuid4().hex[:8]}")
+    _land(local_store, source, HEADER + "\n".join(lines))
+    report = load_pending(source, local_store, warehouse, clean_while_loading=FusedClean)
+    assert report.cleaned_file_ids
+    assert reconciliation_problems(warehouse, source) == []
+    dates = _ledger(warehouse, source)[0][4:6]
     assert [d.isoformat() for d in dates] == expected
