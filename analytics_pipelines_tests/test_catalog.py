@@ -103,3 +103,21 @@ def test_derived_kpi_across_time_zones_and_reserved_names_are_refused(catalog_di
         "this KPI in UTC; inputs must use the same time zone" in problems
     )
     assert "kpi kpi_values: name: 'kpi_values' is reserved" in problems
+
+
+@pytest.mark.parametrize(
+    ("pattern", "construct"),
+    [("^ORD-(?!0{8})[0-9]{8}$", "(?!"), ("^(ORD)-[0-9]{8}\\\\1?$", "\\1"), ("^(?>ORD)-.*$", "(?>")],
+)
+def test_a_pattern_the_clean_engine_cannot_run_is_refused_at_load(
+    catalog_dir: Path, pattern: str, construct: str
+) -> None:
+    """Python's `re` accepts look-around and back-references; the clean stage's engine (polars)
+    does not. The catalog says so at load, with the column, not the first delivery."""
+    sources = catalog_dir / "sources" / "sales.yaml"
+    sources.write_text(sources.read_text().replace('"^ORD-[0-9]{8}$"', f'"{pattern}"', 1))
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(catalog_dir)
+    problem = caught.value.problems[0]  # the KPIs of the refused source follow it
+    assert "entry 1 (orders): columns.0.pattern: " in problem, problem
+    assert f"pattern uses {construct!r}" in problem and "Rust syntax" in problem, problem

@@ -16,6 +16,20 @@ FileFormat = Literal["csv", "jsonl", "parquet", "xlsx"]
 Grain = Literal["hour", "day", "week", "month", "quarter", "year"]
 GRAIN_ORDER: tuple[Grain, ...] = ("hour", "day", "week", "month", "quarter", "year")
 
+# What Python's `re` accepts but the clean stage's engine (polars: Rust regex) refuses, found at
+# catalog load rather than at the first delivery: look-around, atomic groups, conditionals and
+# back-references. Escapes are matched as one token each, so `\(?=` stays a literal.
+_REGEX_TOKENS = re.compile(r"\\(?:[1-9]|g<)|\\.|\(\?(?:<?[=!]|>|P=|\()")
+
+
+def _unsupported_regex(pattern: str) -> str | None:
+    for token in _REGEX_TOKENS.finditer(pattern):
+        text = token.group(0)
+        if not text.startswith("\\") or text[1] in "123456789g":
+            return text
+    return None
+
+
 # Names become PostgreSQL identifiers (quoted anyway) and Dagster asset keys.
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 # A KPI dimension: a column of its source, or `lookup.column` of a reference joined to it.
@@ -57,6 +71,13 @@ class ColumnSpec(_Strict):
                 re.compile(value)
             except re.error as error:
                 raise ValueError(f"pattern is not a valid regular expression: {error}") from None
+            unsupported = _unsupported_regex(value)
+            if unsupported:
+                raise ValueError(
+                    f"pattern uses {unsupported!r} (look-around, back-reference, atomic"
+                    " group or conditional), which the clean stage's regular expressions (Rust"
+                    " syntax, lib/clean/rules.py) do not support"
+                )
         return value
 
     @model_validator(mode="after")
