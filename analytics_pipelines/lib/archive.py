@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import ColumnType, SourceSpec
 from analytics_pipelines.lib.logging import get_logger
-from analytics_pipelines.lib.storage import ObjectStore
+from analytics_pipelines.lib.storage import LAKE_PREFIX, ObjectStore
 from analytics_pipelines.lib.tables import (
     CLEAN_SCHEMA,
     CLEANED_AT,
@@ -55,7 +55,6 @@ from analytics_pipelines.lib.warehouse import Warehouse
 
 log = get_logger(__name__)
 
-LAKE_PREFIX = "lake"
 PART_NAME = "part-0.parquet"
 # Catalog decimals have no declared scale: 9 places hold money and rates; more fails loudly.
 DECIMAL_TYPE = pa.decimal128(38, 9)

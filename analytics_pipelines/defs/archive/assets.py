@@ -4,10 +4,10 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from analytics_pipelines.lib.archive import LAKE_PREFIX, archive_source, purge_raw
 from analytics_pipelines.lib.catalog import SourceSpec, load_catalog_cached
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
 from analytics_pipelines.lib.settings import get_settings
+from analytics_pipelines.lib.storage import LAKE_PREFIX
 from analytics_pipelines.resources import ObjectStoreResource, WarehouseResource
 
 ARCHIVE_JOB = "archive_job"
@@ -41,6 +41,10 @@ def build_archive_asset(source: SourceSpec) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         object_store: ObjectStoreResource,
     ) -> dg.MaterializeResult:
+        # Imported here: the archive writes Parquet with pyarrow, which loading the definitions
+        # does not need.
+        from analytics_pipelines.lib.archive import archive_source, purge_raw
+
         with bound_context(**run_context_fields(context)):
             result = archive_source(
                 warehouse.get_warehouse(),

@@ -1,20 +1,22 @@
 """`clean/<source>` assets: typed, validated, de-duplicated tables built from the catalog."""
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import sqlalchemy as sa
 
 from analytics_pipelines.defs.ingest.sensors import raw_asset_key
 from analytics_pipelines.lib.catalog.models import SourceSpec
-from analytics_pipelines.lib.clean import SchemaDriftError, clean_pending
-from analytics_pipelines.lib.clean.reference_changes import LookupUses
 from analytics_pipelines.lib.ingest.config import definitions_catalog
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
 from analytics_pipelines.lib.table_rows import table_rows
 from analytics_pipelines.lib.tables import CLEAN_SCHEMA, clean_table, ledger
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines.resources import WarehouseResource
+
+if TYPE_CHECKING:
+    from analytics_pipelines.lib.clean.reference_changes import LookupUses
 
 PREVIEW_ROWS = 5
 
@@ -51,7 +53,7 @@ def _cleaned_while_loading(warehouse: Warehouse, source: SourceSpec, run_id: str
     return [int(v) for v in row]
 
 
-def build_clean_asset(source: SourceSpec, lookups: LookupUses = ()) -> dg.AssetsDefinition:
+def build_clean_asset(source: SourceSpec, lookups: "LookupUses" = ()) -> dg.AssetsDefinition:
     """The clean asset of one source; it runs in the same sensor-requested run as `raw/raw_<source>`."""
     freshness = (
         dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=source.freshness_hours))
@@ -74,6 +76,9 @@ def build_clean_asset(source: SourceSpec, lookups: LookupUses = ()) -> dg.Assets
     def _clean(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
+        # Imported here: the clean engine brings polars, which loading the definitions does not need.
+        from analytics_pipelines.lib.clean import SchemaDriftError, clean_pending
+
         with bound_context(**run_context_fields(context)):
             db = warehouse.get_warehouse()
             fused = _cleaned_while_loading(db, source, context.run.run_id)

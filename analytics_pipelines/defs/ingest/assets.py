@@ -1,27 +1,23 @@
 """`raw/raw_<source>` assets: load new file versions from the landing prefix into `raw.<source>`."""
 
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
 
 from analytics_pipelines.defs.ingest.sensors import ingest_job_name, raw_asset_key
 from analytics_pipelines.lib.catalog.models import SourceSpec
-from analytics_pipelines.lib.clean import FusedClean
-from analytics_pipelines.lib.ingest import (
-    FileOutcome,
-    KeysRefused,
-    LoadReport,
-    load_pending,
-    preview_rows,
-)
+from analytics_pipelines.lib.ingest import KeysRefused
 from analytics_pipelines.lib.ingest.config import definitions_catalog
 from analytics_pipelines.lib.ingest.file_status import failures_summary
 from analytics_pipelines.lib.logging import bound_context, run_context_fields
 from analytics_pipelines.lib.table_rows import TableRows, table_rows
 from analytics_pipelines.lib.tables import RAW_SCHEMA
 from analytics_pipelines.resources import ObjectStoreResource, WarehouseResource
+
+if TYPE_CHECKING:
+    from analytics_pipelines.lib.ingest import FileOutcome, LoadReport
 
 FILES_READABLE = "files_readable"
 PREVIEW_ROWS = 5
@@ -47,14 +43,14 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _failures_table(failures: list[FileOutcome]) -> str:
+def _failures_table(failures: "list[FileOutcome]") -> str:
     lines = ["| file | ledger id | reason |", "|---|---|---|"]
     lines += [f"| {f.key} | {f.file_id} | {(f.error or '').replace('|', '/')} |" for f in failures]
     return "\n".join(lines)
 
 
 def report_metadata(
-    report: LoadReport, preview: list[dict[str, Any]], table: TableRows
+    report: "LoadReport", preview: list[dict[str, Any]], table: TableRows
 ) -> dict[str, Any]:
     return {
         "files_loaded": len(report.with_status("loaded")),
@@ -136,6 +132,11 @@ def build_raw_asset(source: SourceSpec) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         # When clean/<source> runs too, new files are cleaned from the same bytes while they
         # load; the clean step then only handles what that fast path left to it.
+        # Imported here: the loader and the clean engine bring polars and pyarrow, which loading
+        # the definitions (every `dg` command, every run's start) does not need.
+        from analytics_pipelines.lib.clean import FusedClean
+        from analytics_pipelines.lib.ingest import load_pending, preview_rows
+
         cleaning = dg.AssetKey(["clean", source.name]) in _assets_of_run(context, source.name)
         with bound_context(**run_context_fields(context), source=source.name):
             try:

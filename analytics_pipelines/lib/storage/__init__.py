@@ -17,6 +17,9 @@ from analytics_pipelines.lib.storage.local import LocalFolderStore
 if TYPE_CHECKING:
     from analytics_pipelines.lib.storage.s3 import S3Store
 
+# Where the archive (lib/archive.py) writes cleaned rows as Parquet, beside the landing prefixes.
+LAKE_PREFIX = "lake"
+
 
 def __getattr__(name: str) -> Any:
     # boto3 costs most of a second to import: only S3 users pay for it.
@@ -28,6 +31,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "LAKE_PREFIX",
     "LocalFolderStore",
     "ObjectInfo",
     "ObjectNotFound",
