@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from analytics_pipelines.cli.dev import DEMO_DAYS, DEMO_START
 from analytics_pipelines.lib.pgserver import LocalPostgres, free_port
 from analytics_pipelines.lib.settings import normalise_database_url
 
@@ -33,8 +34,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 GOAL_SECONDS = 15.0
 KPI = "gross_revenue"
 ZONE = ZoneInfo("Europe/Berlin")
-# Days after the demo's two weeks (2026-01-05 ..): each drop brings a day of its own.
-FIRST_DROP_DAY = dt.date(2026, 2, 2)
+# Days after the demo's (make dev's own span): each drop brings a day of its own.
+FIRST_DROP_DAY = DEMO_START + dt.timedelta(days=DEMO_DAYS + 1)
 SETTLE_SECONDS = 20.0  # no new KPI value for this long: the demo load is through
 STARTUP_TIMEOUT = 600.0
 DROP_TIMEOUT = 180.0
@@ -149,6 +150,8 @@ def measure(drops: int) -> list[float]:
             target = storage / "landing" / "orders" / f"latency_{day.isoformat()}.csv"
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = storage / f".{target.name}.part"  # outside the landing prefix
+            if _day_value_written(engine, day):  # a latency of 0 would measure nothing
+                raise RuntimeError(f"{day} already has a {KPI} value before its drop")
             partial.write_bytes(_orders_csv(day, drop))
             partial.rename(target)  # the file appears whole, as an upload to S3 does
             dropped = time.monotonic()
