@@ -77,22 +77,30 @@ def _skipped_metadata(skipped: dict[str, str]) -> dict[str, Any]:
     return metadata
 
 
+def _follows_the_kpi(kpi: KpiSpec) -> dict[str, Any]:
+    """What a forecast and an anomalies asset share: the KPI's group, its key as the one
+    dependency, the automation that runs them after its refreshes."""
+    return {
+        "group_name": kpi.value_chain,
+        "kinds": {"postgres", "python"},
+        "deps": [kpi_asset_key(kpi.name)],
+        "automation_condition": AFTER_KPI_REFRESH,
+        "tags": {"value_chain": kpi.value_chain},
+    }
+
+
 def build_forecast_asset(kpi: KpiSpec) -> dg.AssetsDefinition:
     spec = kpi.forecast
     assert spec is not None
 
     @dg.asset(
         key=forecast_asset_key(kpi.name),
-        group_name=kpi.value_chain,
         description=(
             f"{kpi.name}: the next {spec.horizon_days} days per dimension value and the total, "
             "with 80 % and 95 % prediction intervals (statsforecast)."
         ),
-        kinds={"postgres", "python"},
-        deps=[kpi_asset_key(kpi.name)],
-        automation_condition=AFTER_KPI_REFRESH,
         metadata={"table": "kpi.forecast_values", "view": "kpi.forecasts"},
-        tags={"value_chain": kpi.value_chain},
+        **_follows_the_kpi(kpi),
     )
     def _forecast(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
@@ -131,17 +139,13 @@ def build_anomalies_asset(kpi: KpiSpec) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=anomalies_asset_key(kpi.name),
-        group_name=kpi.value_chain,
         description=(
             f"{kpi.name}: every new or recomputed day value judged against a model fitted on "
             f"the days before it ({spec.interval_level:g} % prediction interval); anomalous "
             "cells are posted to the alert webhook once."
         ),
-        kinds={"postgres", "python"},
-        deps=[kpi_asset_key(kpi.name)],
-        automation_condition=AFTER_KPI_REFRESH,
         metadata={"table": "kpi.anomaly_verdicts", "view": "kpi.anomalies"},
-        tags={"value_chain": kpi.value_chain},
+        **_follows_the_kpi(kpi),
     )
     def _anomalies(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
