@@ -5,8 +5,11 @@ instead of crashing the run."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from typing import Any
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 
 from analytics_pipelines.lib.ml.anomalies import MAX_JUDGED_DAYS, judge_kpi, judge_series
@@ -134,3 +137,44 @@ def test_a_later_run_keeps_an_earlier_outlier_out_of_the_history(warehouse: Ware
     # spike in it, the interval would be ±115 wide and the second spike would pass unseen.
     spikes = [FIRST_DAY + dt.timedelta(days=50), FIRST_DAY + dt.timedelta(days=60)]
     assert [d for d in flagged if d >= spikes[0]] == spikes
+
+
+def test_a_refresh_while_judging_is_not_held_and_its_value_is_judged_next(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import analytics_pipelines.lib.ml.anomalies as anomalies
+
+    kpi = MlKpi(warehouse)
+    values = weekly_values(DAYS)
+    kpi.set_series("north", values)
+    changed_day = FIRST_DAY + dt.timedelta(days=SPIKE)
+    refreshed = threading.Event()
+
+    def refresh_meanwhile() -> None:  # a delivery's KPI refresh, in its own transaction
+        kpi.set({"north": {changed_day: float(values[SPIKE] + 500)}})
+        refreshed.set()
+
+    real_classify = anomalies.classify
+
+    def classify_while_a_refresh_runs(series: Any) -> Any:
+        # The values are read; while the models are fitted, a refresh of the KPI commits.
+        worker = threading.Thread(target=refresh_meanwhile, daemon=True)
+        worker.start()
+        worker.join(timeout=60)
+        return real_classify(series)
+
+    monkeypatch.setattr(anomalies, "classify", classify_while_a_refresh_runs)
+    _judge(kpi)
+    assert refreshed.is_set(), "the KPI refresh waited for the anomaly judge"
+    verdicts = kpi.verdicts()
+    # The judge saw the old value of that day: it keeps no verdict of a value that is gone ...
+    assert ("north", changed_day) not in verdicts
+    assert verdicts[("north", changed_day - dt.timedelta(days=1))][0] is False
+
+    monkeypatch.setattr(anomalies, "classify", real_classify)
+    again = _judge(kpi)
+    # ... and the next run judges the new value, and every day after it, of north and the total.
+    assert again.judged == 2 * (DAYS - SPIKE)  # type: ignore[attr-defined]
+    verdicts = kpi.verdicts()
+    assert verdicts[("north", changed_day)][:2] == (True, "above")
+    assert verdicts[("north", changed_day)][5] == int(values[SPIKE] + 500)

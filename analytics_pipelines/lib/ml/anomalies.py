@@ -9,8 +9,13 @@ future value cannot change a past verdict.
 
 A value outside the declared prediction interval (`anomalies.sensitivity` or `level`) is
 anomalous: `direction` above or below, `deviation` value - expected, `score` the deviation in
-half-widths of the interval (NULL for an interval of no width). Verdicts are written in one transaction that holds the KPI's
-refresh lock, so a refresh cannot change a value between reading and judging it.
+half-widths of the interval (NULL for an interval of no width).
+
+Judging does not hold the KPI's refresh lock: fitting a year of models per series takes tens
+of seconds, and a KPI refresh waiting for it would keep a delivery's new numbers from the
+warehouse. A refresh may therefore change a value while it is judged; each verdict is stored
+only if the value is still the one the model judged, so a changed cell has no verdict and is
+judged (with the days after it) on the next run. One judge runs per KPI at a time.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ VERDICT_COLUMNS = [
     "model",
     "history_days",
 ]
+
+# The value a verdict judged, as the model read it (float8): staged beside VERDICT_COLUMNS.
+JUDGED_VALUE = "judged_value"
 
 # Verdicts cover the last year of complete days: a first run over a long history judges a year
 # per series (~0.3 s each), not all of it; older days keep whatever verdicts they had.
@@ -151,7 +159,7 @@ def judge_series(
             history[t] = expected[t]
     judged = np.arange(start, len(values))
     if not len(judged):
-        return pd.DataFrame(columns=VERDICT_COLUMNS)
+        return pd.DataFrame(columns=[*VERDICT_COLUMNS, JUDGED_VALUE])
     return _verdicts(one, judged, expected[judged], lo[judged], hi[judged], models[judged])
 
 
@@ -192,6 +200,7 @@ def _verdicts(
             "model": models,
             # Observed days before each judged day.
             "history_days": np.cumsum(~np.isnan(one.values))[offsets] - 1,
+            JUDGED_VALUE: value,
         }
     )
     return frame[observed].reset_index(drop=True)
@@ -207,7 +216,7 @@ def judge_kpi(conn: DbApiConnection, kpi: KpiSpec, today: dt.date) -> JudgeResul
         raise ValueError(f"kpi {kpi.name} declares no anomalies")
     with conn.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(%(key)s))", {"key": f"kpi:{kpi.name}"}
+            "SELECT pg_advisory_xact_lock(hashtext(%(key)s))", {"key": f"ml-anomalies:{kpi.name}"}
         )
     stale = {
         row.series: row.day
@@ -300,13 +309,14 @@ def _store(
     """Replace the verdicts of each series from its start day on; an anomalous cell that stays
     anomalous in the same direction keeps its `alerted_at` (it is alerted once)."""
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in VERDICT_COLUMNS)
-    names = VERDICT_COLUMNS
+    names = [*VERDICT_COLUMNS, JUDGED_VALUE]
+    staged_columns = sql.SQL(", ").join(sql.Identifier(c) for c in names)
     with conn.cursor() as cursor:
         cursor.execute(
             sql.SQL(
                 "CREATE TEMP TABLE ml_verdict_stage ON COMMIT DROP AS "
-                "SELECT {} FROM kpi.anomaly_verdicts WITH NO DATA"
-            ).format(columns)
+                "SELECT {}, CAST(NULL AS float8) AS {} FROM kpi.anomaly_verdicts WITH NO DATA"
+            ).format(columns, sql.Identifier(JUDGED_VALUE))
         )
         if len(verdicts):
             buffer = io.StringIO()
@@ -315,7 +325,9 @@ def _store(
             )
             buffer.seek(0)
             cursor.copy_expert(
-                sql.SQL("COPY ml_verdict_stage ({}) FROM STDIN WITH (FORMAT csv)").format(columns),
+                sql.SQL("COPY ml_verdict_stage ({}) FROM STDIN WITH (FORMAT csv)").format(
+                    staged_columns
+                ),
                 buffer,
             )
         params = {
@@ -353,10 +365,12 @@ def _store(
                 "  AND v.period_start = timezone(%(tz)s, CAST(s.period_date AS timestamp)) "
                 "LEFT JOIN ml_verdict_old AS o "
                 "  ON o.dimensions = s.dimensions AND o.period_date = s.period_date "
-                "WHERE v.value IS NOT NULL"
+                # A value a refresh changed since it was read keeps no verdict: judged again.
+                "WHERE v.value IS NOT NULL AND CAST(v.value AS float8) = s.{judged}"
             ).format(
                 columns=columns,
                 staged=sql.SQL(", ").join(sql.Identifier("s", c) for c in VERDICT_COLUMNS),
+                judged=sql.Identifier(JUDGED_VALUE),
             ),
             params,
         )

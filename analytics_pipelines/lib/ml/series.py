@@ -115,6 +115,8 @@ def read_day_frame(conn: DbApiConnection, kpi: KpiSpec, before: dt.date) -> pd.D
         parse_dates=["day"],
         keep_default_na=False,
         na_values=[""],
+        # Parsed as PostgreSQL's float8 cast parses them: a verdict is kept only where the two agree.
+        float_precision="round_trip",
     )
 
 
