@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from analytics_pipelines.defs.ingest.sensors import build_landing_sensor, raw_op_name
+from analytics_pipelines.defs.run_priority import INGEST, PRIORITY_TAG
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest import load_pending
 from analytics_pipelines.lib.ingest.discovery import LandingCursor, TickPlan, plan_tick
@@ -197,6 +198,8 @@ def test_dagster_sensor_requests_runs_with_keys_and_cursor(
         assert len(keys) == expected
         assert request.run_key and request.run_key.startswith(f"{source.name}:")
         assert request.tags["ingest/source"] == source.name
+        # A delivery's load starts before any other waiting run.
+        assert request.tags[PRIORITY_TAG] == INGEST[PRIORITY_TAG]
         requested += keys
         cursor = result.cursor
     assert requested == [key_of(source, f"f{i:06d}.csv") for i in range(25)]

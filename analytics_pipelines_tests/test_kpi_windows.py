@@ -22,6 +22,7 @@ from analytics_pipelines.defs.kpis.factory import (
     REASON_TAG,
     build_kpi_definitions,
 )
+from analytics_pipelines.defs.run_priority import PRIORITY_TAG
 from analytics_pipelines.lib.catalog import CatalogError, KpiSpec, load_catalog
 from analytics_pipelines.lib.catalog.models import WindowSpec
 from analytics_pipelines.lib.kpi.engine import refresh_kpi
@@ -365,6 +366,7 @@ def test_sensor_requests_the_days_each_window_contains_and_says_why(
     # KPIs whose windows change the same days share a run (here the year and all to date, the
     # year's end being after today).
     requested: dict[str, tuple[str, str, str | None]] = {}
+    priorities: dict[str, str] = {}
     for request in result.run_requests or []:
         assert isinstance(request, dg.RunRequest)
         low = request.partition_key or request.tags[RANGE_START_TAG]
@@ -372,6 +374,7 @@ def test_sensor_requests_the_days_each_window_contains_and_says_why(
         for key in request.asset_selection or []:
             assert key.path[-1] not in requested
             requested[key.path[-1]] = (low, high, request.tags.get(REASON_TAG))
+            priorities[key.path[-1]] = request.tags[PRIORITY_TAG]
     month_end = dt.date(late.year, late.month, 1) + dt.timedelta(days=32)
     month_end = month_end.replace(day=1) - dt.timedelta(days=1)
     expected = {
@@ -385,6 +388,9 @@ def test_sensor_requests_the_days_each_window_contains_and_says_why(
         n: (low.isoformat(), high.isoformat()) for n, (low, high) in expected.items()
     }
     assert requested[names["units"]][2] is None
+    # The touched day itself is refreshed before the windows' later days, when runs wait.
+    assert int(priorities[names["units"]]) > int(priorities[names["sum_7d"]])
+    assert {priorities[names[k]] for k in names if k != "units"} == {priorities[names["ytd"]]}
     reason = requested[names["sum_7d"]][2]
     assert reason is not None
     assert reason.startswith(f"rows of {late} changed; their windows reach {late}..")

@@ -111,6 +111,28 @@ def _day_value_written(engine: sa.Engine, day: dt.date) -> bool:
         )
 
 
+def _runs_since(dagster: sa.Engine, since: float) -> list[str]:
+    """Where a drop's time went: each Dagster run begun after it, with its sensor and phases."""
+    with dagster.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT extract(epoch FROM r.create_timestamp AT TIME ZONE 'UTC')::float8 AS created, "
+                "r.start_time, r.end_time, r.status, t.value AS sensor FROM runs r "
+                "LEFT JOIN run_tags t ON t.run_id = r.run_id AND t.key = 'dagster/sensor_name' "
+                "WHERE r.create_timestamp >= to_timestamp(:since) AT TIME ZONE 'UTC' "
+                "ORDER BY r.create_timestamp"
+            ),
+            {"since": since},
+        ).all()
+    return [
+        f"  {row.sensor or 'no sensor'}: queued +{row.created - since:.1f} s"
+        + (f", started +{row.start_time - since:.1f} s" if row.start_time else "")
+        + (f", ended +{row.end_time - since:.1f} s" if row.end_time else "")
+        + f" ({row.status})"
+        for row in rows
+    ]
+
+
 def measure(drops: int) -> list[float]:
     work = Path(tempfile.mkdtemp(prefix="ap-latency-"))
     work.chmod(0o755)  # PostgreSQL runs as its own user when we are root
@@ -140,6 +162,7 @@ def measure(drops: int) -> list[float]:
             start_new_session=True,
         )
     engine = sa.create_engine(url)
+    dagster = sa.create_engine(sa.make_url(url).set(database="dagster"))
     latencies: list[float] = []
     try:
         _wait_for_line(log, "Dagster UI on", dev, STARTUP_TIMEOUT)
@@ -154,7 +177,7 @@ def measure(drops: int) -> list[float]:
                 raise RuntimeError(f"{day} already has a {KPI} value before its drop")
             partial.write_bytes(_orders_csv(day, drop))
             partial.rename(target)  # the file appears whole, as an upload to S3 does
-            dropped = time.monotonic()
+            dropped, dropped_at = time.monotonic(), time.time()
             while not _day_value_written(engine, day):
                 if time.monotonic() - dropped > DROP_TIMEOUT:
                     raise RuntimeError(f"{target.name}: no {KPI} value after {DROP_TIMEOUT:.0f} s")
@@ -162,8 +185,11 @@ def measure(drops: int) -> list[float]:
             latencies.append(time.monotonic() - dropped)
             _say(f"drop {drop + 1}/{drops}: {target.name} -> {KPI} in {latencies[-1]:.1f} s")
             time.sleep(2.0)
+            for line in _runs_since(dagster, dropped_at):
+                _say(line)
     finally:
         engine.dispose()
+        dagster.dispose()
         if dev.poll() is None:
             os.killpg(dev.pid, signal.SIGINT)
             try:

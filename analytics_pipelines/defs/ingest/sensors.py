@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from analytics_pipelines.defs import run_priority
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest.config import definitions_catalog, sensor_interval_seconds
 from analytics_pipelines.lib.ingest.discovery import DEFAULT_PAGE_SIZE, LandingCursor, plan_tick
@@ -90,7 +91,11 @@ def build_landing_sensor(
                 dg.RunRequest(
                     run_key=f"{source.name}:{plan.run_key}",
                     run_config={"ops": {raw_op_name(source.name): {"config": {"keys": keys}}}},
-                    tags={"ingest/source": source.name, "ingest/files": str(len(keys))},
+                    tags={
+                        "ingest/source": source.name,
+                        "ingest/files": str(len(keys)),
+                        **run_priority.INGEST,
+                    },
                 )
             ],
             cursor=plan.cursor.dump(),

@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import dagster as dg
 
+from analytics_pipelines.defs import run_priority
 from analytics_pipelines.defs.kpis.names import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -154,9 +155,10 @@ def build_kpi_sensor(
             plain = frozenset(d for d in days if first_day <= d <= today)
             for wanted, group in sorted(by_days.items(), key=lambda item: item[1]):
                 keys = [kpi_asset_key(n) for n in group]
-                tags = {TRIGGER_TAG: "invalidation"}
+                tags = {TRIGGER_TAG: "invalidation", **run_priority.KPI_TOUCHED_DAYS}
                 windowed = ""
                 if wanted != plain:
+                    tags.update(run_priority.KPI_WINDOW_DAYS)
                     windowed = ":" + hashlib.sha256(",".join(group).encode()).hexdigest()[:8]
                     tags[REASON_TAG] = refresh_reason(plans, group, days, set(wanted))
                 requests.extend(

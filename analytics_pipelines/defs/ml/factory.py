@@ -14,12 +14,14 @@ them, the assets `forecast/forecast_<kpi>` and `anomalies/anomalies_<kpi>` downs
 """
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import dagster as dg
 
+from analytics_pipelines.defs import run_priority
 from analytics_pipelines.defs.kpis.names import kpi_asset_key
 from analytics_pipelines.lib.catalog import Catalog, KpiSpec, load_catalog_cached
 from analytics_pipelines.lib.kpi.periods import local_date
@@ -77,6 +79,18 @@ def _skipped_metadata(skipped: dict[str, str]) -> dict[str, Any]:
     return metadata
 
 
+# A refit run started by the automation sensor gives way to every other process on the machine:
+# its tens of seconds of model fitting then never delay a delivery's load or KPI refresh.
+BACKGROUND_NICENESS = 10
+
+
+def _yield_the_cores_if_background(context: dg.AssetExecutionContext) -> None:
+    """Lower this run's CPU priority when it is a background refit (its own process)."""
+    tag = run_priority.PRIORITY_TAG
+    if context.run.tags.get(tag) == run_priority.ML_REFIT[tag] and os.nice(0) < BACKGROUND_NICENESS:
+        os.nice(BACKGROUND_NICENESS - os.nice(0))
+
+
 def _follows_the_kpi(kpi: KpiSpec) -> dict[str, Any]:
     """What a forecast and an anomalies asset share: the KPI's group, its key as the one
     dependency, the automation that runs them after its refreshes."""
@@ -105,6 +119,7 @@ def build_forecast_asset(kpi: KpiSpec) -> dg.AssetsDefinition:
     def _forecast(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
+        _yield_the_cores_if_background(context)
         from analytics_pipelines.lib.ml.forecast import forecast_kpi
 
         with warehouse.get_warehouse().begin() as conn:
@@ -150,6 +165,7 @@ def build_anomalies_asset(kpi: KpiSpec) -> dg.AssetsDefinition:
     def _anomalies(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
+        _yield_the_cores_if_background(context)
         from analytics_pipelines.lib.ml.alerts import send_anomaly_alerts
         from analytics_pipelines.lib.ml.anomalies import judge_kpi
 
@@ -249,6 +265,7 @@ def build_ml_definitions(catalog: Catalog, sensor_interval_seconds: int = 30) ->
         target=target,
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=max(sensor_interval_seconds, MIN_INTERVAL_SECONDS),
+        run_tags=run_priority.ML_REFIT,
         description=(
             "Runs forecast/forecast_<kpi>, anomalies/anomalies_<kpi> and the no_anomalies checks after the KPI's "
             "refreshes (their automation conditions)."
