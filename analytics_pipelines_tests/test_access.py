@@ -599,3 +599,36 @@ def test_forecasts_and_anomalies_follow_the_audience(access_db: str, applied: li
     finally:
         north.close()
         everything.close()
+
+
+def test_a_view_rebuilt_for_a_removed_dimension_stays_readable(
+    access_db: str, catalog_dir: Path, applied: list[str]
+) -> None:
+    from analytics_pipelines.lib.kpi.views import ensure_view
+
+    login = make_login(access_db, role(NORTH))
+    revenue = load_catalog(catalog_dir).kpis["revenue"]
+    fewer = revenue.model_copy(update={"dimensions": ["region"]})
+    engine = sa.create_engine(access_db)
+    try:
+        # CREATE OR REPLACE cannot drop the `channel` column: the view is dropped and made again.
+        with engine.begin() as conn:
+            assert ensure_view(conn, fewer) is True
+        conn = connect_as(access_db, login)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT * FROM kpi.revenue")
+                columns = [column.name for column in cursor.description]
+                rows = cursor.fetchall()
+            assert "region" in columns and "channel" not in columns
+            # What the north audience read before: its region's cells, no total.
+            assert len(rows) == len(
+                expected(access_db, lambda kpi, d: kpi == "revenue" and d.get("region") == "north")
+            )
+        finally:
+            conn.close()
+    finally:
+        with engine.begin() as conn:
+            ensure_view(conn, revenue)
+        engine.dispose()
+        apply_from_url(access_db, load_catalog(catalog_dir))

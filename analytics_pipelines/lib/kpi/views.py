@@ -78,6 +78,20 @@ def _fingerprint(kpi: KpiSpec) -> str:
     return "analytics_pipelines kpi view " + hashlib.sha256(shape.encode()).hexdigest()[:16]
 
 
+# Who may do what on a view besides its owner (grantee NULL: PUBLIC); privilege names are
+# PostgreSQL's own keywords (SELECT, INSERT, ...).
+_GRANTS = """
+SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type
+FROM pg_class AS c CROSS JOIN LATERAL aclexplode(c.relacl) AS a
+WHERE c.oid = to_regclass(%(view)s) AND a.grantee <> c.relowner
+"""
+
+
+_TABLE_PRIVILEGES = frozenset(
+    {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+)
+
+
 def ensure_view(conn: Connection, kpi: KpiSpec) -> bool:
     """Create or update `kpi.<name>` when its definition changed; True when it was (re)created."""
     fingerprint = _fingerprint(kpi)
@@ -98,12 +112,26 @@ def ensure_view(conn: Connection, kpi: KpiSpec) -> bool:
         except psycopg2.Error:
             # CREATE OR REPLACE cannot drop or rename columns (a dimension was removed).
             cursor.execute("ROLLBACK TO SAVEPOINT kpi_view")
+            cursor.execute(_GRANTS, {"view": qualified})
+            grants = cursor.fetchall()
             cursor.execute(
                 sql.SQL("DROP VIEW IF EXISTS {}.{}").format(
                     sql.Identifier(SCHEMA), sql.Identifier(kpi.name)
                 )
             )
             cursor.execute(view_definition(kpi))
+            # The audiences that read the old view read the new one (`access apply` not needed).
+            for grantee, privilege in grants:
+                if privilege not in _TABLE_PRIVILEGES:
+                    continue
+                cursor.execute(
+                    sql.SQL("GRANT {} ON {}.{} TO {}").format(
+                        sql.SQL(privilege),
+                        sql.Identifier(SCHEMA),
+                        sql.Identifier(kpi.name),
+                        sql.SQL("PUBLIC") if grantee is None else sql.Identifier(grantee),
+                    )
+                )
         cursor.execute(
             sql.SQL("COMMENT ON VIEW {}.{} IS {}").format(
                 sql.Identifier(SCHEMA), sql.Identifier(kpi.name), sql.Literal(fingerprint)
