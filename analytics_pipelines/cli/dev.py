@@ -188,6 +188,15 @@ def _end_leftovers(child: subprocess.Popen[bytes], log: Any) -> None:
         os.killpg(child.pid, signal.SIGKILL)
 
 
+def _compile_package() -> None:
+    """Bytecode of this package written once: each Dagster run starts a new interpreter, and
+    with PYTHONDONTWRITEBYTECODE set none of them would keep what it compiled (`make
+    dev-install` compiles the dependencies). Unwritable folders are skipped (quiet)."""
+    import compileall
+
+    compileall.compile_dir(Path(__file__).resolve().parent.parent, quiet=2)
+
+
 def ensure_dagster_database(url: str) -> str:
     """Dagster keeps its own tables in a database of its own beside the warehouse."""
     import sqlalchemy as sa
@@ -331,6 +340,7 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
             f"a second shell in this folder uses this stack with nothing exported "
             f"(its settings: {lock.state_path})\n"
         )
+        _compile_package()
         # `dg dev` (not the superseded `dagster dev`) with the workspace naming the location.
         # Its own session: a terminal's Ctrl-C reaches only us, and the single SIGINT we pass
         # on lets Dagster stop its processes in order, instead of each of them being
