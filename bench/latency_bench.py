@@ -180,7 +180,12 @@ def measure(drops: int) -> list[float]:
             dropped, dropped_at = time.monotonic(), time.time()
             while not _day_value_written(engine, day):
                 if time.monotonic() - dropped > DROP_TIMEOUT:
-                    raise RuntimeError(f"{target.name}: no {KPI} value after {DROP_TIMEOUT:.0f} s")
+                    runs = "\n".join(_runs_since(dagster, dropped_at))
+                    raise RuntimeError(
+                        f"{target.name}: no {KPI} value after {DROP_TIMEOUT:.0f} s; runs since "
+                        f"the drop:\n{runs}\nend of the dev log:\n"
+                        f"{log.read_text(errors='replace')[-6000:]}"
+                    )
                 time.sleep(0.2)
             latencies.append(time.monotonic() - dropped)
             _say(f"drop {drop + 1}/{drops}: {target.name} -> {KPI} in {latencies[-1]:.1f} s")
