@@ -480,9 +480,12 @@ def test_a_new_kpi_is_readable_after_apply_and_check_says_when_it_is_not(
     env = {**os.environ, "DATABASE_URL": access_db, "CATALOG_DIR": str(folder)}
     env.pop("ACCESS_ADMIN_DATABASE_URL", None)
     before = json.loads(cli(env, "access", "check", NORTH, "--format", "json"))
-    assert before["out_of_date"] == [
+    assert before["out_of_date"][0] == (
         "views the catalog grants but the role cannot read: kpi.web_revenue"
-    ]
+    )
+    # The row policies do not admit the new KPI's rows either.
+    assert before["out_of_date"][1].startswith("row policies made from another version")
+    assert len(before["out_of_date"]) == 2
     try:
         apply_from_url(access_db, load_catalog(folder))
         after = json.loads(cli(env, "access", "check", NORTH, "--format", "json"))
@@ -631,4 +634,28 @@ def test_a_view_rebuilt_for_a_removed_dimension_stays_readable(
         with engine.begin() as conn:
             ensure_view(conn, revenue)
         engine.dispose()
+        apply_from_url(access_db, load_catalog(catalog_dir))
+
+
+def test_access_check_says_when_the_applied_filter_is_not_the_catalogs(
+    access_db: str, catalog_dir: Path, applied: list[str], tmp_path: Path
+) -> None:
+    changed = write_catalog(tmp_path / "south", audiences_yaml("region = 'south'"))
+    env = {**os.environ, "DATABASE_URL": access_db, "CATALOG_DIR": str(changed)}
+    env.pop("ACCESS_ADMIN_DATABASE_URL", None)
+    before = json.loads(cli(env, "access", "check", NORTH, "--format", "json"))
+    # The role still reads north's rows; the catalog now says south.
+    regions = {v for row in before["rows"] for v in row["values"].get("region", [])}
+    assert regions == {"north"}
+    [problem] = before["out_of_date"]
+    assert problem.startswith("row policies made from another version of the audience")
+    assert "region = 'south'" in problem and "kpi.kpi_values" in problem
+    text = cli(env, "access", "check", NORTH)
+    assert "out of date with the catalog (run `analytics-pipelines access apply`)" in text
+    try:
+        apply_from_url(access_db, load_catalog(changed))
+        after = json.loads(cli(env, "access", "check", NORTH, "--format", "json"))
+        assert after["out_of_date"] == []
+        assert {v for row in after["rows"] for v in row["values"].get("region", [])} == {"south"}
+    finally:
         apply_from_url(access_db, load_catalog(catalog_dir))

@@ -212,9 +212,15 @@ def _policy_qual(conn: Connection, table: str, policy: str) -> str | None:
 
 
 def _create_policy(
-    conn: Connection, table: str, policy: str, role: str, condition: sql.Composable
+    conn: Connection,
+    table: str,
+    policy: str,
+    role: str,
+    condition: sql.Composable,
+    note: str | None = None,
 ) -> bool:
-    """(Re)create one SELECT policy; True when its condition or role changed."""
+    """(Re)create one SELECT policy, with `note` as its comment; True when its condition or
+    role changed."""
     before = _policy_qual(conn, table, policy)
     target = sql.Identifier(SCHEMA, table)
     _run(conn, sql.SQL("DROP POLICY IF EXISTS {} ON {}").format(sql.Identifier(policy), target))
@@ -224,6 +230,13 @@ def _create_policy(
             sql.Identifier(policy), target, sql.Identifier(role), condition
         ),
     )
+    if note is not None:
+        _run(
+            conn,
+            sql.SQL("COMMENT ON POLICY {} ON {} IS {}").format(
+                sql.Identifier(policy), target, sql.Literal(note)
+            ),
+        )
     return before != _policy_qual(conn, table, policy)
 
 
@@ -237,7 +250,8 @@ def _apply_policies(
     )
     declared = {access.audience.role for access in accesses}
     conditions = {
-        access.audience.role: _inline(conn, policy_condition(access)) for access in accesses
+        access.audience.role: (_inline(conn, policy_condition(access)), access.fingerprint)
+        for access in accesses
     }
     for table in tables:
         _run(
@@ -248,8 +262,8 @@ def _apply_policies(
         )
         if bi_exists:
             _create_policy(conn, table, BI_POLICY, BI_ROLE, sql.SQL("true"))
-        for role, condition in conditions.items():
-            if _create_policy(conn, table, role, role, condition):
+        for role, (condition, note) in conditions.items():
+            if _create_policy(conn, table, role, role, condition, note):
                 report.policies_changed.append(f"{SCHEMA}.{table}: {role}")
         for row in _rows(
             conn,

@@ -56,6 +56,8 @@ class RoleReading:
     rows: list[dict[str, Any]] = field(default_factory=list)
     views: dict[str, int] = field(default_factory=dict)  # view -> rows
     other_tables: list[str] = field(default_factory=list)  # readable, without KPI rows
+    # table -> what `access apply` noted on the role's row policy there (None: no note)
+    policies: dict[str, str | None] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +66,7 @@ class RoleReading:
             "rows": self.rows,
             "views": self.views,
             "other_tables": self.other_tables,
+            "policies": self.policies,
         }
 
 
@@ -129,6 +132,17 @@ def role_reading(conn: DbApiConnection, role: str) -> RoleReading:
     """Query as `role` (the session's user must be a member of it, or a superuser)."""
     import psycopg2
 
+    # Read before acting as the role: policies are catalog rows it need not see.
+    policies = {
+        f"kpi.{row.relname}": row.note
+        for row in fetch_all(
+            conn,
+            "SELECT c.relname, obj_description(p.oid, 'pg_policy') AS note FROM pg_policy p"
+            " JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'kpi' AND p.polname = %s ORDER BY c.relname",
+            (role,),
+        )
+    }
     try:
         with conn.cursor() as cursor:
             cursor.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
@@ -137,8 +151,8 @@ def role_reading(conn: DbApiConnection, role: str) -> RoleReading:
             f"cannot query as {role}: {str(error).strip().splitlines()[0]} (run with a URL whose "
             "user is a member of the role or a superuser, e.g. ACCESS_ADMIN_DATABASE_URL)"
         ) from error
+    reading = RoleReading(role, policies=policies)
     try:
-        reading = RoleReading(role)
         for row in fetch_all(
             conn,
             "SELECT s AS schema, has_schema_privilege(s, 'USAGE') AS usage FROM unnest(%s) AS s"
@@ -180,6 +194,14 @@ def out_of_date(reading: RoleReading, access: AudienceAccess) -> list[str]:
     if readable - declared:
         problems.append(
             f"views the role reads beyond the catalog: {', '.join(sorted(readable - declared))}"
+        )
+    # The rows it reads come from policies made of an earlier catalog (another filter, KPIs).
+    stale = sorted(t for t, note in reading.policies.items() if note != access.fingerprint)
+    if stale:
+        declared_filter = access.audience.filter or "no filter"
+        problems.append(
+            f"row policies made from another version of the audience ({declared_filter!r} "
+            f"and its KPIs now): {', '.join(stale)}"
         )
     return problems
 

@@ -14,6 +14,8 @@ Needs no SQLAlchemy: the read-only CLI loads catalogs with it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -53,6 +55,18 @@ class AudienceAccess:
     @property
     def filtered_keys(self) -> list[str]:
         return sorted(d.key for d in self.filtered.values())
+
+    @property
+    def fingerprint(self) -> str:
+        """Names everything the audience's row policy is made from: `access apply` stores it
+        on each policy, `access check` compares it with the catalog's."""
+        shape = {
+            "kpis": sorted(self.kpis),
+            "filter": self.audience.filter,
+            "dimensions": sorted((c, d.key, str(d.type)) for c, d in self.filtered.items()),
+        }
+        digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+        return f"analytics_pipelines audience {digest[:16]}"
 
 
 class AccessRuleError(ValueError):
