@@ -284,7 +284,7 @@ def parse_sheet(path: Path, catalog: Catalog | None) -> ImportResult:
     result = ImportResult()
     seen: dict[tuple[str, str], int] = {}
     replaced_files = {f"{path.stem}.yaml", f"{path.stem}.yml"}
-    rows: list[tuple[str, KpiSpec]] = []
+    rows: list[tuple[str, KpiSpec | SourceSpec]] = []
     for number, record in records:
         kind = (record.get("kind") or "kpi").lower()
         label = f"row {number}" + (f" ({kind} {record['name']})" if record.get("name") else "")
@@ -316,6 +316,7 @@ def parse_sheet(path: Path, catalog: Catalog | None) -> ImportResult:
             result.sources.append(spec)
         elif isinstance(spec, KpiSpec):
             result.kpis.append(spec)
+        if spec is not None:
             rows.append((label, spec))
     # The first row of a name counts; later ones were reported as duplicates above.
     sources = {
@@ -326,10 +327,15 @@ def parse_sheet(path: Path, catalog: Catalog | None) -> ImportResult:
         **({} if catalog is None else catalog.kpis),
         **{k.name: k for k in reversed(result.kpis)},
     }
-    from analytics_pipelines.lib.kpi.validation import kpi_problems
+    from analytics_pipelines.lib.kpi.validation import kpi_problems, lookup_problems
 
-    for label, kpi in rows:
-        problems.extend(f"{label}: {problem}" for problem in kpi_problems(kpi, sources, kpis))
+    for label, spec in rows:
+        if isinstance(spec, KpiSpec):
+            row_problems = kpi_problems(spec, sources, kpis)
+        else:
+            # Also checked when the result loads, but there without the row number.
+            row_problems = [f"lookups: {problem}" for problem in lookup_problems(spec, sources)]
+        problems.extend(f"{label}: {problem}" for problem in row_problems)
     if problems:
         raise CatalogImportError(sorted(problems, key=_row_number))
     return result

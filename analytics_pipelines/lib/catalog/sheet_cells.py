@@ -81,7 +81,7 @@ def window(text: str) -> dict[str, Any]:
     )
 
 
-_GRAIN_VALUE = re.compile(r"([a-z]+)\s*:?\s*(\S+)")
+_GRAIN_VALUE = re.compile(r"([a-z]+)(?:\s*:\s*|\s+)(\S+)")
 _APPLIES_TO = {"every cell": "every_cell", "total": "total"}
 
 
