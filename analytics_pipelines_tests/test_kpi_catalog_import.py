@@ -263,7 +263,7 @@ FEATURE_ROWS = [
                 unit="units", source="visits", measure="sum(stock)",
                 semi_additive="last per shop_id, country", fiscal_year_start_month="4",
                 week_start="Sunday", fill_nulls_with="none", dimensions="country",
-                grains="day; week; month", timezone="Europe/Berlin",
+                grains="Day; week; MONTH", timezone="Europe/Berlin",
                 target="higher 10.5; month: 300.25; every cell", forecast="14",
                 anomalies="99.5"),
     # A snapshot source: `first` without `per` takes the primary key without the event time.
@@ -474,6 +474,7 @@ MALFORMED_CELLS: list[tuple[list[Any], str]] = [
     (kpi_row("t_value", target="higher lots"), "target.value: Input should be a valid decimal"),
     (kpi_row("t_nothing", target="higher"), "target: a target needs a value"),
     (kpi_row("t_part", target="higher 5; monthly"), "target: 'monthly': expected 'GRAIN: VALUE'"),
+    (kpi_row("t_thousands", target="higher 8,500,000"), "target: '500' stands alone: numbers are written without thousands separators"),
     (kpi_row("t_grain", target="higher 5; fortnight: 9"), "target.by_grain.fortnight"),
     (kpi_row("t_twice", target="lower 5; day: 1; day: 2"), "target: grain 'day' given twice"),
     (kpi_row("t_applies", target="lower 5; every cell; total"), "target: 'every cell' / 'total' given twice"),
@@ -531,3 +532,22 @@ def test_every_malformed_cell_of_one_row_is_reported(
     err = capsys.readouterr().err
     for column in ("window", "target", "anomalies"):
         assert f"row 2 (kpi many): {column}: expected" in err, err
+
+
+def test_every_kpi_and_source_setting_has_a_sheet_column() -> None:
+    # A new catalog setting must get a column (and a cell syntax), or be named YAML-only here
+    # and in the importer's docstring.
+    from analytics_pipelines.lib.catalog import importer
+
+    assert set(importer.KPI_FIELDS) == set(KpiSpec.model_fields)
+    sheet_source_fields = {f for f in importer.SOURCE_FIELDS if not f.startswith("reader_")} | {
+        "kind",
+        "reader",
+    }
+    assert sheet_source_fields == set(SourceSpec.model_fields)
+    assert {f.removeprefix("reader_") for f in importer.READER_FIELDS} == set(
+        ReaderOptions.model_fields
+    )
+    yaml_only = set(ColumnSpec.model_fields) - {"name", "type", "required"}
+    assert yaml_only == {"allowed_values", "min", "max", "pattern", "description"}
+    assert all(f"`{field}`" in (importer.__doc__ or "") for field in yaml_only)

@@ -52,16 +52,23 @@ max_quarantine_rate      0-1 (default 0.05)
 raw_retention_days       whole days
 =======================  ====================================================================
 
-Lists are separated by `;` or `,` (so are the parts of a `target` and the lookups of a cell;
-numbers are written without thousands separators, with a `.` decimal point). Words are read
-case-insensitively. Each nested setting is one cell in the words one would say it with, rather
-than a column per YAML key (`target_direction`, `target_value`, ...): a KPI row stays as wide
-as the settings it uses, and a cell reads like the rule it declares. Cells that do not apply
-to a row's kind must be empty.
+Lists are separated by `;` or `,`, and so are the parts of a `target` and the lookups of a
+`lookups` cell; numbers are written without thousands separators, with a `.` decimal point.
+The keywords of a cell (`higher`, `rolling`, `to date`, `per`, `on`, `and`, `none`, grains,
+weekdays, sensitivities) are read case-insensitively; names are lower case. An empty cell is the
+default; `none` (in `fill_nulls_with`, `forecast`, `anomalies`) is an explicit "nothing".
 
-Per-column constraints of a source beyond `required` (`allowed_values`, `min`, `max`,
-`pattern`, `description`) are a table per source, not a cell: they are edited in the YAML
-after the import.
+A nested setting is one cell, written the way one would say it, rather than a column per YAML
+key (`target_direction`, `target_value`, `target_month`, ...): the sheet keeps one column per
+setting (a target per grain would otherwise need a column for each grain, mostly empty), and the
+cell reads like the rule it declares. Only the reader options are columns of their own: they are
+independent plain values, and a delimiter such as `;` could not be told apart from a separator
+inside one cell. Cells that do not apply to a row's kind must be empty.
+
+YAML only, by design: per-column constraints of a source beyond `required` (`allowed_values`,
+`min`, `max`, `pattern`, `description`) are a table per source, not a cell, and are edited in
+the YAML after the import; so are the catalog-wide `defaults:` (not a setting of one row). Every
+other field of KpiSpec and SourceSpec has a column (a test keeps it so).
 
 Every row is validated (its cells' syntax, the pydantic models, then expressions against the
 sources of the existing catalog and of the sheet); all problems are reported with their row

@@ -103,6 +103,11 @@ def target(text: str) -> dict[str, Any]:
                 raise CellError(f"'every cell' / 'total' given twice in {text!r}")
             result["applies_to"] = _APPLIES_TO[_words(part)]
             continue
+        if part.isdigit():
+            raise CellError(
+                f"{part!r} stands alone: numbers are written without thousands separators and "
+                f"with a '.' decimal point (',' and ';' separate the parts), got {text!r}"
+            )
         grain_value = _GRAIN_VALUE.fullmatch(part.lower())
         if grain_value is None:
             raise CellError(
@@ -187,7 +192,7 @@ def reader_delimiter(text: str) -> str:
 PARSERS: dict[str, Callable[[str], Any]] = {
     "columns": columns,
     "dimensions": split_list,
-    "grains": split_list,
+    "grains": lambda text: split_list(text.lower()),
     "primary_key": split_list,
     "semi_additive": semi_additive,
     "window": window,
