@@ -551,3 +551,17 @@ def test_every_kpi_and_source_setting_has_a_sheet_column() -> None:
     yaml_only = set(ColumnSpec.model_fields) - {"name", "type", "required"}
     assert yaml_only == {"allowed_values", "min", "max", "pattern", "description"}
     assert all(f"`{field}`" in (importer.__doc__ or "") for field in yaml_only)
+
+
+def test_a_value_beyond_the_titled_columns_is_one_problem(
+    tmp_path: Path, catalog_dir: Path, capsys: Any
+) -> None:
+    sheet = tmp_path / "extra.csv"
+    sheet.write_text(
+        "name,value_chain,description,source,measure\nx,sales,d,orders,count(*),oops\n"
+    )
+
+    assert run(["catalog", "import", str(sheet), "--dir", str(catalog_dir)]) == 1
+
+    problems = [line.strip() for line in capsys.readouterr().err.splitlines()[1:]]
+    assert problems == ["row 2 (kpi x): values beyond the last titled column: oops"]

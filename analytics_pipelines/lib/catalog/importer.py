@@ -239,12 +239,13 @@ def _row_number(problem: str) -> int:
 
 
 def _fields(kind: str, record: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
-    """The row's data for its model, and the problems of cells that are not data for it."""
+    """The row's data for its model, and the problems of its cells: malformed, or filled in
+    where the row's kind has no such setting."""
     allowed = KPI_FIELDS if ROW_KINDS[kind] == "kpi" else SOURCE_FIELDS
     problems = [
         f"{key}: does not apply to kind={kind}; leave it empty{WRONG_ROW_HINTS.get(key, '')}"
         for key, value in record.items()
-        if value and key not in allowed and key != "kind"
+        if value and key not in allowed and key not in ("kind", "__extra__")
     ]
     data: dict[str, Any] = {"kind": "reference"} if kind == "reference" else {}
     for key in allowed:
