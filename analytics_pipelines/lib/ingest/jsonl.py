@@ -1,4 +1,4 @@
-"""JSON lines: COPY each line as text into a temporary table, unpack the objects in SQL.
+"""JSON lines polars cannot read exactly (`jsonl_csv`): COPYed as text lines, unpacked in SQL.
 
 The `json` type keeps numbers exactly as written (`1.50` stays `1.50`), and no Python code
 touches the rows.
@@ -23,7 +23,7 @@ from analytics_pipelines.lib.ingest.raw_tables import (
 from analytics_pipelines.lib.ingest.readers import CopyPlan
 from analytics_pipelines.lib.ingest.translate import describe_copy_error
 from analytics_pipelines.lib.tables import LINE
-from analytics_pipelines.lib.warehouse import Warehouse, copy_from
+from analytics_pipelines.lib.warehouse import copy_from
 
 STAGE = "_ingest_lines"
 
@@ -76,9 +76,7 @@ def _first_bad_line(conn: Connection) -> str:
     return f"line {bad_line}: {reason}"
 
 
-def stage_and_insert_jsonl(
-    conn: Connection, warehouse: Warehouse, source: SourceSpec, plan: CopyPlan
-) -> StagedJson:
+def stage_and_insert_jsonl(conn: Connection, source: SourceSpec, plan: CopyPlan) -> StagedJson:
     run_sql(
         conn,
         sql.SQL(
