@@ -6,8 +6,6 @@ touches the rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import psycopg2
 from psycopg2 import sql
 from sqlalchemy.engine import Connection
@@ -15,6 +13,7 @@ from sqlalchemy.engine import Connection
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest.errors import FileRejected
 from analytics_pipelines.lib.ingest.raw_tables import (
+    ColumnMapping,
     add_extra_columns,
     map_columns,
     run_sql,
@@ -59,14 +58,6 @@ END $fn$
 """
 
 
-@dataclass
-class StagedJson:
-    rows: int
-    targets: list[str]
-    extra: list[str]
-    extra_headers: dict[str, str]
-
-
 def _first_bad_line(conn: Connection) -> str:
     run_sql(conn, sql.SQL(_FIRST_BAD_LINE))
     rows = run_sql(conn, sql.SQL("SELECT * FROM pg_temp.ingest_first_bad_json_line()"))
@@ -76,7 +67,10 @@ def _first_bad_line(conn: Connection) -> str:
     return f"line {bad_line}: {reason}"
 
 
-def stage_and_insert_jsonl(conn: Connection, source: SourceSpec, plan: CopyPlan) -> StagedJson:
+def stage_and_insert_jsonl(
+    conn: Connection, source: SourceSpec, plan: CopyPlan
+) -> tuple[int, ColumnMapping]:
+    """The rows inserted into raw and the raw column of each key."""
     run_sql(
         conn,
         sql.SQL(
@@ -135,6 +129,4 @@ def stage_and_insert_jsonl(conn: Connection, source: SourceSpec, plan: CopyPlan)
     finally:
         cursor.close()
     nested.commit()
-    return StagedJson(
-        rows=rows, targets=mapping.targets, extra=mapping.extra, extra_headers=mapping.extra_headers
-    )
+    return rows, mapping

@@ -147,9 +147,7 @@ def _copy_file(
         plan = plan_copy(cast(IO[bytes], hashing), source, info.key)
         try:
             if plan.kind == "jsonl":
-                staged = stage_and_insert_jsonl(conn, source, plan)
-                rows, targets, extra = staged.rows, staged.targets, staged.extra
-                headers = staged.extra_headers
+                rows, mapping = stage_and_insert_jsonl(conn, source, plan)
             else:
                 mapping = map_columns(source, plan.columns)
                 if mapping.extra:
@@ -182,11 +180,12 @@ def _copy_file(
                         describe_copy_error(error, source, plan.first_line, len(columns))
                     ) from None
                 beside.end_of_input()
-                targets, extra, headers = mapping.targets, mapping.extra, mapping.extra_headers
             hashing.drain()
         finally:
             plan.close()
-    return _Copied(rows, hashing.hexdigest, hashing.size, extra, headers, targets)
+    return _Copied(
+        rows, hashing.hexdigest, hashing.size, mapping.extra, mapping.extra_headers, mapping.targets
+    )
 
 
 def _retire_earlier(conn: Connection, source: SourceSpec, key: str, file_id: int) -> list[int]:
