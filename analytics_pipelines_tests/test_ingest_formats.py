@@ -231,6 +231,30 @@ def test_xlsx_sheet_and_header_row(store: ObjectStore, warehouse: Warehouse) -> 
     ]
 
 
+def test_xlsx_cells_as_text(store: ObjectStore, warehouse: Warehouse) -> None:
+    """Each kind of cell as text: times, fractions, large numbers, flags, blanks, and a table
+    that starts right of column A (its columns keep their letters)."""
+    source = make_source("xlsx")
+    book = Workbook()
+    sheet = book.active
+    sheet.append([None, "order_id", "ordered_at", "region", "amount"])
+    sheet.append([None, "T1", dt.datetime(2024, 3, 1, 10, 30, 15, 250000), dt.time(8, 5), 1e20])
+    sheet.append([None, "T2", dt.date(2024, 3, 2), False, -0.125])
+    sheet.append([None, "T3", "2024-03-03", "", 3.0])
+    sink = io.BytesIO()
+    book.save(sink)
+    store.write(key_of(source, "t.xlsx"), sink.getvalue())
+
+    report = load_pending(source, store, warehouse)
+
+    assert report.failures == []
+    assert values(raw_rows(warehouse, source), "order_id", "ordered_at", "region", "amount") == [
+        ("T1", "2024-03-01T10:30:15.250000", "08:05:00", "1e+20"),
+        ("T2", "2024-03-02T00:00:00", "false", "-0.125"),
+        ("T3", "2024-03-03", None, "3"),
+    ]
+
+
 def test_json_number_text_is_kept_verbatim(local_store: ObjectStore, warehouse: Warehouse) -> None:
     source = make_source("jsonl")
     lines = [{"order_id": f"N{i}", "ordered_at": "2024-03-01", "amount": i} for i in range(3)]
