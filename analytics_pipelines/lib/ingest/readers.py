@@ -278,7 +278,7 @@ def plan_parquet(stream: IO[bytes], source: SourceSpec) -> CopyPlan:
 
 
 def _cell_text(value: Any) -> str | None:
-    """A cell as text, as openpyxl's values were written before: a date cell is a datetime."""
+    """A cell as text, as raw stored it when openpyxl read sheets (a date cell at midnight)."""
     if value is None or value == "":
         return None
     if isinstance(value, bool):
