@@ -100,7 +100,7 @@ MISSING = "(no order id)"
 # Values typed beside the COPY in polars must be exact; these the binary encoder does not
 # write, so a file holding them is cleaned after its COPY (same rules, PostgreSQL's casts).
 CLEANED_AFTER_COPY = {"decimal beyond 16 fraction digits", "more than microseconds"}
-BESIDE = {"csv-beside", "parquet"}
+BESIDE = {"csv-beside", "jsonl", "parquet"}
 MODES = [
     "csv-beside",
     "csv-declined",

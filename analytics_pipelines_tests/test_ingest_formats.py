@@ -10,10 +10,13 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from openpyxl import Workbook
 
 from analytics_pipelines.lib.catalog.models import ReaderOptions, SourceSpec
+from analytics_pipelines.lib.clean import FusedClean
 from analytics_pipelines.lib.ingest import load_pending
+from analytics_pipelines.lib.ingest.jsonl_csv import spool_as_csv
 from analytics_pipelines.lib.storage import ObjectStore
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines_tests.test_ingest_helpers import (
@@ -228,6 +231,30 @@ def test_xlsx_sheet_and_header_row(store: ObjectStore, warehouse: Warehouse) -> 
     ]
 
 
+def test_xlsx_cells_as_text(store: ObjectStore, warehouse: Warehouse) -> None:
+    """Each kind of cell as text: times, fractions, large numbers, flags, blanks, and a table
+    that starts right of column A (its columns keep their letters)."""
+    source = make_source("xlsx")
+    book = Workbook()
+    sheet = book.active
+    sheet.append([None, "order_id", "ordered_at", "region", "amount"])
+    sheet.append([None, "T1", dt.datetime(2024, 3, 1, 10, 30, 15, 250000), dt.time(8, 5), 1e20])
+    sheet.append([None, "T2", dt.date(2024, 3, 2), False, -0.125])
+    sheet.append([None, "T3", "2024-03-03", "", 3.0])
+    sink = io.BytesIO()
+    book.save(sink)
+    store.write(key_of(source, "t.xlsx"), sink.getvalue())
+
+    report = load_pending(source, store, warehouse)
+
+    assert report.failures == []
+    assert values(raw_rows(warehouse, source), "order_id", "ordered_at", "region", "amount") == [
+        ("T1", "2024-03-01T10:30:15.250000", "08:05:00", "1e+20"),
+        ("T2", "2024-03-02T00:00:00", "false", "-0.125"),
+        ("T3", "2024-03-03", None, "3"),
+    ]
+
+
 def test_json_number_text_is_kept_verbatim(local_store: ObjectStore, warehouse: Warehouse) -> None:
     source = make_source("jsonl")
     lines = [{"order_id": f"N{i}", "ordered_at": "2024-03-01", "amount": i} for i in range(3)]
@@ -236,3 +263,72 @@ def test_json_number_text_is_kept_verbatim(local_store: ObjectStore, warehouse: 
     load_pending(source, local_store, warehouse)
 
     assert values(raw_rows(warehouse, source), "amount") == [("0",), ("1",), ("2",)]
+
+
+# Lines polars reads exactly: spaces, `\u00e9` escapes, quotes, a line break, an empty string,
+# null, flags, negative integers and decimals written the way polars writes them.
+EXACT_JSONL = [
+    '{"order_id": "E1", "ordered_at": "2024-03-01", "region": "caf\\u00e9 \\"n\\"", '
+    '"amount": 2.25, "vip": true, "qty": -3}',
+    '{"order_id": "E2", "ordered_at": "2024-03-02", "region": "two\\nlines", '
+    '"amount": 10.5, "vip": false, "qty": 0}',
+    '{"order_id": "E3", "ordered_at": "2024-03-03", "region": "", '
+    '"amount": null, "vip": null, "qty": 12}',
+]
+
+
+def _as_json_would_read(line: str) -> dict[str, str | None]:
+    """Each value's text as written: numbers verbatim, flags as words, strings decoded."""
+    decoded = json.loads(line, parse_float=str, parse_int=str)
+    words = {True: "true", False: "false"}
+    return {k: words[v] if isinstance(v, bool) else v for k, v in decoded.items()}
+
+
+@pytest.mark.parametrize("polars_reads_it", [True, False])
+def test_json_lines_read_by_polars_or_sql_keep_the_same_text(
+    local_store: ObjectStore, warehouse: Warehouse, polars_reads_it: bool
+) -> None:
+    source = make_source("jsonl")
+    # `1.50` would be `1.5` in polars: the whole file goes the SQL way.
+    extra = (
+        []
+        if polars_reads_it
+        else [
+            '{"order_id": "E4", "ordered_at": "2024-03-04", "amount": 1.50, "vip": true, "qty": 1, "region": "s"}'
+        ]
+    )
+    lines = EXACT_JSONL + extra
+    local_store.write(key_of(source, "e.jsonl"), ("\n".join(lines) + "\n").encode())
+
+    report = load_pending(source, local_store, warehouse, clean_while_loading=FusedClean)
+
+    assert report.failures == []
+    assert bool(report.cleaned_file_ids) == polars_reads_it
+    names = ["order_id", "ordered_at", "region", "amount", "vip", "qty"]
+    expected = [tuple(_as_json_would_read(line)[n] for n in names) for line in lines]
+    assert values(raw_rows(warehouse, source), *names) == expected
+    assert values(raw_rows(warehouse, source), "_line") == [(i,) for i in range(1, len(lines) + 1)]
+    [entry] = ledger_rows(warehouse, source)
+    assert entry["extra_columns"] == ["qty", "vip"]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ['{"a": 1.50}'],
+        ['{"a": 1e3}'],
+        ['{"a": -0}'],
+        ['{"a": 1.5}', '{"a": 2}'],
+        ['{"a": {"k": 1}}'],
+        ['{"a": 1}', "", '{"a": 2}'],
+        ['{"a": 1}', '{"a": 2, "b": null}'],
+        ['{"a": "\\u0000"}'],
+        ['{"a": 1}', "[1, 2]"],
+        ['{"a":\t1}'],
+    ],
+)
+def test_json_lines_polars_would_not_keep_exactly_are_left_to_sql(lines: list[str]) -> None:
+    body = ("\n".join(lines) + "\n").encode()
+    spooled, as_csv = spool_as_csv(io.BytesIO(body))
+    assert as_csv is None
+    assert spooled.read() == body

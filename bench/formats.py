@@ -32,6 +32,9 @@ from analytics_pipelines.lib.warehouse import Warehouse
 from bench.data import bench_source, write_orders_csv
 from bench.run import Result, _migrate, _place, _say, _settle, bench_psql_copy, start_server
 
+# A sheet holds at most 1,048,575 data rows, so Excel cannot have the 2M rows of the others.
+# 100,000 by default: the figure before calamine was taken at that size, and openpyxl takes
+# minutes to write the test workbook of 1M rows (`--excel-rows 1000000` measures that).
 EXCEL_ROWS = 100_000
 
 

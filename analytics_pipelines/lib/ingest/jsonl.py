@@ -1,12 +1,10 @@
-"""JSON lines: COPY each line as text into a temporary table, unpack the objects in SQL.
+"""JSON lines polars cannot read exactly (`jsonl_csv`): COPYed as text lines, unpacked in SQL.
 
 The `json` type keeps numbers exactly as written (`1.50` stays `1.50`), and no Python code
 touches the rows.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import psycopg2
 from psycopg2 import sql
@@ -15,6 +13,7 @@ from sqlalchemy.engine import Connection
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest.errors import FileRejected
 from analytics_pipelines.lib.ingest.raw_tables import (
+    ColumnMapping,
     add_extra_columns,
     map_columns,
     run_sql,
@@ -23,7 +22,7 @@ from analytics_pipelines.lib.ingest.raw_tables import (
 from analytics_pipelines.lib.ingest.readers import CopyPlan
 from analytics_pipelines.lib.ingest.translate import describe_copy_error
 from analytics_pipelines.lib.tables import LINE
-from analytics_pipelines.lib.warehouse import Warehouse, copy_from
+from analytics_pipelines.lib.warehouse import copy_from
 
 STAGE = "_ingest_lines"
 
@@ -59,14 +58,6 @@ END $fn$
 """
 
 
-@dataclass
-class StagedJson:
-    rows: int
-    targets: list[str]
-    extra: list[str]
-    extra_headers: dict[str, str]
-
-
 def _first_bad_line(conn: Connection) -> str:
     run_sql(conn, sql.SQL(_FIRST_BAD_LINE))
     rows = run_sql(conn, sql.SQL("SELECT * FROM pg_temp.ingest_first_bad_json_line()"))
@@ -77,8 +68,9 @@ def _first_bad_line(conn: Connection) -> str:
 
 
 def stage_and_insert_jsonl(
-    conn: Connection, warehouse: Warehouse, source: SourceSpec, plan: CopyPlan
-) -> StagedJson:
+    conn: Connection, source: SourceSpec, plan: CopyPlan
+) -> tuple[int, ColumnMapping]:
+    """The rows inserted into raw and the raw column of each key."""
     run_sql(
         conn,
         sql.SQL(
@@ -137,6 +129,4 @@ def stage_and_insert_jsonl(
     finally:
         cursor.close()
     nested.commit()
-    return StagedJson(
-        rows=rows, targets=mapping.targets, extra=mapping.extra, extra_headers=mapping.extra_headers
-    )
+    return rows, mapping

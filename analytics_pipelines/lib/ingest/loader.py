@@ -136,7 +136,6 @@ class _Copied:
 
 def _copy_file(
     conn: Connection,
-    warehouse: Warehouse,
     source: SourceSpec,
     store: ObjectStore,
     info: ObjectInfo,
@@ -148,9 +147,7 @@ def _copy_file(
         plan = plan_copy(cast(IO[bytes], hashing), source, info.key)
         try:
             if plan.kind == "jsonl":
-                staged = stage_and_insert_jsonl(conn, warehouse, source, plan)
-                rows, targets, extra = staged.rows, staged.targets, staged.extra
-                headers = staged.extra_headers
+                rows, mapping = stage_and_insert_jsonl(conn, source, plan)
             else:
                 mapping = map_columns(source, plan.columns)
                 if mapping.extra:
@@ -183,11 +180,12 @@ def _copy_file(
                         describe_copy_error(error, source, plan.first_line, len(columns))
                     ) from None
                 beside.end_of_input()
-                targets, extra, headers = mapping.targets, mapping.extra, mapping.extra_headers
             hashing.drain()
         finally:
             plan.close()
-    return _Copied(rows, hashing.hexdigest, hashing.size, extra, headers, targets)
+    return _Copied(
+        rows, hashing.hexdigest, hashing.size, mapping.extra, mapping.extra_headers, mapping.targets
+    )
 
 
 def _retire_earlier(conn: Connection, source: SourceSpec, key: str, file_id: int) -> list[int]:
@@ -299,7 +297,7 @@ def _load_in_transaction(
         sql.SQL("SELECT set_config(%s, %s, true), set_config('TimeZone', %s, true)"),
         [FILE_ID_SETTING, str(file_id), source.timezone],
     )
-    copied = _copy_file(conn, warehouse, source, store, info, file_id, beside)
+    copied = _copy_file(conn, source, store, info, file_id, beside)
     ledger.update_version(conn, file_id, content_hash=copied.content_hash, size_bytes=copied.size)
     original = ledger.loaded_with_content(conn, source.name, copied.content_hash)
     if original is not None:

@@ -2,7 +2,8 @@
 
 CSV is never parsed in Python: the header line is read and stripped here and the remaining
 bytes go to COPY as they are. Parquet and xlsx are converted in bounded batches to CSV bytes.
-JSON lines go to the database line by line and are unpacked there (see `loader`).
+JSON lines become CSV when polars reads them exactly (`jsonl_csv`); otherwise they go to the
+database line by line and are unpacked there (`jsonl`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import itertools
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal, cast
@@ -20,6 +21,7 @@ from typing import IO, Any, Literal, cast
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.chunk_reader import ChunkReader
 from analytics_pipelines.lib.ingest.errors import FileRejected
+from analytics_pipelines.lib.ingest.jsonl_csv import spool_as_csv
 from analytics_pipelines.lib.ingest.streams import (
     CHUNK,
     PrefixedReader,
@@ -200,16 +202,24 @@ def plan_jsonl(stream: IO[bytes], source: SourceSpec) -> CopyPlan:
     head, stream = peek(stream, 4)
     _wrong_format(head, "JSON lines")
     encoding = source.reader.encoding
-    if encoding.startswith("utf-8"):
-        bom, stream = peek(stream, 3)
-        if bom == UTF8_BOM:
-            stream.read(3)
     # Each line is one field: these control bytes never occur unescaped in valid JSON.
-    return CopyPlan(
+    lines = CopyPlan(
         kind="jsonl",
         columns=[],
         body=stream,
         options={"DELIMITER": "\x01", "QUOTE": "\x02", "ENCODING": PG_ENCODINGS[encoding]},
+    )
+    if not encoding.startswith("utf-8"):
+        return lines
+    bom, stream = peek(stream, 3)
+    if bom == UTF8_BOM:
+        stream.read(3)
+    lines.body, exact = spool_as_csv(stream)
+    if exact is None:
+        lines.cleanup = [lines.body]
+        return lines
+    return CopyPlan(
+        kind="csv", columns=exact.columns, body=exact.body, cleanup=[exact.body, lines.body]
     )
 
 
@@ -268,56 +278,62 @@ def plan_parquet(stream: IO[bytes], source: SourceSpec) -> CopyPlan:
 
 
 def _cell_text(value: Any) -> str | None:
-    if value is None:
+    """A cell as text, as raw stored it when openpyxl read sheets (a date cell at midnight)."""
+    if value is None or value == "":
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return str(int(value))
-    if isinstance(value, dt.datetime | dt.date | dt.time):
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return f"{value.isoformat()}T00:00:00"
+    if isinstance(value, dt.datetime | dt.time):
         return value.isoformat()
     return str(value)
 
 
 def plan_xlsx(stream: IO[bytes], source: SourceSpec) -> CopyPlan:
-    # openpyxl iterates cells in Python: acceptable because workbooks are small by nature
-    # (Excel caps a sheet at ~1M rows); rows are still streamed in bounded batches.
-    from openpyxl import load_workbook
-    from openpyxl.utils.exceptions import InvalidFileException
+    # calamine (Rust) parses the sheet; cells become text in Python, which is acceptable
+    # because a sheet holds at most ~1M rows; rows are still sent in bounded batches.
+    from python_calamine import CalamineError, CalamineWorkbook
 
     spooled = _spool(stream)
     try:
-        workbook = load_workbook(spooled, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError) as error:
+        workbook = CalamineWorkbook.from_filelike(spooled)
+    except (CalamineError, OSError) as error:
         spooled.close()
         raise FileRejected(f"the file is not an Excel .xlsx workbook ({error})") from None
     sheet_name = source.reader.sheet
-    if sheet_name is not None and sheet_name not in workbook.sheetnames:
-        workbook.close()
+    if sheet_name is not None and sheet_name not in workbook.sheet_names:
         spooled.close()
         raise FileRejected(
-            f"the workbook has no sheet {sheet_name!r} (sheets: {', '.join(workbook.sheetnames)})"
+            f"the workbook has no sheet {sheet_name!r} (sheets: {', '.join(workbook.sheet_names)})"
         )
-    sheet = workbook[sheet_name] if sheet_name else workbook.worksheets[0]
+    try:
+        sheet = workbook.get_sheet_by_name(sheet_name or workbook.sheet_names[0])
+    except (CalamineError, OSError) as error:
+        spooled.close()
+        raise FileRejected(f"the sheet cannot be read ({error})") from None
     header_row = source.reader.header_row
-    rows = sheet.iter_rows(min_row=header_row, values_only=True)
-    header = next(rows, None)
-    names = [_cell_text(v) or "" for v in header or ()]
+    # Rows are counted from the sheet's first row, columns from its first used one.
+    lead: list[None] = [None] * (sheet.start[1] if sheet.start else 0)
+    rows = iter(sheet.iter_rows())
+    header = next(itertools.islice(rows, header_row - 1, None), None)
+    names = [_cell_text(v) or "" for v in lead + list(header or ())]
     while names and not names[-1].strip():
         names.pop()
     if not names:
-        workbook.close()
         spooled.close()
-        raise FileRejected(f"the sheet {sheet.title!r} is empty (no header in row {header_row})")
+        raise FileRejected(f"the sheet {sheet.name!r} is empty (no header in row {header_row})")
     width = len(names)
 
     def batches() -> Iterator[bytes]:
         out: list[list[str | None]] = []
         for number, row in enumerate(rows, start=header_row + 1):
-            cells = [_cell_text(v) for v in row]
-            if not any(c not in (None, "") for c in cells):
+            cells = [_cell_text(v) for v in lead + row]
+            if not any(c is not None for c in cells):
                 continue
-            if any(c not in (None, "") for c in cells[width:]):
+            if any(c is not None for c in cells[width:]):
                 raise FileRejected(
                     f"row {number} has a value in column {width + 1} or later, which has no header"
                 )
