@@ -26,7 +26,11 @@ import sqlalchemy as sa
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.clean.schema import ensure_clean_table
-from analytics_pipelines.lib.ingest.raw_tables import FILE_ID_SETTING, ensure_raw_table
+from analytics_pipelines.lib.ingest.raw_tables import (
+    FILE_ID_SETTING,
+    ensure_raw_table,
+    line_sequence,
+)
 from analytics_pipelines.lib.pgserver import find_bindir
 from analytics_pipelines.lib.tables import CLEANED_AT, FILE_ID
 from analytics_pipelines.lib.warehouse import Warehouse
@@ -37,16 +41,21 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
+class CpuSplit:
+    client: float
+    server: float
+
+
+@dataclass
 class FloorRun:
     seconds: float
     raw_seconds: float  # until the raw \copy committed
     clean_seconds: float  # until the binary \copy and the key committed
-
-
-@dataclass
-class CpuSplit:
-    client: float
-    server: float
+    # Rows in the raw and the clean table afterwards (counted after the timing): a floor
+    # that loaded less than the whole file would be a false floor.
+    raw_rows: int = 0
+    clean_rows: int = 0
+    cpu: CpuSplit | None = None
 
 
 def _ident(*names: str) -> str:
@@ -56,8 +65,9 @@ def _ident(*names: str) -> str:
 class Floor:
     """The two typed binary files of a source's clean rows, and floor runs made from them."""
 
-    def __init__(self, url: str, warehouse: Warehouse, work: Path) -> None:
+    def __init__(self, url: str, warehouse: Warehouse, work: Path, datadir: Path | None) -> None:
         self.url = url
+        self.datadir = datadir
         self.warehouse = warehouse
         self.work = work
         self.psql = str(find_bindir() / "psql")
@@ -112,7 +122,6 @@ class Floor:
         file_id: int,
         key: bool,
     ) -> FloorRun:
-        raw_columns = ", ".join(_ident(c.name) for c in source.columns)
         clean_columns = ", ".join(_ident(c) for c in typed[1])
         clean_side = [
             f"\\copy {_ident('clean', source.name)} ({clean_columns}) FROM '{typed[0]}'"
@@ -124,6 +133,23 @@ class Floor:
                 f"ALTER TABLE {_ident('clean', source.name)} ADD PRIMARY KEY ({listed})"
             )
         _checkpoint(self.warehouse)
+        ends, cpu = cpu_split(
+            self.datadir, lambda: self._both(source, csv_path, file_id, clean_side)
+        )
+        with self.warehouse.connect() as conn:
+            raw_rows, clean_rows = (
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(sa.table(source.name, schema=schema))
+                ).scalar_one()
+                for schema in ("raw", "clean")
+            )
+        return FloorRun(max(ends.values()), ends["raw"], ends["clean"], raw_rows, clean_rows, cpu)
+
+    def _both(
+        self, source: SourceSpec, csv_path: Path, file_id: int, clean_side: list[str]
+    ) -> dict[str, float]:
+        """Seconds until each side has committed."""
+        raw_columns = ", ".join(_ident(c.name) for c in source.columns)
         started = time.perf_counter()
         raw = self._psql(
             f"SET {FILE_ID_SETTING} = {int(file_id)}",
@@ -142,7 +168,7 @@ class Floor:
         failed = [name for name, process in sides.items() if process.returncode != 0]
         if failed:
             raise RuntimeError(f"the floor's {failed[0]} side failed")
-        return FloorRun(max(ends.values()), ends["raw"], ends["clean"])
+        return ends
 
     def first_file(self, csv_path: Path, typed: tuple[Path, list[str]]) -> FloorRun:
         source = self._tables()
@@ -170,6 +196,9 @@ class Floor:
         with self.warehouse.begin() as conn:
             for schema in ("raw", "clean"):
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {_ident(schema, source.name)}"))
+            conn.execute(
+                sa.text(f"DROP SEQUENCE IF EXISTS {_ident('raw', line_sequence(source.name))}")
+            )
 
 
 def _checkpoint(warehouse: Warehouse) -> None:
