@@ -102,6 +102,24 @@ def test_decimals_keep_value_and_scale_as_numeric_input_does(
     assert _load(warehouse, table, frame)[0][2] == expected
 
 
+def test_a_large_batch_reads_back_whole(warehouse: Warehouse, table: str) -> None:
+    # Large enough that the encoder hands its rows over before finishing (pgpq buffers).
+    n = 60_000
+    frame = pl.DataFrame(
+        {
+            "s": [f"row {i}" if i % 5 else None for i in range(n)],
+            "i": list(range(n)),
+            "d": [f"{i}.{i % 100:02d}" if i % 7 else f"{i}.5" for i in range(n)],
+        }
+    )
+    got = _load(warehouse, table, frame)
+    expected = [
+        (f"row {i}" if i % 5 else None, i, f"{i}.{i % 100:02d}" if i % 7 else f"{i}.5")
+        for i in range(n)
+    ]
+    assert [row[:3] for row in got] == expected
+
+
 def test_decimals_outside_the_encoder_are_refused_not_mangled() -> None:
     for text in ("1e-17", "1e30", "1234567890.1234567890", "12345678901234567890"):
         with pytest.raises(binary_copy.Unencodable):

@@ -1,4 +1,5 @@
-"""Child process of the benchmark: load one CSV from a local store, report peak RSS as JSON."""
+"""Child process of the benchmark: load one CSV from a local store (raw only, or cleaned beside
+its COPY with `--fused`), report peak RSS as JSON."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from analytics_pipelines.lib.clean import FusedClean
 from analytics_pipelines.lib.ingest import load_pending
 from analytics_pipelines.lib.storage import LocalFolderStore
 from analytics_pipelines.lib.warehouse import Warehouse
@@ -34,6 +36,7 @@ def main() -> int:
     parser.add_argument("--store", required=True)
     parser.add_argument("--source", required=True)
     parser.add_argument("--database-url", required=True)
+    parser.add_argument("--fused", action="store_true", help="clean beside the COPY too")
     args = parser.parse_args()
     source = bench_source(args.source)
     store = LocalFolderStore(args.store)
@@ -48,13 +51,16 @@ def main() -> int:
     store.list(source.landing_prefix)  # the etag (MD5) of a local file is computed on listing
     before = _status_kib("VmRSS")
     started = time.perf_counter()
-    report = load_pending(source, store, warehouse)
+    report = load_pending(
+        source, store, warehouse, clean_while_loading=FusedClean if args.fused else None
+    )
     elapsed = time.perf_counter() - started
     peak = _peak_kib()
     json.dump(
         {
             "rows": report.rows,
             "failures": [o.error for o in report.failures],
+            "cleaned": bool(report.cleaned_file_ids),
             "seconds": elapsed,
             "rss_before_kib": before,
             "peak_rss_kib": peak,
