@@ -2,9 +2,24 @@
 
 Starts the real dev stack (`analytics-pipelines dev`: its own PostgreSQL, local storage, the demo
 data, `dg dev` with the daemon and sensors) in a scratch folder, waits until the demo data has
-gone through, then drops N small orders files one at a time. Each file holds orders of one
-day not yet in the data; the latency is the time from the end of the copy until
-`kpi.kpi_values` holds that day's `gross_revenue` (polled every 0.2 s). Goal: median ≤ 15 s.
+gone through, then drops small orders files one at a time. Each file holds orders of one day
+not yet in the data; the latency is the time from the end of the copy until `kpi.kpi_values`
+holds that day's `gross_revenue` (polled every 0.2 s).
+
+A file feeds more than one KPI: the day's values come in one run, the rolling and to-date windows
+the day reaches in runs of their own. So the bench also waits until every run the drop set off
+(the landing run and the KPI sensor's runs) has ended, and reports that as "every KPI": the time
+until no KPI the file touches is still being computed. Goal: its median ≤ 15 s for the daily
+delivery.
+
+Two kinds of drop, N of each:
+
+* the daily delivery: the orders of a recent day (the N days before today, oldest first), whose
+  windows reach a few days up to today;
+* a late file: a day just after the demo's span, months back, whose year-to-date values are
+  repainted up to today. Its window run spans hundreds of daily partitions, and Dagster stores a
+  planned-materialisation event per partition when it creates such a run: that bookkeeping, not
+  our SQL, is what this row adds.
 
     python -m bench.latency_bench [--drops 5]
 """
@@ -34,8 +49,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 GOAL_SECONDS = 15.0
 KPI = "gross_revenue"
 ZONE = ZoneInfo("Europe/Berlin")
-# Days after the demo's (make dev's own span): each drop brings a day of its own.
-FIRST_DROP_DAY = DEMO_START + dt.timedelta(days=DEMO_DAYS + 1)
+# Late files: days after the demo's (make dev's own span), each drop a day of its own.
+FIRST_LATE_DAY = DEMO_START + dt.timedelta(days=DEMO_DAYS + 1)
+DAILY = "the daily delivery"
+LATE = "a late file (months back)"
+# A drop's runs come from these sensors; ML refits and schedules are not part of its latency.
+DROP_SENSORS = ("landing_orders", "kpi_invalidation_sensor")
+# Longer than the sensor daemon's 5 s loop: no new run for this long, the drop has set off all.
+NO_NEW_RUN_SECONDS = 8.0
 SETTLE_SECONDS = 20.0  # no new KPI value for this long: the demo load is through
 STARTUP_TIMEOUT = 600.0
 DROP_TIMEOUT = 180.0
@@ -117,8 +138,9 @@ def _runs_since(dagster: sa.Engine, since: float) -> list[str]:
         rows = conn.execute(
             sa.text(
                 "SELECT extract(epoch FROM r.create_timestamp AT TIME ZONE 'UTC')::float8 AS created, "
-                "r.start_time, r.end_time, r.status, t.value AS sensor FROM runs r "
+                "r.start_time, r.end_time, r.status, t.value AS sensor, a.value AS assets FROM runs r "
                 "LEFT JOIN run_tags t ON t.run_id = r.run_id AND t.key = 'dagster/sensor_name' "
+                "LEFT JOIN run_tags a ON a.run_id = r.run_id AND a.key = 'dagster/partition' "
                 "WHERE r.create_timestamp >= to_timestamp(:since) AT TIME ZONE 'UTC' "
                 "ORDER BY r.create_timestamp"
             ),
@@ -128,12 +150,64 @@ def _runs_since(dagster: sa.Engine, since: float) -> list[str]:
         f"  {row.sensor or 'no sensor'}: queued +{row.created - since:.1f} s"
         + (f", started +{row.start_time - since:.1f} s" if row.start_time else "")
         + (f", ended +{row.end_time - since:.1f} s" if row.end_time else "")
-        + f" ({row.status})"
+        + f" ({row.status}{', partition ' + row.assets if row.assets else ''})"
         for row in rows
     ]
 
 
-def measure(drops: int) -> list[float]:
+def _drop_runs_done(dagster: sa.Engine, since: float) -> float | None:
+    """When the last run the drop set off ended (epoch s), or None while one is still to come."""
+    with dagster.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT extract(epoch FROM r.create_timestamp AT TIME ZONE 'UTC')::float8 AS created, "
+                "r.end_time FROM runs r "
+                "JOIN run_tags t ON t.run_id = r.run_id AND t.key = 'dagster/sensor_name' "
+                "WHERE r.create_timestamp >= to_timestamp(:since) AT TIME ZONE 'UTC' "
+                "AND t.value = ANY(:sensors)"
+            ),
+            {"since": since, "sensors": list(DROP_SENSORS)},
+        ).all()
+    if not rows or any(row.end_time is None for row in rows):
+        return None
+    if time.time() - max(row.created for row in rows) < NO_NEW_RUN_SECONDS:
+        return None
+    return max(row.end_time for row in rows)
+
+
+def _drop(
+    storage: Path, engine: sa.Engine, dagster: sa.Engine, log: Path, day: dt.date, serial: int
+) -> tuple[float, float, float]:
+    """Drop one file of `day` (order ids from `serial`): seconds until its `gross_revenue`, and
+    until every run it set off has ended; and when it was dropped (epoch s)."""
+    target = storage / "landing" / "orders" / f"latency_{day.isoformat()}.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = storage / f".{target.name}.part"  # outside the landing prefix
+    if _day_value_written(engine, day):  # a latency of 0 would measure nothing
+        raise RuntimeError(f"{day} already has a {KPI} value before its drop")
+    partial.write_bytes(_orders_csv(day, serial))
+    partial.rename(target)  # the file appears whole, as an upload to S3 does
+    dropped, dropped_at = time.monotonic(), time.time()
+    while not _day_value_written(engine, day):
+        if time.monotonic() - dropped > DROP_TIMEOUT:
+            runs = "\n".join(_runs_since(dagster, dropped_at))
+            raise RuntimeError(
+                f"{target.name}: no {KPI} value after {DROP_TIMEOUT:.0f} s; runs since "
+                f"the drop:\n{runs}\nend of the dev log:\n"
+                f"{log.read_text(errors='replace')[-6000:]}"
+            )
+        time.sleep(0.2)
+    first = time.monotonic() - dropped
+    while (done_at := _drop_runs_done(dagster, dropped_at)) is None:
+        if time.monotonic() - dropped > DROP_TIMEOUT:
+            runs = "\n".join(_runs_since(dagster, dropped_at))
+            raise RuntimeError(f"{target.name}: runs not done after {DROP_TIMEOUT:.0f} s:\n{runs}")
+        time.sleep(0.5)
+    return first, done_at - dropped_at, dropped_at
+
+
+def measure(drops: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Per kind of drop: the seconds until the day's `gross_revenue`, and until every KPI."""
     work = Path(tempfile.mkdtemp(prefix="ap-latency-"))
     work.chmod(0o755)  # PostgreSQL runs as its own user when we are root
     server = LocalPostgres(work / "pg", free_port(), durable=False)
@@ -163,35 +237,30 @@ def measure(drops: int) -> list[float]:
         )
     engine = sa.create_engine(url)
     dagster = sa.create_engine(sa.make_url(url).set(database="dagster"))
-    latencies: list[float] = []
+    results: dict[str, tuple[list[float], list[float]]] = {}
     try:
         _wait_for_line(log, "Dagster UI on", dev, STARTUP_TIMEOUT)
         _say("dev stack up; waiting for the demo data to go through …")
         _settle(engine, dev)
-        for drop in range(drops):
-            day = FIRST_DROP_DAY + dt.timedelta(days=drop)
-            target = storage / "landing" / "orders" / f"latency_{day.isoformat()}.csv"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = storage / f".{target.name}.part"  # outside the landing prefix
-            if _day_value_written(engine, day):  # a latency of 0 would measure nothing
-                raise RuntimeError(f"{day} already has a {KPI} value before its drop")
-            partial.write_bytes(_orders_csv(day, drop))
-            partial.rename(target)  # the file appears whole, as an upload to S3 does
-            dropped, dropped_at = time.monotonic(), time.time()
-            while not _day_value_written(engine, day):
-                if time.monotonic() - dropped > DROP_TIMEOUT:
-                    runs = "\n".join(_runs_since(dagster, dropped_at))
-                    raise RuntimeError(
-                        f"{target.name}: no {KPI} value after {DROP_TIMEOUT:.0f} s; runs since "
-                        f"the drop:\n{runs}\nend of the dev log:\n"
-                        f"{log.read_text(errors='replace')[-6000:]}"
-                    )
-                time.sleep(0.2)
-            latencies.append(time.monotonic() - dropped)
-            _say(f"drop {drop + 1}/{drops}: {target.name} -> {KPI} in {latencies[-1]:.1f} s")
-            time.sleep(2.0)
-            for line in _runs_since(dagster, dropped_at):
-                _say(line)
+        today = dt.datetime.now(ZONE).date()
+        kinds = {
+            DAILY: [today - dt.timedelta(days=drops - i) for i in range(drops)],
+            LATE: [FIRST_LATE_DAY + dt.timedelta(days=i) for i in range(drops)],
+        }
+        serial = 0
+        for kind, days in kinds.items():
+            results[kind] = ([], [])
+            for drop, day in enumerate(days):
+                first, every, dropped_at = _drop(storage, engine, dagster, log, day, serial)
+                serial += 1
+                results[kind][0].append(first)
+                results[kind][1].append(every)
+                _say(
+                    f"{kind}, drop {drop + 1}/{drops} ({day}): {KPI} in {first:.1f} s, "
+                    f"every KPI in {every:.1f} s"
+                )
+                for line in _runs_since(dagster, dropped_at):
+                    _say(line)
     finally:
         engine.dispose()
         dagster.dispose()
@@ -203,32 +272,40 @@ def measure(drops: int) -> list[float]:
                 os.killpg(dev.pid, signal.SIGKILL)
         server.destroy()
         shutil.rmtree(work, ignore_errors=True)
-    return latencies
+    return results
 
 
-def markdown(latencies: list[float]) -> str:
+def _row(label: str, latencies: list[float]) -> str:
     median = statistics.median(latencies)
-    return "\n".join(
-        [
-            f"### Drop-to-KPI latency in make dev ({len(latencies)} drops; goal median ≤ "
-            f"{GOAL_SECONDS:.0f} s)",
-            "",
-            "| median | best | worst | goal |",
-            "|---:|---:|---:|---|",
-            f"| {median:.1f} s | {min(latencies):.1f} s | {max(latencies):.1f} s | "
-            f"{'met' if median <= GOAL_SECONDS else 'missed'} |",
-        ]
+    return (
+        f"| {label} | {median:.1f} s | {min(latencies):.1f} s | {max(latencies):.1f} s | "
+        f"{'met' if median <= GOAL_SECONDS else 'missed'} |"
     )
+
+
+def markdown(results: dict[str, tuple[list[float], list[float]]]) -> str:
+    drops = len(results[DAILY][0])
+    lines = [
+        f"### Drop-to-KPI latency in make dev ({drops} drops of each kind; goal: every KPI of "
+        f"the daily delivery, median ≤ {GOAL_SECONDS:.0f} s)",
+        "",
+        "| drop | stored | median | best | worst | ≤ 15 s |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for kind, (first_kpi, every_kpi) in results.items():
+        lines.append(_row(f"{kind} | the day's `{KPI}`", first_kpi))
+        lines.append(_row(f"{kind} | every KPI the file touches (its runs ended)", every_kpi))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--drops", type=int, default=5)
+    parser.add_argument("--drops", type=int, default=5, help="drops of each kind")
     parser.add_argument("--quick", action="store_true", help="two drops")
     args = parser.parse_args(argv)
-    latencies = measure(2 if args.quick else args.drops)
-    sys.stdout.write(markdown(latencies) + "\n")
-    return 0 if statistics.median(latencies) <= GOAL_SECONDS else 1
+    results = measure(2 if args.quick else args.drops)
+    sys.stdout.write(markdown(results) + "\n")
+    return 0 if statistics.median(results[DAILY][1]) <= GOAL_SECONDS else 1
 
 
 if __name__ == "__main__":

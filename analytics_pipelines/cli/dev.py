@@ -74,6 +74,13 @@ concurrency:
   pools:
     default_limit: 2
     granularity: op
+# Sensors tick side by side, and a tick's run requests are created side by side: creating a
+# ranged run stores a planned event per partition (a year-to-date repaint: hundreds), which
+# must not hold back the landing sensors or the same drop's other KPI runs.
+sensors:
+  use_threads: true
+  num_workers: 4
+  num_submit_workers: 4
 telemetry:
   enabled: false
 # No "join the community" pop-up on the first visit of the UI.
