@@ -350,6 +350,8 @@ def test_dev_instance_has_the_shipped_shape(tmp_path: Path, scratch_database_url
     dev_yaml = dev_instance_yaml(scratch_database_url)
     dev = yaml.safe_load(dev_yaml)
     assert dev["nux"]["enabled"] is False  # no community pop-up in make dev's UI
+    # Sensors tick and submit their runs in threads in both (a drop's KPI runs side by side).
+    assert dev["sensors"] == shipped["sensors"]
     for section in ("run_coordinator", "run_launcher"):
         assert {k: dev[section][k] for k in ("module", "class")} == {
             k: shipped[section][k] for k in ("module", "class")

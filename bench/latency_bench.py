@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -132,47 +133,44 @@ def _day_value_written(engine: sa.Engine, day: dt.date) -> bool:
         )
 
 
+def _runs_rows(dagster: sa.Engine, since: float) -> list[sa.Row[Any]]:
+    """Each Dagster run created after `since` (epoch s): its phases, sensor and partition."""
+    with dagster.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text(
+                    "SELECT extract(epoch FROM r.create_timestamp AT TIME ZONE 'UTC')::float8 "
+                    "AS created, r.start_time, r.end_time, r.status, t.value AS sensor, "
+                    "p.value AS partition FROM runs r "
+                    "LEFT JOIN run_tags t ON t.run_id = r.run_id AND t.key = 'dagster/sensor_name' "
+                    "LEFT JOIN run_tags p ON p.run_id = r.run_id AND p.key = 'dagster/partition' "
+                    "WHERE r.create_timestamp >= to_timestamp(:since) AT TIME ZONE 'UTC' "
+                    "ORDER BY r.create_timestamp"
+                ),
+                {"since": since},
+            ).all()
+        )
+
+
 def _runs_since(dagster: sa.Engine, since: float) -> list[str]:
     """Where a drop's time went: each Dagster run begun after it, with its sensor and phases."""
-    with dagster.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT extract(epoch FROM r.create_timestamp AT TIME ZONE 'UTC')::float8 AS created, "
-                "r.start_time, r.end_time, r.status, t.value AS sensor, a.value AS assets FROM runs r "
-                "LEFT JOIN run_tags t ON t.run_id = r.run_id AND t.key = 'dagster/sensor_name' "
-                "LEFT JOIN run_tags a ON a.run_id = r.run_id AND a.key = 'dagster/partition' "
-                "WHERE r.create_timestamp >= to_timestamp(:since) AT TIME ZONE 'UTC' "
-                "ORDER BY r.create_timestamp"
-            ),
-            {"since": since},
-        ).all()
     return [
         f"  {row.sensor or 'no sensor'}: queued +{row.created - since:.1f} s"
         + (f", started +{row.start_time - since:.1f} s" if row.start_time else "")
         + (f", ended +{row.end_time - since:.1f} s" if row.end_time else "")
-        + f" ({row.status}{', partition ' + row.assets if row.assets else ''})"
-        for row in rows
+        + f" ({row.status}{', partition ' + row.partition if row.partition else ''})"
+        for row in _runs_rows(dagster, since)
     ]
 
 
 def _drop_runs_done(dagster: sa.Engine, since: float) -> float | None:
     """When the last run the drop set off ended (epoch s), or None while one is still to come."""
-    with dagster.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT extract(epoch FROM r.create_timestamp AT TIME ZONE 'UTC')::float8 AS created, "
-                "r.end_time FROM runs r "
-                "JOIN run_tags t ON t.run_id = r.run_id AND t.key = 'dagster/sensor_name' "
-                "WHERE r.create_timestamp >= to_timestamp(:since) AT TIME ZONE 'UTC' "
-                "AND t.value = ANY(:sensors)"
-            ),
-            {"since": since, "sensors": list(DROP_SENSORS)},
-        ).all()
+    rows = [row for row in _runs_rows(dagster, since) if row.sensor in DROP_SENSORS]
     if not rows or any(row.end_time is None for row in rows):
         return None
     if time.time() - max(row.created for row in rows) < NO_NEW_RUN_SECONDS:
         return None
-    return max(row.end_time for row in rows)
+    return float(max(row.end_time for row in rows))
 
 
 def _drop(
@@ -301,7 +299,7 @@ def markdown(results: dict[str, tuple[list[float], list[float]]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--drops", type=int, default=5, help="drops of each kind")
-    parser.add_argument("--quick", action="store_true", help="two drops")
+    parser.add_argument("--quick", action="store_true", help="two drops of each kind")
     args = parser.parse_args(argv)
     results = measure(2 if args.quick else args.drops)
     sys.stdout.write(markdown(results) + "\n")
