@@ -23,9 +23,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from analytics_pipelines.lib.demo.defaults import DEFAULT_START as DEMO_START
 from analytics_pipelines.lib.dev_lock import DevAlreadyRunning, DevLock
@@ -161,8 +162,44 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def _stop(child: subprocess.Popen[bytes]) -> None:
+# Dagster's daemon, stopped while a threaded sensor tick is submitting a run, reports that tick
+# with a traceback (its workspace has closed: DagsterCodeLocationNotFoundError). After Ctrl-C
+# that report is expected, so it becomes one line; any other report is relayed as it came.
+_SENSOR_ERROR = "Sensor daemon caught an error for sensor "
+_SHUTDOWN_RACE = "DagsterCodeLocationNotFoundError"
+
+
+def _relay(source: IO[bytes], sink: IO[bytes], stopping: threading.Event) -> None:
+    """Copy the UI's output line by line, turning sensor reports of the shutdown race into notes."""
+    held: list[bytes] = []
+    for line in iter(source.readline, b""):
+        if held:
+            held.append(line)
+            if line[:1].isspace() or line.startswith(b"Traceback"):
+                continue
+            # The first unindented line after the traceback is the exception: the report's end.
+            if _SHUTDOWN_RACE in line.decode(errors="replace"):
+                sensor = held[0].decode(errors="replace").split(_SENSOR_ERROR, 1)[1]
+                sensor = sensor.split("\x1b", 1)[0].strip()
+                sink.write(
+                    f"the tick of {sensor} in flight at Ctrl-C stopped before submitting its run\n".encode()
+                )
+            else:
+                sink.writelines(held)
+            held = []
+        elif stopping.is_set() and _SENSOR_ERROR in line.decode(errors="replace"):
+            held.append(line)
+            continue
+        else:
+            sink.write(line)
+        sink.flush()
+    sink.writelines(held)
+    sink.flush()
+
+
+def _stop(child: subprocess.Popen[bytes], stopping: threading.Event) -> None:
     """One SIGINT to the UI's supervisor, which stops the webserver, daemon and code server in order."""
+    stopping.set()
     if child.poll() is None:
         child.send_signal(signal.SIGINT)
     try:
@@ -331,6 +368,8 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
     os.environ.update(env)
 
     child: subprocess.Popen[bytes] | None = None
+    stopping = threading.Event()
+    relays: list[threading.Thread] = []
     try:
         config = Config("alembic.ini")
         config.attributes["database_url"] = env["DATABASE_URL"]
@@ -366,17 +405,27 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
             env=env,
             start_new_session=True,
             preexec_fn=_default_child_signals,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
+        for source, sink in ((child.stdout, sys.stdout.buffer), (child.stderr, sys.stderr.buffer)):
+            assert source is not None
+            relays.append(
+                threading.Thread(target=_relay, args=(source, sink, stopping), daemon=True)
+            )
+            relays[-1].start()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _interrupt)
         return child.wait()
     except KeyboardInterrupt:
         if child is not None:
-            _stop(child)
+            _stop(child, stopping)
         return 0
     finally:
         if child is not None:
             _end_leftovers(child, log)
+            for relay in relays:
+                relay.join(timeout=10)
         if server is not None:
             server.stop()
             log("PostgreSQL stopped\n")
