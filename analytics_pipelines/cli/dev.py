@@ -165,8 +165,8 @@ def _interrupt(*_: object) -> None:
 # Dagster's daemon, stopped while a threaded sensor tick is submitting a run, reports that tick
 # with a traceback (its workspace has closed: DagsterCodeLocationNotFoundError). After Ctrl-C
 # that report is expected, so it becomes one line; any other report is relayed as it came.
-_SENSOR_ERROR = "Sensor daemon caught an error for sensor "
-_SHUTDOWN_RACE = "DagsterCodeLocationNotFoundError"
+_SENSOR_ERROR = b"Sensor daemon caught an error for sensor "
+_SHUTDOWN_RACE = b"DagsterCodeLocationNotFoundError"
 
 
 def _relay(source: IO[bytes], sink: IO[bytes], stopping: threading.Event) -> None:
@@ -178,16 +178,16 @@ def _relay(source: IO[bytes], sink: IO[bytes], stopping: threading.Event) -> Non
             if line[:1].isspace() or line.startswith(b"Traceback"):
                 continue
             # The first unindented line after the traceback is the exception: the report's end.
-            if _SHUTDOWN_RACE in line.decode(errors="replace"):
-                sensor = held[0].decode(errors="replace").split(_SENSOR_ERROR, 1)[1]
-                sensor = sensor.split("\x1b", 1)[0].strip()
+            if _SHUTDOWN_RACE in line:
+                sensor = held[0].split(_SENSOR_ERROR, 1)[1].split(b"\x1b", 1)[0].strip()
                 sink.write(
-                    f"the tick of {sensor} in flight at Ctrl-C stopped before submitting its run\n".encode()
+                    b"the tick of %s in flight at Ctrl-C stopped before submitting its run\n"
+                    % sensor
                 )
             else:
                 sink.writelines(held)
             held = []
-        elif stopping.is_set() and _SENSOR_ERROR in line.decode(errors="replace"):
+        elif stopping.is_set() and _SENSOR_ERROR in line:
             held.append(line)
             continue
         else:
