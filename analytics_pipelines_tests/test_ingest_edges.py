@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from analytics_pipelines.lib.catalog import CatalogError, load_catalog
+from analytics_pipelines.lib.chunk_reader import ChunkReader
 from analytics_pipelines.lib.clean import FusedClean
 from analytics_pipelines.lib.clean.quality import reconciliation_problems
 from analytics_pipelines.lib.ingest import load_pending
-from analytics_pipelines.lib.ingest.readers import TrailingBlankLinesDropped
+from analytics_pipelines.lib.ingest.streams import chunks_of, without_trailing_blank_lines
 from analytics_pipelines.lib.kpi.expressions import ExpressionError, parse_filter
 from analytics_pipelines.lib.settings import DEMO_CATALOG_DIR
 from analytics_pipelines.lib.storage import LocalFolderStore, ObjectStore
@@ -113,14 +114,18 @@ def test_trailing_blank_lines_reader_holds_back_only_the_last_run() -> None:
     body = b"".join(b"r%d,%d\r\n" % (i, rng.randrange(10**6)) for i in range(20_000))
     data = body + b"\r\n" * 5
     for size in (1, 5, 4096, 1 << 20):
-        reader = TrailingBlankLinesDropped(io.BytesIO(data))
+        reader = _blank_lines_dropped(data)
         pieces = []
         while piece := reader.read(size):
             assert len(piece) <= size
             pieces.append(piece)
         assert b"".join(pieces) == body
-    assert TrailingBlankLinesDropped(io.BytesIO(b"\n\n\n")).read() == b""
-    assert TrailingBlankLinesDropped(io.BytesIO(b"a\n\nb")).read() == b"a\n\nb"
+    assert _blank_lines_dropped(b"\n\n\n").read() == b""
+    assert _blank_lines_dropped(b"a\n\nb").read() == b"a\n\nb"
+
+
+def _blank_lines_dropped(data: bytes) -> ChunkReader:
+    return ChunkReader(without_trailing_blank_lines(chunks_of(io.BytesIO(data))))
 
 
 def test_a_nul_byte_in_a_csv_is_named_with_its_line(

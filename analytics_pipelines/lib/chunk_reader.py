@@ -15,8 +15,9 @@ CHUNK = 1 << 20
 class ChunkReader(io.RawIOBase):
     """A file-like view of an iterator of byte chunks, so converted batches can feed COPY.
 
-    Each byte is copied once, into the piece `read` returns, however large the chunks are
-    (a memoryview chunk, e.g. over an Arrow buffer, is not copied before that).
+    Each byte is copied at most once, into the piece `read` returns, however large the chunks
+    are (a memoryview chunk, e.g. over an Arrow buffer, is not copied before that; a bytes
+    chunk of just the size asked for is returned as it is).
     """
 
     def __init__(self, chunks: Iterable[bytes | memoryview]) -> None:
@@ -27,13 +28,18 @@ class ChunkReader(io.RawIOBase):
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        want = CHUNK if size is None or size < 0 else size
+        if size is None or size < 0:
+            rest, self._view = self._view, memoryview(b"")
+            return b"".join([rest, *self._chunks])
+        want = size
         pieces: list[bytes] = []
         while want > 0:
             if not len(self._view):
                 chunk = next(self._chunks, None)
                 if chunk is None:
                     break
+                if not pieces and isinstance(chunk, bytes) and len(chunk) == want:
+                    return chunk  # handed on whole: not even one copy
                 self._view = memoryview(chunk).cast("B")
                 continue
             piece = self._view[:want]

@@ -24,9 +24,10 @@ from analytics_pipelines.lib.ingest.errors import FileRejected
 from analytics_pipelines.lib.ingest.jsonl_csv import spool_as_csv
 from analytics_pipelines.lib.ingest.streams import (
     CHUNK,
-    PrefixedReader,
+    chunks_of,
     maybe_decompress,
     peek,
+    without_trailing_blank_lines,
 )
 
 # How catalog encodings are spelled for PostgreSQL's COPY ... ENCODING.
@@ -55,70 +56,6 @@ class CopyPlan:
     def close(self) -> None:
         for item in self.cleanup:
             item.close()
-
-
-_LINE_END_BYTES = b"\r\n"
-
-
-class TrailingBlankLinesDropped(io.RawIOBase):
-    """Passes a CSV body through, except the empty lines at its very end.
-
-    Exports often end with one or more blank lines; COPY would read each as a row with missing
-    fields and refuse the whole file. Only the run of line-end bytes at the current end is held
-    back (never more than that run), so memory stays bounded. At the end of the input the run
-    shrinks to the first line end of it (the last row keeps its own CRLF or LF, which COPY needs
-    to match the file's other lines); a body of nothing but line ends becomes empty. Blank lines
-    inside the file are passed on and still reported by COPY.
-    """
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self._held = b""
-        self._ready = b""
-        self._data_seen = False
-        self._done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def _fill(self, want: int) -> None:
-        while not self._ready and not self._done:
-            chunk = self._raw.read(want)
-            if not chunk:
-                self._done = True
-                if self._data_seen:
-                    end = self._held.find(b"\n")
-                    self._ready = self._held if end < 0 else self._held[: end + 1]
-                self._held = b""
-                return
-            data = self._held + chunk if self._held else chunk
-            end = len(data)
-            while end and data[end - 1] in _LINE_END_BYTES:  # only the trailing run is scanned
-                end -= 1
-            # Most chunks end inside a line: nothing is held back and nothing is copied.
-            body, self._held = (data, b"") if end == len(data) else (data[:end], data[end:])
-            if body:
-                self._data_seen = True
-                self._ready = body
-
-    def read(self, size: int | None = -1) -> bytes:
-        want = CHUNK if size is None or size < 0 else max(size, 1)
-        self._fill(want)
-        if size is None or size < 0:
-            out = self._ready
-            while out and not self._done:
-                self._ready = b""
-                self._fill(want)
-                out += self._ready
-            self._ready = b""
-            return out
-        out, self._ready = self._ready[:size], self._ready[size:]
-        return out
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 def _wrong_format(head: bytes, expected: str) -> None:
@@ -186,7 +123,8 @@ def plan_csv(stream: IO[bytes], source: SourceSpec) -> CopyPlan:
         kind="csv",
         columns=names,
         body=cast(
-            IO[bytes], TrailingBlankLinesDropped(cast(IO[bytes], PrefixedReader(rest, stream)))
+            IO[bytes],
+            ChunkReader(without_trailing_blank_lines(itertools.chain([rest], chunks_of(stream)))),
         ),
         first_line=header_row + 1,
         options={

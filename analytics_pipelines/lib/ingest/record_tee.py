@@ -8,12 +8,14 @@ abandons the work: the COPY is never held up by a worker that has given up.
 
 from __future__ import annotations
 
-import io
 import queue
 import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import IO, cast
+
+from analytics_pipelines.lib.chunk_reader import ChunkReader
+from analytics_pipelines.lib.ingest.streams import chunks_of
 
 # Bytes parsed per batch: large enough for polars' parallel parser, small enough to keep
 # memory flat and the worker close behind the COPY.
@@ -72,7 +74,12 @@ class RecordTee:
 
     def wrap(self, body: IO[bytes]) -> IO[bytes]:
         """The COPY's input, handing every chunk it reads to the worker as well."""
-        return cast(IO[bytes], _TeeReader(body, self))
+        return cast(IO[bytes], ChunkReader(self._fed(chunks_of(body))))
+
+    def _fed(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.feed(chunk)
+            yield chunk
 
     def feed(self, chunk: bytes) -> None:
         if chunk:
@@ -145,22 +152,3 @@ class RecordTee:
         tail = b"".join(pending)
         if tail.strip():
             yield tail
-
-
-class _TeeReader(io.RawIOBase):
-    def __init__(self, body: IO[bytes], tee: RecordTee) -> None:
-        self._body = body
-        self._tee = tee
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = self._body.read(-1 if size is None else size)
-        self._tee.feed(data)
-        return data
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)

@@ -1,4 +1,7 @@
-"""Byte streams for loading: hash while reading, put bytes back, decompress."""
+"""Byte streams for loading, as generators of chunks: hash, decompress, drop trailing blank lines.
+
+`ChunkReader` turns any of them back into the file COPY and the format readers read.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +9,33 @@ import gzip
 import hashlib
 import io
 import zlib
+from collections.abc import Iterable, Iterator
 from typing import IO, cast
 
+from analytics_pipelines.lib.chunk_reader import CHUNK, ChunkReader
 from analytics_pipelines.lib.ingest.errors import FileRejected
 
 GZIP_MAGIC = b"\x1f\x8b"
-CHUNK = 1 << 20
 
 
-class HashingReader(io.RawIOBase):
+def chunks_of(raw: IO[bytes]) -> Iterator[bytes]:
+    """`raw` read CHUNK bytes at a time, to its end."""
+    return iter(lambda: raw.read(CHUNK), b"")
+
+
+class HashingReader(ChunkReader):
     """Pass-through reader that computes the MD5 and size of every byte the store delivered."""
 
     def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
         self._md5 = hashlib.md5(usedforsecurity=False)
         self.size = 0
+        super().__init__(self._hashed(raw))
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = self._raw.read(-1 if size is None else size)
-        self._md5.update(data)
-        self.size += len(data)
-        return data
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+    def _hashed(self, raw: IO[bytes]) -> Iterator[bytes]:
+        for chunk in chunks_of(raw):
+            self._md5.update(chunk)
+            self.size += len(chunk)
+            yield chunk
 
     def drain(self) -> None:
         """Read what is left (e.g. a Parquet reader stopped early) so the hash covers the object."""
@@ -46,57 +47,42 @@ class HashingReader(io.RawIOBase):
         return self._md5.hexdigest()
 
 
-class PrefixedReader(io.RawIOBase):
-    """A reader that first returns `prefix`, then the rest of `raw` (bytes already consumed)."""
-
-    def __init__(self, prefix: bytes, raw: IO[bytes]) -> None:
-        self._prefix = prefix
-        self._raw = raw
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self._prefix:
-            if size is None or size < 0 or size >= len(self._prefix):
-                head, self._prefix = self._prefix, b""
-                if size is None or size < 0:
-                    return head + self._raw.read()
-                return head
-            head, self._prefix = self._prefix[:size], self._prefix[size:]
-            return head
-        return self._raw.read(-1 if size is None else size)
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+def gunzipped(raw: IO[bytes]) -> Iterator[bytes]:
+    """Streaming gunzip; corrupt or truncated input becomes a FileRejected with a reason."""
+    try:
+        yield from chunks_of(cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")))
+    except EOFError:
+        raise FileRejected(
+            "the gzip data is truncated (the file ends before the end of the compressed "
+            "stream; was the upload interrupted?)"
+        ) from None
+    except (gzip.BadGzipFile, zlib.error, OSError) as error:
+        raise FileRejected(f"the gzip data is corrupt ({error})") from None
 
 
-class SafeGzipReader(io.RawIOBase):
-    """Streaming gunzip that turns corrupt or truncated input into a FileRejected with a reason."""
+def without_trailing_blank_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """A CSV body's chunks, except the empty lines at its very end.
 
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._gzip = gzip.GzipFile(fileobj=raw, mode="rb")
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        try:
-            return self._gzip.read(-1 if size is None else size)
-        except EOFError:
-            raise FileRejected(
-                "the gzip data is truncated (the file ends before the end of the compressed "
-                "stream; was the upload interrupted?)"
-            ) from None
-        except (gzip.BadGzipFile, zlib.error, OSError) as error:
-            raise FileRejected(f"the gzip data is corrupt ({error})") from None
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+    Exports often end with one or more blank lines; COPY would read each as a row with missing
+    fields and refuse the whole file. Only the run of line-end bytes at the current end is held
+    back, so memory stays bounded. At the end of the input the run shrinks to the first line
+    end of it (the last row keeps its own CRLF or LF, which COPY needs to match the file's
+    other lines); a body of nothing but line ends becomes empty. Blank lines inside the file
+    are passed on and still reported by COPY.
+    """
+    held = b""
+    data_seen = False
+    for chunk in chunks:
+        data = held + chunk if held else chunk
+        # Most chunks end inside a line: nothing is held back and nothing is copied.
+        body = data.rstrip(b"\r\n")
+        held = data[len(body) :]
+        if body:
+            data_seen = True
+            yield body
+    if data_seen and held:
+        end = held.find(b"\n")
+        yield held if end < 0 else held[: end + 1]
 
 
 def peek(raw: IO[bytes], size: int) -> tuple[bytes, IO[bytes]]:
@@ -122,5 +108,5 @@ def maybe_decompress(raw: IO[bytes], compression: str, key: str) -> IO[bytes]:
             raise FileRejected(
                 "the file is not gzip-compressed although its name or the catalog says so"
             )
-        return cast(IO[bytes], SafeGzipReader(stream))
+        return cast(IO[bytes], ChunkReader(gunzipped(stream)))
     return stream
