@@ -116,6 +116,13 @@ def raw_table(source: SourceSpec, extra_columns: Iterable[str] = ()) -> sa.Table
     )
 
 
+def temporary_table(name: str, *columns: sa.Column) -> sa.Table:
+    """A transaction-local table (dropped at commit) with these columns."""
+    return sa.Table(
+        name, sa.MetaData(), *columns, prefixes=["TEMPORARY"], postgresql_on_commit="DROP"
+    )
+
+
 def primary_key_name(source: SourceSpec) -> str:
     """PostgreSQL's own name for the key (`<table>_pkey`), also when the key is added later."""
     return f"{source.name}_pkey"[:63]

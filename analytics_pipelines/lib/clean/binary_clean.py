@@ -14,8 +14,6 @@ import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import date
 from typing import IO, cast
 
 import polars as pl
@@ -30,28 +28,10 @@ from analytics_pipelines.lib.clean import ledger as book
 from analytics_pipelines.lib.clean.rules import QUARANTINE_COLUMNS, Checked, RuleEngine
 from analytics_pipelines.lib.clean.schema import add_primary_key
 from analytics_pipelines.lib.clean.stage import RawInput, batches_of, spooled_rows
-from analytics_pipelines.lib.clean.typed_rows import Declined, TypedRows
+from analytics_pipelines.lib.clean.typed_rows import Declined, Landed, TypedRows
 from analytics_pipelines.lib.clean.zone_offsets import ZoneOffsets
 from analytics_pipelines.lib.tables import CLEAN_SCHEMA, FILE_ID, clean_table, touched_periods
 from analytics_pipelines.lib.warehouse import Warehouse, copy_from
-
-
-@dataclass
-class Landed:
-    """What one file version put into clean (and quarantine)."""
-
-    rows: int = 0
-    ok_rows: int = 0
-    failed_rows: int = 0
-    landed_rows: int = 0
-    # Distinct 15-minute slots (naive, in UTC) of the landed rows' event times.
-    slots: pl.Series = field(default_factory=lambda: pl.Series("q", [], pl.Datetime("us")))
-    first_date: date | None = None
-    last_date: date | None = None
-
-    @property
-    def replaced_rows(self) -> int:
-        return self.ok_rows - self.landed_rows
 
 
 def binary_rows(
@@ -65,29 +45,20 @@ def binary_rows(
     """The passing rows of `frames` (one file version) as one binary COPY stream; counts,
     dates and slots go to `result`, failing rows to `quarantine` as CSV. `seen` gets each
     checked batch."""
-    # Python datetimes are costly to build: slots become them once, de-duplicated.
-    slots = pl.Series("q", [], pl.Datetime("us"))
     yield binary_copy.HEADER
     for frame in frames:
         checked = rules.check(frame)
         if seen is not None:
             seen(checked)
-        outcome = typed.land(checked)
-        result.rows += frame.height
-        result.ok_rows += outcome.ok_rows
-        result.failed_rows += checked.bad_rows
-        result.landed_rows += outcome.landed_rows
-        slots = pl.concat([slots, outcome.slots.cast(pl.Datetime("us"))]).unique()
-        result.first_date = _earliest(result.first_date, outcome.first_date)
-        result.last_date = _latest(result.last_date, outcome.last_date)
+        good, batch = typed.land(checked)
+        result.add(batch)
         if checked.bad_rows:
             checked.quarantine.write_csv(quarantine, include_header=False)
         try:
-            yield binary_copy.encode_rows(outcome.good, typed.output_kinds)
+            yield binary_copy.encode_rows(good, typed.output_kinds)
         except binary_copy.Unencodable as error:
             raise Declined(str(error)) from None
     yield binary_copy.TRAILER
-    result.slots = slots
 
 
 def copy_binary(
@@ -196,11 +167,3 @@ def ahead(chunks: Iterator[bytes | memoryview], depth: int = 2) -> Iterator[byte
         while (chunk := queued.popleft().result()) is not None:
             queued.append(pool.submit(next, chunks, None))
             yield chunk
-
-
-def _earliest(a: date | None, b: date | None) -> date | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-def _latest(a: date | None, b: date | None) -> date | None:
-    return b if a is None else a if b is None else max(a, b)

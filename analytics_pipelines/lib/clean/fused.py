@@ -22,12 +22,7 @@ from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.clean import ledger as book
-from analytics_pipelines.lib.clean.binary_clean import (
-    Landed,
-    binary_rows,
-    copy_binary,
-    record_landed,
-)
+from analytics_pipelines.lib.clean.binary_clean import binary_rows, copy_binary, record_landed
 from analytics_pipelines.lib.clean.rules import (
     NORMALISED,
     WALL,
@@ -36,7 +31,7 @@ from analytics_pipelines.lib.clean.rules import (
     UnsupportedPattern,
 )
 from analytics_pipelines.lib.clean.schema import add_primary_key, ensure_clean_table, live_columns
-from analytics_pipelines.lib.clean.typed_rows import Declined, TypedRows
+from analytics_pipelines.lib.clean.typed_rows import Declined, Landed, TypedRows
 from analytics_pipelines.lib.clean.zone_offsets import ZoneOffsets
 from analytics_pipelines.lib.event_time_text import RawEventText
 from analytics_pipelines.lib.logging import get_logger
@@ -163,14 +158,7 @@ class FusedClean:
             conn = self.warehouse.engine.connect()
             self._conn = conn
             self._transaction = conn.begin()
-            got = conn.execute(
-                sa.select(
-                    sa.func.pg_try_advisory_xact_lock(
-                        sa.func.hashtext(sa.literal(f"clean:{self.source.name}"))
-                    )
-                )
-            ).scalar_one()
-            if not got:
+            if not book.lock_source(conn, self.source.name, wait=False):
                 raise Declined("another clean of the source is running")
             conn.execute(sa.select(sa.func.set_config("TimeZone", self.source.timezone, True)))
             # Binary text fields are read in the client encoding; ours are UTF-8.

@@ -23,11 +23,12 @@ class PendingFile:
     row_count: int
 
 
-def lock_source(conn: Connection, source: str) -> None:
-    """Serialise cleaners of one source (sensor runs, replays) for the transaction."""
-    conn.execute(
-        sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.literal(f"clean:{source}"))))
-    )
+def lock_source(conn: Connection, source: str, *, wait: bool = True) -> bool:
+    """Serialise cleaners of one source (sensor runs, replays) for the transaction; without
+    `wait`, False at once when another holds the lock."""
+    lock = sa.func.pg_advisory_xact_lock if wait else sa.func.pg_try_advisory_xact_lock
+    key = sa.func.hashtext(sa.literal(f"clean:{source}"))
+    return conn.execute(sa.select(lock(key))).scalar() is not False
 
 
 def pending_files(conn: Connection, source: str) -> list[PendingFile]:

@@ -25,6 +25,7 @@ from analytics_pipelines.lib.tables import (
     SQL_TYPES,
     clean_table,
     quarantine_rows,
+    temporary_table,
     touched_periods,
 )
 
@@ -223,12 +224,8 @@ class Removal:
 
 def vacated_keys_table(source: SourceSpec) -> sa.Table:
     """A transaction-local table of primary keys (typed as in clean) that lost their clean row."""
-    return sa.Table(
-        VACATED_KEYS,
-        sa.MetaData(),
-        *(sa.Column(k, SQL_TYPES[source.column(k).type]) for k in source.primary_key),
-        prefixes=["TEMPORARY"],
-        postgresql_on_commit="DROP",
+    return temporary_table(
+        VACATED_KEYS, *(sa.Column(k, SQL_TYPES[source.column(k).type]) for k in source.primary_key)
     )
 
 

@@ -114,17 +114,8 @@ def clean_pending(
             _empty_if_nothing_left(conn, source)
 
         pending = book.pending_files(conn, source.name)
-        if not pending:
-            return CleanReport(
-                source=source.name,
-                removed_rows=removal.total,
-                reinstated_rows=reinstated,
-                retired_files=tuple(sorted(retiring)),
-                schema_changes=tuple(changes),
-                reference_changes=tuple(snapshot.record(conn) if snapshot else ()),
-            )
         ids = [p.file_id for p in pending]
-        live = raw_columns(conn, source)
+        live = raw_columns(conn, source) if pending else None
         counts: dict[int, StageCounts] = {}
         landed: dict[int, int] = {}
         displaced: dict[int, int] = {}
@@ -147,42 +138,39 @@ def clean_pending(
                 if created:
                     add_primary_key(conn, source)
 
-        totals = {"raw": 0, "clean": 0, "quarantined": 0, "replaced": 0}
+        ok = failed = 0
         for file in pending:
-            got = counts.get(file.file_id)
-            ok, failed = (got.ok, got.failed) if got else (0, 0)
+            got = counts.get(file.file_id, StageCounts(0, 0, None, None))
             in_clean = landed.get(file.file_id, 0)
             book.record_cleaned(
                 conn,
                 file.file_id,
                 clean_rows=in_clean,
-                quarantined_rows=failed,
-                replaced_rows=ok - in_clean,
-                first_date=got.first_date if got else None,
-                last_date=got.last_date if got else None,
+                quarantined_rows=got.failed,
+                replaced_rows=got.ok - in_clean,
+                first_date=got.first_date,
+                last_date=got.last_date,
             )
-            totals["raw"] += ok + failed
-            totals["clean"] += in_clean
-            totals["quarantined"] += failed
-            totals["replaced"] += ok - in_clean
-            if ok + failed != file.row_count:
+            ok, failed = ok + got.ok, failed + got.failed
+            if got.ok + got.failed != file.row_count:
                 log.warning(
                     "raw rows differ from the ledger",
                     source=source.name,
                     file_id=file.file_id,
                     ledger_rows=file.row_count,
-                    raw_rows=ok + failed,
+                    raw_rows=got.ok + got.failed,
                 )
         for file_id, count in displaced.items():
             book.shift(conn, file_id, clean=-count, replaced=count)
 
+        in_clean = sum(landed.get(i, 0) for i in ids)
         report = CleanReport(
             source=source.name,
             file_ids=tuple(ids),
-            raw_rows=totals["raw"],
-            clean_rows=totals["clean"],
-            quarantined_rows=totals["quarantined"],
-            replaced_rows=totals["replaced"],
+            raw_rows=ok + failed,
+            clean_rows=in_clean,
+            quarantined_rows=failed,
+            replaced_rows=ok - in_clean,
             displaced_rows=sum(displaced.values()),
             removed_rows=removal.total,
             reinstated_rows=reinstated,
@@ -190,5 +178,6 @@ def clean_pending(
             schema_changes=tuple(changes),
             reference_changes=tuple(snapshot.record(conn) if snapshot else ()),
         )
-    log.info("cleaned", **{k: v for k, v in report.__dict__.items() if k != "file_ids"})
+    if ids:
+        log.info("cleaned", **{k: v for k, v in report.__dict__.items() if k != "file_ids"})
     return report

@@ -28,17 +28,17 @@ from analytics_pipelines.lib.catalog.models import LookupSpec, SourceSpec
 from analytics_pipelines.lib.clean.ledger import lock_source
 from analytics_pipelines.lib.clean.merge import slot_of
 from analytics_pipelines.lib.logging import get_logger
-from analytics_pipelines.lib.tables import FILE_ID, SQL_TYPES, clean_table, touched_periods
+from analytics_pipelines.lib.tables import (
+    FILE_ID,
+    SQL_TYPES,
+    clean_table,
+    temporary_table,
+    touched_periods,
+)
 
 log = get_logger(__name__)
 
 LookupUses = Sequence[tuple[SourceSpec, LookupSpec]]
-
-
-def _temporary(name: str, columns: list[sa.Column]) -> sa.Table:
-    return sa.Table(
-        name, sa.MetaData(), *columns, prefixes=["TEMPORARY"], postgresql_on_commit="DROP"
-    )
 
 
 def _typed(source: SourceSpec, names: Sequence[str]) -> list[sa.Column]:
@@ -61,8 +61,8 @@ class ReferenceSnapshot:
         if source.kind != "reference" or not uses:
             return None
         names = [c.name for c in source.columns]
-        before = _temporary(
-            "_reference_before", [*_typed(source, names), sa.Column(FILE_ID, sa.BigInteger)]
+        before = temporary_table(
+            "_reference_before", *_typed(source, names), sa.Column(FILE_ID, sa.BigInteger)
         )
         before.create(conn)
         clean = clean_table(source)
@@ -79,8 +79,8 @@ class ReferenceSnapshot:
         clean = clean_table(source)
         pk = list(source.primary_key)
         data = [c.name for c in source.columns if c.name not in pk]
-        changed = _temporary(
-            "_reference_changed", [*_typed(source, pk), sa.Column("cause", sa.BigInteger)]
+        changed = temporary_table(
+            "_reference_changed", *_typed(source, pk), sa.Column("cause", sa.BigInteger)
         )
         changed.create(conn)
         differs = sa.or_(

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.clean.rules import BAD, NORMALISED, RuleEngine
-from analytics_pipelines.lib.tables import FILE_ID, LINE, LOADED_AT, SQL_TYPES
+from analytics_pipelines.lib.tables import FILE_ID, LINE, LOADED_AT, SQL_TYPES, temporary_table
 from analytics_pipelines.lib.warehouse import copy_from, dbapi_connection
 
 STAGE_TABLE = "_clean_stage"
@@ -61,17 +61,14 @@ def _stage_shape(name: str, source: SourceSpec, typed: bool) -> sa.Table:
     """A transaction-local table of staged rows: the declared columns (typed as in clean, or
     as text), lineage, the verdict, and for failing rows the raw values and failures."""
     json_type: sa.types.TypeEngine = postgresql.JSONB() if typed else sa.Text()
-    return sa.Table(
+    return temporary_table(
         name,
-        sa.MetaData(),
         *(sa.Column(c.name, SQL_TYPES[c.type] if typed else sa.Text) for c in source.columns),
         sa.Column(FILE_ID, sa.BigInteger, nullable=False),
         sa.Column(LINE, sa.BigInteger, nullable=False),
         sa.Column(OK, sa.Boolean, nullable=False),
         sa.Column(RAW, json_type),
         sa.Column(FAILURES, json_type),
-        prefixes=["TEMPORARY"],
-        postgresql_on_commit="DROP",
     )
 
 

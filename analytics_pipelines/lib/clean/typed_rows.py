@@ -37,14 +37,30 @@ class Declined(Exception):
 
 
 @dataclass
-class BatchOutcome:
-    good: pl.DataFrame
-    ok_rows: int
-    landed_rows: int
+class Landed:
+    """What rows put into clean (and quarantine): of one batch, or summed over a file version."""
+
+    rows: int = 0
+    ok_rows: int = 0
+    failed_rows: int = 0
+    landed_rows: int = 0
     # Distinct 15-minute slots (naive, in UTC) of the landed rows' event times.
     slots: pl.Series = field(default_factory=lambda: pl.Series("q", [], pl.Datetime("us")))
     first_date: date | None = None
     last_date: date | None = None
+
+    @property
+    def replaced_rows(self) -> int:
+        return self.ok_rows - self.landed_rows
+
+    def add(self, batch: Landed) -> None:
+        self.rows += batch.rows
+        self.ok_rows += batch.ok_rows
+        self.failed_rows += batch.failed_rows
+        self.landed_rows += batch.landed_rows
+        self.slots = pl.concat([self.slots, batch.slots.cast(pl.Datetime("us"))]).unique()
+        self.first_date = min(filter(None, (self.first_date, batch.first_date)), default=None)
+        self.last_date = max(filter(None, (self.last_date, batch.last_date)), default=None)
 
 
 class TypedRows:
@@ -169,8 +185,8 @@ class TypedRows:
 
     # -- one batch ---------------------------------------------------------------------------
 
-    def land(self, checked: Checked) -> BatchOutcome:
-        """The batch's passing rows, de-duplicated and typed, with their dates and slots."""
+    def land(self, checked: Checked) -> tuple[pl.DataFrame, Landed]:
+        """The batch's passing rows, de-duplicated and typed, and what they land."""
         good = checked.good(self.declared)
         event = self.source.event_column
         self._naive_walls = None
@@ -191,9 +207,10 @@ class TypedRows:
         landed = keyed if distinct else keyed.unique(subset=keys, keep="last", maintain_order=True)
         first, last, slots = self._dates_and_slots(good, instants, landed.get_column("__t"))
         landed = self._typed(landed)
-        return BatchOutcome(
-            good=landed,
+        return landed, Landed(
+            rows=checked.staged.height,
             ok_rows=good.height,
+            failed_rows=checked.bad_rows,
             landed_rows=landed.height,
             slots=slots,
             first_date=first,

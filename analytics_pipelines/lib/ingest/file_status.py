@@ -9,7 +9,7 @@ connection under their SQLAlchemy one (`lib.warehouse.dbapi_connection`). Operat
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -57,56 +57,30 @@ class FileVersion:
         return f"#{self.file_id} {self.etag[:SHORT_ETAG]}"
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "key": self.key,
-            "file_id": self.file_id,
-            "etag": self.etag,
-            "status": self.status,
-            "rows": self.rows,
-            "reason": self.reason,
-            "when": self.when.isoformat(),
-            "run_id": self.run_id,
-            "alerted_at": self.alerted_at.isoformat() if self.alerted_at else None,
-            "retry_requested_at": self.retry_requested_at.isoformat()
-            if self.retry_requested_at
-            else None,
-        }
+        """The fields by name, times in ISO 8601."""
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
 
 
-COLUMNS = sql.SQL(", ").join(
-    sql.Identifier(name)
-    for name in (
-        "source",
-        "object_key",
-        "file_id",
-        "etag",
-        "status",
-        "row_count",
-        "error",
-        "discovered_at",
-        "run_id",
-        "alerted_at",
-        "retry_requested_at",
-    )
-)
+# Ledger column → FileVersion field, in the fields' order.
+_FIELDS = {
+    "source": "source",
+    "object_key": "key",
+    "file_id": "file_id",
+    "etag": "etag",
+    "status": "status",
+    "row_count": "rows",
+    "error": "reason",
+    "discovered_at": "when",
+    "run_id": "run_id",
+    "alerted_at": "alerted_at",
+    "retry_requested_at": "retry_requested_at",
+}
+COLUMNS = sql.SQL(", ").join(map(sql.Identifier, _FIELDS))
 
 
 def version_of(row: Any) -> FileVersion:
     """A FileVersion from a row holding COLUMNS."""
-    return FileVersion(
-        source=row.source,
-        key=row.object_key,
-        file_id=int(row.file_id),
-        etag=row.etag,
-        status=row.status,
-        rows=None if row.row_count is None else int(row.row_count),
-        reason=row.error,
-        when=row.discovered_at,
-        run_id=row.run_id,
-        alerted_at=row.alerted_at,
-        retry_requested_at=row.retry_requested_at,
-    )
+    return FileVersion(**{field: getattr(row, column) for column, field in _FIELDS.items()})
 
 
 def _versions(conn: DbApiConnection, statement: sql.Composable, params: Any) -> list[FileVersion]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
@@ -165,8 +164,3 @@ def live_duplicates_of(conn: Connection, file_id: int, key: str) -> list[Any]:
 
 def version(conn: Connection, file_id: int) -> Any:
     return conn.execute(sa.select(ledger).where(ledger.c.file_id == file_id)).one()
-
-
-def business_dates(values: tuple[Any, Any] | None) -> dict[str, date | None]:
-    low, high = values if values else (None, None)
-    return {"business_date_min": low, "business_date_max": high}

@@ -79,7 +79,6 @@ class FileOutcome:
     duplicate_of: int | None = None
     superseded: list[int] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
-    extra_column_headers: dict[str, str] = field(default_factory=dict)
     business_date_min: date | None = None
     business_date_max: date | None = None
     # True when the file was also cleaned beside its COPY (see clean_seam).
@@ -225,16 +224,26 @@ def _retire_earlier(conn: Connection, source: SourceSpec, key: str, file_id: int
             for other in heirs[1:]:
                 ledger.update_version(conn, other.file_id, duplicate_of=heir)
         else:
-            run_sql(
-                conn,
-                sql.SQL("DELETE FROM {} WHERE {} = %s").format(table, sql.Identifier(FILE_ID)),
-                [version.file_id],
-            )
+            _delete_rows(conn, source, version.file_id)
     for version in earlier:
         ledger.update_version(
             conn, version.file_id, status=statuses.SUPERSEDED, superseded_by=file_id
         )
     return [v.file_id for v in earlier if v.status == statuses.LOADED]
+
+
+def _delete_rows(conn: Connection, source: SourceSpec, file_id: int) -> None:
+    statement = sql.SQL("DELETE FROM {} WHERE {} = %s")
+    run_sql(conn, statement.format(table_ident(source.name), sql.Identifier(FILE_ID)), [file_id])
+
+
+def _settle_failures(conn: Connection, source: SourceSpec, key: str, file_id: int) -> None:
+    """The key's earlier failed versions are superseded by `file_id`."""
+    for version in ledger.earlier_versions(conn, source.name, key, file_id):
+        if version.status == statuses.FAILED:
+            ledger.update_version(
+                conn, version.file_id, status=statuses.SUPERSEDED, superseded_by=file_id
+            )
 
 
 def _mark_duplicate(
@@ -249,11 +258,7 @@ def _mark_duplicate(
     else:
         # The key is back at the content it holds (A, failed B, A): B's failure is settled.
         superseded = []
-        for version in ledger.earlier_versions(conn, source.name, info.key, file_id):
-            if version.status == statuses.FAILED:
-                ledger.update_version(
-                    conn, version.file_id, status=statuses.SUPERSEDED, superseded_by=file_id
-                )
+        _settle_failures(conn, source, info.key, file_id)
     return FileOutcome(
         info.key,
         info.etag,
@@ -301,13 +306,7 @@ def _load_in_transaction(
     ledger.update_version(conn, file_id, content_hash=copied.content_hash, size_bytes=copied.size)
     original = ledger.loaded_with_content(conn, source.name, copied.content_hash)
     if original is not None:
-        run_sql(
-            conn,
-            sql.SQL("DELETE FROM {} WHERE {} = %s").format(
-                table_ident(source.name), sql.Identifier(FILE_ID)
-            ),
-            [file_id],
-        )
+        _delete_rows(conn, source, file_id)
         return _mark_duplicate(conn, source, info, file_id, original)
     # What read the bytes beside the COPY also knows the business dates, mostly.
     dates = beside.business_dates(copied.rows)
@@ -336,7 +335,6 @@ def _load_in_transaction(
         rows=copied.rows,
         superseded=superseded,
         extra_columns=copied.extra_columns,
-        extra_column_headers=copied.extra_headers,
         business_date_min=low,
         business_date_max=high,
     )
@@ -353,11 +351,7 @@ def _record_failure(
             conn, source.name, info, status=statuses.FAILED, run_id=run_id, error=reason
         )
         # An earlier failure of the same key is settled by this newer attempt; loaded data stays.
-        for version in ledger.earlier_versions(conn, source.name, info.key, file_id):
-            if version.status == statuses.FAILED:
-                ledger.update_version(
-                    conn, version.file_id, status=statuses.SUPERSEDED, superseded_by=file_id
-                )
+        _settle_failures(conn, source, info.key, file_id)
     return FileOutcome(info.key, info.etag, statuses.FAILED, file_id, error=reason)
 
 

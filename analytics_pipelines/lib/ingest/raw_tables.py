@@ -72,7 +72,6 @@ class ColumnMapping:
 
     targets: list[str]
     extra: list[str]
-    missing: list[str]
     # Extra raw column -> the header text the file spelled it with (kept in the ledger).
     extra_headers: dict[str, str]
 
@@ -100,7 +99,6 @@ def map_columns(source: SourceSpec, received: Sequence[str]) -> ColumnMapping:
         if target not in declared:
             extra.append(target)
             extra_headers[target] = name
-    missing = [c.name for c in source.columns if c.name not in seen]
     required_missing = [c.name for c in source.columns if c.required and c.name not in seen]
     if required_missing:
         shown = ", ".join(received[:20]) + (" …" if len(received) > 20 else "")
@@ -108,7 +106,7 @@ def map_columns(source: SourceSpec, received: Sequence[str]) -> ColumnMapping:
             f"missing required column(s) {', '.join(required_missing)} "
             f"(the header has: {shown or 'nothing'})"
         )
-    return ColumnMapping(targets=targets, extra=extra, missing=missing, extra_headers=extra_headers)
+    return ColumnMapping(targets=targets, extra=extra, extra_headers=extra_headers)
 
 
 def existing_columns(conn: Connection, source: str) -> list[str]:

@@ -78,12 +78,8 @@ class RecordTee:
 
     def _fed(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
-            self.feed(chunk)
-            yield chunk
-
-    def feed(self, chunk: bytes) -> None:
-        if chunk:
             self._put(chunk, lambda: not self.stopped.is_set())
+            yield chunk
 
     def close(self) -> None:
         """The COPY has read everything: the worker can finish its last batch."""
