@@ -6,6 +6,7 @@ python -m bench.formats    # only file → clean for each format and a correctio
 python -m bench.cli_bench  # only the CLI start-up table
 python -m bench.latency_bench  # only the drop-to-KPI latency of make dev
 python -m bench.ml_bench   # only the forecasts and anomaly flags (lib/ml)
+python -m bench.raw_cost CSV [ROUNDS]  # only the server cost of each raw-table feature (issue #21)
 """
 
 from __future__ import annotations
