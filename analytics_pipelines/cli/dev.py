@@ -164,36 +164,69 @@ def _interrupt(*_: object) -> None:
 
 # Dagster's daemon, stopped while a threaded sensor tick is submitting a run, reports that tick
 # with a traceback (its workspace has closed: DagsterCodeLocationNotFoundError). After Ctrl-C
-# that report is expected, so it becomes one line; any other report is relayed as it came.
+# that report is expected, so it becomes one line. So does any traceback printed once the
+# leftovers are being stopped (_end_leftovers): that is a process reacting to our SIGTERM (seen
+# in CI: a code server's KeyboardInterrupt chained to "RuntimeError: release unlocked lock").
+# Any other report is relayed as it came.
 _SENSOR_ERROR = b"Sensor daemon caught an error for sensor "
 _SHUTDOWN_RACE = b"DagsterCodeLocationNotFoundError"
+_TRACEBACK = b"Traceback (most recent call last):"
+# Python's words between the parts of a chained traceback; the report goes on after them.
+_CHAINED = (
+    b"During handling of the above exception, another exception occurred:",
+    b"The above exception was the direct cause of the following exception:",
+)
 
 
-def _relay(source: IO[bytes], sink: IO[bytes], stopping: threading.Event) -> None:
-    """Copy the UI's output line by line, turning sensor reports of the shutdown race into notes."""
-    held: list[bytes] = []
+def _relay(
+    source: IO[bytes], sink: IO[bytes], stopping: threading.Event, ending: threading.Event
+) -> None:
+    """Copy the UI's output line by line, turning the reports expected at shutdown into notes."""
+    # The report being read, held until its end is known: a chained part may follow its
+    # exception, so it ends only at a later line neither blank nor a chain marker (or at EOF).
+    report: list[bytes] = []
+    exception_at: int | None = None  # its exception line so far; None inside a traceback part
     for line in iter(source.readline, b""):
-        if held:
-            held.append(line)
-            if line[:1].isspace() or line.startswith(b"Traceback"):
-                continue
-            # The first unindented line after the traceback is the exception: the report's end.
-            if _SHUTDOWN_RACE in line:
-                sensor = held[0].split(_SENSOR_ERROR, 1)[1].split(b"\x1b", 1)[0].strip()
-                sink.write(
-                    b"the tick of %s in flight at Ctrl-C stopped before submitting its run\n"
-                    % sensor
-                )
-            else:
-                sink.writelines(held)
-            held = []
-        elif stopping.is_set() and _SENSOR_ERROR in line:
-            held.append(line)
-            continue
+        if report:
+            if exception_at is None:
+                # In a traceback every line is a frame (indented), blank or a part's start, up
+                # to the first other line: the exception.
+                if not line[:1].isspace() and not line.startswith(_TRACEBACK):
+                    exception_at = len(report)
+            elif line.startswith(_CHAINED):
+                exception_at = None
+            elif line.strip():
+                # Neither blank nor a chain marker after the exception: the report has ended.
+                _write_report(report, exception_at, sink)
+                report, exception_at = [], None
+        if report:
+            report.append(line)
+        elif (stopping.is_set() and _SENSOR_ERROR in line) or (
+            ending.is_set() and line.startswith(_TRACEBACK)
+        ):
+            report = [line]
         else:
             sink.write(line)
-        sink.flush()
-    sink.writelines(held)
+            sink.flush()
+    _write_report(report, exception_at, sink)
+
+
+def _write_report(report: list[bytes], exception_at: int | None, sink: IO[bytes]) -> None:
+    """A held report as one line when it is an expected one, else (or when cut off before its
+    exception) as it came; then the blank lines held after it in case a chained part followed."""
+    end = len(report) if exception_at is None else exception_at + 1
+    text = b"".join(report[:end])
+    if exception_at is not None:
+        exception = report[exception_at].strip()
+        if report[0].startswith(_TRACEBACK):
+            text = b"a Dagster process stopped by the shutdown reported: %s\n" % exception
+        elif _SHUTDOWN_RACE in exception:
+            sensor = report[0].split(_SENSOR_ERROR, 1)[1].split(b"\x1b", 1)[0].strip()
+            text = (
+                b"the tick of %s in flight at Ctrl-C stopped before submitting its run\n" % sensor
+            )
+    sink.write(text)
+    sink.writelines(report[end:])
     sink.flush()
 
 
@@ -209,7 +242,7 @@ def _stop(child: subprocess.Popen[bytes], stopping: threading.Event) -> None:
         child.wait()
 
 
-def _end_leftovers(child: subprocess.Popen[bytes], log: Any) -> None:
+def _end_leftovers(child: subprocess.Popen[bytes], log: Any, ending: threading.Event) -> None:
     """Stop what the UI's supervisor left running in its process group (its own session).
 
     Seen once in testing: a code server outlived `dg dev` and ignored SIGTERM, holding
@@ -217,9 +250,14 @@ def _end_leftovers(child: subprocess.Popen[bytes], log: Any) -> None:
     supervisor has gone.
     """
     try:
-        os.killpg(child.pid, signal.SIGTERM)
+        os.killpg(child.pid, 0)
     except (ProcessLookupError, PermissionError):
         return  # the group is empty: everything stopped in order
+    # Set only when there is something to stop: from here a traceback is a leftover's reaction
+    # to this SIGTERM (_relay), not a report printed before.
+    ending.set()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGTERM)
     log("stopping Dagster processes that outlived the UI\n")
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -369,6 +407,7 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
 
     child: subprocess.Popen[bytes] | None = None
     stopping = threading.Event()
+    ending = threading.Event()  # the leftovers are being stopped (_end_leftovers)
     relays: list[threading.Thread] = []
     try:
         config = Config("alembic.ini")
@@ -411,7 +450,7 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
         for source, sink in ((child.stdout, sys.stdout.buffer), (child.stderr, sys.stderr.buffer)):
             assert source is not None
             relays.append(
-                threading.Thread(target=_relay, args=(source, sink, stopping), daemon=True)
+                threading.Thread(target=_relay, args=(source, sink, stopping, ending), daemon=True)
             )
             relays[-1].start()
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -423,7 +462,7 @@ def _run_locked(args: argparse.Namespace, env: dict[str, str], log: Any, lock: D
         return 0
     finally:
         if child is not None:
-            _end_leftovers(child, log)
+            _end_leftovers(child, log, ending)
             for relay in relays:
                 relay.join(timeout=10)
         if server is not None:
