@@ -23,6 +23,7 @@ from analytics_pipelines.lib.archive import (
     purge_raw,
 )
 from analytics_pipelines.lib.catalog import SourceSpec
+from analytics_pipelines.lib.ingest.raw_tables import attach_file_table, open_file_table
 from analytics_pipelines.lib.storage import LocalFolderStore, ObjectStore
 from analytics_pipelines.lib.tables import clean_table, ledger, raw_table, touched_periods
 from analytics_pipelines.lib.warehouse import Warehouse
@@ -99,6 +100,8 @@ class Fixture:
     ) -> None:
         loaded = NOW - dt.timedelta(days=loaded_days_ago)
         with self.warehouse.begin() as conn:
+            open_file_table(conn, self.source.name, file_id, [])
+            attach_file_table(conn, self.source.name, file_id)
             for line, row in enumerate(rows, start=1):
                 text = {k: None if v is None else str(v) for k, v in row.items()}
                 conn.execute(

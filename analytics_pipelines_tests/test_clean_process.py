@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from analytics_pipelines.lib.catalog import ColumnSpec, ReaderOptions, SourceSpec
 from analytics_pipelines.lib.clean import clean_pending
 from analytics_pipelines.lib.clean.quality import reconciliation_problems
+from analytics_pipelines.lib.ingest.raw_tables import attach_file_table, open_file_table
 from analytics_pipelines.lib.tables import (
     ledger,
     quarantine_rows,
@@ -108,6 +109,8 @@ def land(
             )
             .returning(ledger.c.file_id)
         ).scalar_one()
+        open_file_table(conn, source.name, file_id, [])
+        attach_file_table(conn, source.name, file_id)
         if rows:
             conn.execute(
                 sa.insert(table),

@@ -1,7 +1,8 @@
 """PostgreSQL's own floor of file → raw + clean, measured in the bench's run (issue #21's method).
 
-Two psql clients side by side, no client code of ours: (A) the CSV `\\copy` into a raw table with
-the product's DDL (lineage defaults, line sequence, BRIN on the file id), (B) a binary `\\copy`
+Two psql clients side by side, no client code of ours: (A) the CSV `\\copy` into a raw file table
+with the product's DDL (lineage defaults, line sequence; created, filled and attached as its
+partition in one transaction, as the loader does), (B) a binary `\\copy`
 of the same rows already typed (exported from what the fused path stored) into a clean table
 with the product's DDL, then its primary key. The floor is the time until both have finished.
 "The next file" is the same with both tables already holding the first file and the key in
@@ -29,6 +30,8 @@ from analytics_pipelines.lib.clean.schema import ensure_clean_table
 from analytics_pipelines.lib.ingest.raw_tables import (
     FILE_ID_SETTING,
     ensure_raw_table,
+    file_table_name,
+    file_table_statements,
     line_sequence,
 )
 from analytics_pipelines.lib.pgserver import find_bindir
@@ -145,16 +148,26 @@ class Floor:
             )
         return FloorRun(max(ends.values()), ends["raw"], ends["clean"], raw_rows, clean_rows, cpu)
 
+    def _file_table(self, source: SourceSpec, file_id: int) -> tuple[str, str]:
+        """The loader's own CREATE and ATTACH of a file table, as psql commands."""
+        with self.warehouse.connect() as conn:
+            dbapi = conn.connection.dbapi_connection
+            statements = file_table_statements(source.name, file_id)
+            return statements[0].as_string(dbapi), statements[1].as_string(dbapi)
+
     def _both(
         self, source: SourceSpec, csv_path: Path, file_id: int, clean_side: list[str]
     ) -> dict[str, float]:
         """Seconds until each side has committed."""
         raw_columns = ", ".join(_ident(c.name) for c in source.columns)
+        create, attach = self._file_table(source, file_id)
         started = time.perf_counter()
         raw = self._psql(
             f"SET {FILE_ID_SETTING} = {int(file_id)}",
-            f"\\copy {_ident('raw', source.name)} ({raw_columns}) FROM '{csv_path}'"
-            " WITH (FORMAT csv, HEADER true)",
+            create,
+            f"\\copy {_ident('raw', file_table_name(source.name, file_id))} ({raw_columns})"
+            f" FROM '{csv_path}' WITH (FORMAT csv, HEADER true)",
+            attach,
             one_transaction=True,
         )
         clean = self._psql(*clean_side, one_transaction=True)

@@ -99,7 +99,10 @@ kpi_values = sa.Table(
 
 
 def raw_table(source: SourceSpec, extra_columns: Iterable[str] = ()) -> sa.Table:
-    """`raw.<source>`: every received column as text, plus lineage (file id, line, load time)."""
+    """`raw.<source>`: every received column as text, plus lineage (file id, line, load time).
+
+    Partitioned by file id: one partition per file version (see `ingest.raw_tables`).
+    """
     names = [c.name for c in source.columns] + [
         c for c in extra_columns if c not in source.column_types
     ]
@@ -113,6 +116,7 @@ def raw_table(source: SourceSpec, extra_columns: Iterable[str] = ()) -> sa.Table
             LOADED_AT, sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
         schema=RAW_SCHEMA,
+        postgresql_partition_by=f"LIST ({FILE_ID})",
     )
 
 

@@ -14,14 +14,13 @@ from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest.errors import FileRejected
 from analytics_pipelines.lib.ingest.raw_tables import (
     ColumnMapping,
-    add_extra_columns,
     map_columns,
+    open_file_table,
     run_sql,
-    table_ident,
 )
 from analytics_pipelines.lib.ingest.readers import CopyPlan
 from analytics_pipelines.lib.ingest.translate import describe_copy_error
-from analytics_pipelines.lib.tables import LINE
+from analytics_pipelines.lib.tables import LINE, RAW_SCHEMA
 from analytics_pipelines.lib.warehouse import copy_from
 
 STAGE = "_ingest_lines"
@@ -68,9 +67,9 @@ def _first_bad_line(conn: Connection) -> str:
 
 
 def stage_and_insert_jsonl(
-    conn: Connection, source: SourceSpec, plan: CopyPlan
+    conn: Connection, source: SourceSpec, plan: CopyPlan, file_id: int
 ) -> tuple[int, ColumnMapping]:
-    """The rows inserted into raw and the raw column of each key."""
+    """The rows inserted into the file's raw table and the raw column of each key."""
     run_sql(
         conn,
         sql.SQL(
@@ -102,8 +101,7 @@ def stage_and_insert_jsonl(
     if not keys:
         raise FileRejected("the file is empty (no JSON objects)")
     mapping = map_columns(source, keys)
-    if mapping.extra:
-        add_extra_columns(conn, source.name, mapping.extra)
+    target = open_file_table(conn, source.name, file_id, mapping.extra)
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     statement = sql.SQL(
@@ -111,7 +109,7 @@ def stage_and_insert_jsonl(
         "FROM pg_temp.{stage} AS t, json_to_record(t.line::json) AS r({definitions}) "
         "WHERE t.line IS NOT NULL AND btrim(t.line) <> ''"
     ).format(
-        table=table_ident(source.name),
+        table=sql.Identifier(RAW_SCHEMA, target),
         targets=sql.SQL(", ").join(sql.Identifier(c) for c in mapping.targets),
         line=sql.Identifier(LINE),
         values=sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(k)) for k in keys),

@@ -1,8 +1,9 @@
 """Load object versions into `raw.<source>`: one transaction per file, exactly once per content.
 
 Per file: take the source's advisory lock, skip versions the ledger already knows, short-cut
-content already loaded (duplicate), COPY the bytes with lineage filled by column defaults,
-replace the rows of the key's earlier version (superseded), and record the outcome. A file
+content already loaded (duplicate), COPY the bytes into the version's own table with lineage
+filled by column defaults, attach it as its partition of `raw.<source>`, replace the rows of
+the key's earlier version (superseded), and record the outcome. A file
 that cannot be read leaves no rows: its transaction rolls back and a `failed` ledger row with
 the reason is written on its own, and the next file is loaded. Which errors concern one
 object (recorded) and which the whole run (propagated, files stay pending): see `objects`.
@@ -44,14 +45,17 @@ from analytics_pipelines.lib.ingest.objects import (
 )
 from analytics_pipelines.lib.ingest.raw_tables import (
     FILE_ID_SETTING,
-    add_extra_columns,
+    attach_file_table,
+    delete_file_rows,
+    drop_file_table,
     ensure_raw_table,
     existing_columns,
+    hand_over_rows,
     line_sequence_regclass,
     lock_source,
     map_columns,
+    open_file_table,
     run_sql,
-    table_ident,
 )
 from analytics_pipelines.lib.ingest.readers import plan_copy
 from analytics_pipelines.lib.ingest.streams import HashingReader
@@ -146,11 +150,10 @@ def _copy_file(
         plan = plan_copy(cast(IO[bytes], hashing), source, info.key)
         try:
             if plan.kind == "jsonl":
-                rows, mapping = stage_and_insert_jsonl(conn, source, plan)
+                rows, mapping = stage_and_insert_jsonl(conn, source, plan, file_id)
             else:
                 mapping = map_columns(source, plan.columns)
-                if mapping.extra:
-                    add_extra_columns(conn, source.name, mapping.extra)
+                target = open_file_table(conn, source.name, file_id, mapping.extra)
                 run_sql(
                     conn,
                     sql.SQL("SELECT setval(%s::regclass, %s, false)"),
@@ -172,7 +175,7 @@ def _copy_file(
                     )
                 try:
                     rows = copy_from(
-                        conn, (RAW_SCHEMA, source.name), columns, body, options=plan.options
+                        conn, (RAW_SCHEMA, target), columns, body, options=plan.options
                     )
                 except psycopg2.DataError as error:
                     raise FileRejected(
@@ -194,20 +197,13 @@ def _retire_earlier(conn: Connection, source: SourceSpec, key: str, file_id: int
     as its duplicate), its rows stay and are handed over to that duplicate instead.
     """
     earlier = ledger.earlier_versions(conn, source.name, key, file_id)
-    table = table_ident(source.name)
     for version in earlier:
         if version.status != statuses.LOADED:
             continue
         heirs = ledger.live_duplicates_of(conn, version.file_id, key)
         if heirs:
             heir = heirs[0].file_id
-            run_sql(
-                conn,
-                sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s").format(
-                    table, sql.Identifier(FILE_ID), sql.Identifier(FILE_ID)
-                ),
-                [heir, version.file_id],
-            )
+            hand_over_rows(conn, source.name, version.file_id, heir)
             old = ledger.version(conn, version.file_id)
             ledger.update_version(
                 conn,
@@ -224,17 +220,12 @@ def _retire_earlier(conn: Connection, source: SourceSpec, key: str, file_id: int
             for other in heirs[1:]:
                 ledger.update_version(conn, other.file_id, duplicate_of=heir)
         else:
-            _delete_rows(conn, source, version.file_id)
+            delete_file_rows(conn, source.name, version.file_id)
     for version in earlier:
         ledger.update_version(
             conn, version.file_id, status=statuses.SUPERSEDED, superseded_by=file_id
         )
     return [v.file_id for v in earlier if v.status == statuses.LOADED]
-
-
-def _delete_rows(conn: Connection, source: SourceSpec, file_id: int) -> None:
-    statement = sql.SQL("DELETE FROM {} WHERE {} = %s")
-    run_sql(conn, statement.format(table_ident(source.name), sql.Identifier(FILE_ID)), [file_id])
 
 
 def _settle_failures(conn: Connection, source: SourceSpec, key: str, file_id: int) -> None:
@@ -306,8 +297,9 @@ def _load_in_transaction(
     ledger.update_version(conn, file_id, content_hash=copied.content_hash, size_bytes=copied.size)
     original = ledger.loaded_with_content(conn, source.name, copied.content_hash)
     if original is not None:
-        _delete_rows(conn, source, file_id)
+        drop_file_table(conn, source.name, file_id)
         return _mark_duplicate(conn, source, info, file_id, original)
+    attach_file_table(conn, source.name, file_id)
     # What read the bytes beside the COPY also knows the business dates, mostly.
     dates = beside.business_dates(copied.rows)
     low, high = (

@@ -1,4 +1,12 @@
-"""`raw.<source>` tables: creation, lineage defaults, column evolution, header-to-column mapping."""
+"""`raw.<source>` tables: creation, lineage defaults, column evolution, header-to-column mapping.
+
+`raw.<source>` is partitioned by file version: each version's rows are written to a table of
+their own (`open_file_table`) and attached as its partition when complete. So a COPY maintains
+no index row by row (the BRIN index on `_file_id` it replaces was a quarter of the raw COPY's
+server time, bench/README.md), and a per-file lookup (supersede, clean, preview) reads one
+partition. A superseded version's rows are deleted row by row like any other rows, so readers
+of raw never wait for a load; its emptied partition stays attached.
+"""
 
 from __future__ import annotations
 
@@ -55,6 +63,31 @@ def line_sequence_regclass(source: str) -> str:
 
 def table_ident(source: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(RAW_SCHEMA), sql.Identifier(source))
+
+
+def file_table_name(source: str, file_id: int) -> str:
+    """`<source>#<file id>`: `#` is not allowed in source names, and file ids are unique."""
+    suffix = f"#{int(file_id)}"
+    return source[: _IDENTIFIER_MAX - len(suffix)] + suffix
+
+
+def file_table_statements(source: str, file_id: int) -> tuple[sql.Composed, sql.Composed]:
+    """CREATE of one file version's table, shaped like `raw.<source>` now, and its ATTACH.
+
+    The CHECK lets the ATTACH skip scanning the rows the table already holds; ATTACH takes a
+    SHARE UPDATE EXCLUSIVE lock on `raw.<source>`, which readers and writers do not wait for.
+    """
+    names = {
+        "table": table_ident(source),
+        "file": sql.Identifier(RAW_SCHEMA, file_table_name(source, file_id)),
+        "file_id": sql.Identifier(FILE_ID),
+        "value": sql.Literal(int(file_id)),
+    }
+    create = sql.SQL(
+        "CREATE TABLE {file} (LIKE {table} INCLUDING DEFAULTS, CHECK ({file_id} = {value}))"
+    ).format(**names)
+    attach = sql.SQL("ALTER TABLE {table} ATTACH PARTITION {file} FOR VALUES IN ({value})")
+    return create, attach.format(**names)
 
 
 def raw_column_name(name: str) -> str:
@@ -147,13 +180,18 @@ def _ensure_file_id_function(conn: Connection) -> None:
 
 
 def ensure_raw_table(warehouse: Warehouse, source: SourceSpec) -> None:
-    """Create `raw.<source>` with its lineage defaults and index if missing (idempotent, cheap)."""
+    """Create `raw.<source>` with its lineage defaults if missing (idempotent, cheap).
+
+    A table of the earlier single-table layout is converted to partitions once, rows kept.
+    """
     with warehouse.begin() as conn:
         lock_source(conn, source.name)
         current = existing_columns(conn, source.name)
         if not current:
             raw_table(source).create(conn, checkfirst=True)
         else:
+            if not _partitioned(conn, source.name):
+                _convert_to_partitions(conn, source.name, current)
             missing = [c.name for c in source.columns if c not in current]
             if missing:
                 _add_columns(conn, source.name, missing)
@@ -182,16 +220,55 @@ def ensure_raw_table(warehouse: Warehouse, source: SourceSpec) -> None:
                 seq=sql.Literal(line_sequence_regclass(source.name)),
             ),
         )
-        # BRIN: file ids grow with load order, so a tiny index finds one file's rows for
-        # supersede / clean without slowing COPY the way a B-tree would.
+
+
+def _partitioned(conn: Connection, source: str) -> bool:
+    rows = run_sql(
+        conn,
+        sql.SQL("SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass"),
+        [f'{RAW_SCHEMA}."{source}"'],
+    )
+    return bool(rows[0][0])
+
+
+def _convert_to_partitions(conn: Connection, source: str, columns: Sequence[str]) -> None:
+    """One partition per file version for a `raw.<source>` of the single-table layout."""
+    earlier = f"{source[: _IDENTIFIER_MAX - 8]}#earlier"
+    earlier_ident = sql.Identifier(RAW_SCHEMA, earlier)
+    run_sql(
+        conn,
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(table_ident(source), sql.Identifier(earlier)),
+    )
+    run_sql(
+        conn,
+        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS) PARTITION BY LIST ({})").format(
+            table_ident(source), earlier_ident, sql.Identifier(FILE_ID)
+        ),
+    )
+    listed = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    file_ids = run_sql(
+        conn,
+        sql.SQL("SELECT DISTINCT {} FROM {} ORDER BY 1").format(
+            sql.Identifier(FILE_ID), earlier_ident
+        ),
+    )
+    for (file_id,) in file_ids:
+        create, attach = file_table_statements(source, file_id)
+        run_sql(conn, create)
         run_sql(
             conn,
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING brin ({})").format(
-                sql.Identifier(f"{source.name}__file_id"[:_IDENTIFIER_MAX]),
-                table,
+            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE {} = %s").format(
+                sql.Identifier(RAW_SCHEMA, file_table_name(source, file_id)),
+                listed,
+                listed,
+                earlier_ident,
                 sql.Identifier(FILE_ID),
             ),
+            [file_id],
         )
+        run_sql(conn, attach)
+    # Not CASCADE: a view of the user's on the old table stops the conversion, with its name.
+    run_sql(conn, sql.SQL("DROP TABLE {}").format(earlier_ident))
 
 
 def _add_columns(conn: Connection, source: str, columns: Iterable[str]) -> None:
@@ -237,6 +314,61 @@ def add_extra_columns(conn: Connection, source: str, columns: Sequence[str]) -> 
         )
     _add_columns(conn, source, new)
     return new
+
+
+def open_file_table(
+    conn: Connection, source: str, file_id: int, extra_columns: Sequence[str]
+) -> str:
+    """Add the file's extra columns to `raw.<source>`, then create the table its rows go to.
+
+    In the load's transaction: `attach_file_table` makes the rows part of `raw.<source>`
+    once they are all there, and a failed load rolls both the columns and the table back.
+    """
+    if extra_columns:
+        add_extra_columns(conn, source, extra_columns)
+    run_sql(conn, file_table_statements(source, file_id)[0])
+    return file_table_name(source, file_id)
+
+
+def attach_file_table(conn: Connection, source: str, file_id: int) -> None:
+    run_sql(conn, file_table_statements(source, file_id)[1])
+
+
+def drop_file_table(conn: Connection, source: str, file_id: int) -> None:
+    """Drop a file table not attached yet (no lock on `raw.<source>`)."""
+    run_sql(
+        conn,
+        sql.SQL("DROP TABLE {}").format(
+            sql.Identifier(RAW_SCHEMA, file_table_name(source, file_id))
+        ),
+    )
+
+
+def hand_over_rows(conn: Connection, source: str, file_id: int, heir: int) -> None:
+    """The rows of `file_id` become the rows of `heir` (the same content under another key)."""
+    listed = [c for c in existing_columns(conn, source) if c != FILE_ID]
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in listed)
+    target = open_file_table(conn, source, heir, [])
+    run_sql(
+        conn,
+        sql.SQL("INSERT INTO {} ({}, {}) SELECT {}, %s FROM {} WHERE {} = %s").format(
+            sql.Identifier(RAW_SCHEMA, target),
+            columns,
+            sql.Identifier(FILE_ID),
+            columns,
+            table_ident(source),
+            sql.Identifier(FILE_ID),
+        ),
+        [heir, file_id],
+    )
+    attach_file_table(conn, source, heir)
+    delete_file_rows(conn, source, file_id)
+
+
+def delete_file_rows(conn: Connection, source: str, file_id: int) -> None:
+    """Delete one attached file version's rows (row locks only: readers of raw never wait)."""
+    statement = sql.SQL("DELETE FROM {} WHERE {} = %s")
+    run_sql(conn, statement.format(table_ident(source), sql.Identifier(FILE_ID)), [file_id])
 
 
 def lock_source(conn: Connection, source: str) -> None:
