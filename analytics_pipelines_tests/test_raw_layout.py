@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -82,10 +83,41 @@ def test_a_correction_deletes_the_rows_it_replaces_and_reads_the_same(
     assert values(raw_rows(warehouse, source), "order_id", "amount", "_file_id") == [
         ("A", "10", correction.file_id)
     ]
-    # The replaced version's partition is emptied (row by row, readers never wait), not dropped.
+    # The replaced version's rows are deleted row by row (readers never wait for the load)...
     assert partitions(warehouse, source.name) == {
         f"{source.name}#{first.file_id}": 0,
         f"{source.name}#{correction.file_id}": 1,
+    }
+    # ... and its emptied partition is dropped by the next load of the source.
+    assert load_pending(source, store, warehouse).outcomes == []
+    assert partitions(warehouse, source.name) == {f"{source.name}#{correction.file_id}": 1}
+
+
+def test_an_emptied_partition_read_at_the_time_is_left_to_a_later_load(
+    store: ObjectStore, warehouse: Warehouse
+) -> None:
+    source = make_source()
+    store.write(key_of(source, "a.csv"), V1)
+    [first] = load_pending(source, store, warehouse).outcomes
+    store.write(key_of(source, "a.csv"), V2)
+    [correction] = load_pending(source, store, warehouse).outcomes
+    store.write(key_of(source, "b.csv"), V1.replace(b"north", b"west"))
+
+    with warehouse.connect() as reader:
+        # A reader of raw.<source> (a clean step, an analyst) holds it while the next load runs.
+        reader.execute(sa.text(f'SELECT count(*) FROM raw."{source.name}"'))
+        started = time.monotonic()
+        [later] = load_pending(source, store, warehouse).outcomes
+        waited = time.monotonic() - started
+        reader.rollback()
+
+    assert later.status == "loaded"
+    assert waited < 10
+    assert f"{source.name}#{first.file_id}" in partitions(warehouse, source.name)
+    load_pending(source, store, warehouse)
+    assert partitions(warehouse, source.name) == {
+        f"{source.name}#{correction.file_id}": 1,
+        f"{source.name}#{later.file_id}": 2,
     }
 
 

@@ -47,6 +47,7 @@ from analytics_pipelines.lib.ingest.raw_tables import (
     FILE_ID_SETTING,
     attach_file_table,
     delete_file_rows,
+    drop_emptied_partitions,
     drop_file_table,
     ensure_raw_table,
     existing_columns,
@@ -449,6 +450,11 @@ def load_pending(
     if keys is not None:
         refuse_foreign_keys(source, keys)
     ensure_raw_table(warehouse, source)
+    with warehouse.begin() as conn:
+        lock_source(conn, source.name)
+        dropped = drop_emptied_partitions(conn, source.name)
+    if dropped:
+        log.info("dropped emptied raw partitions", source=source.name, file_ids=dropped)
     report = LoadReport(source.name)
     for page in pages(candidates(source, store, keys), LEDGER_PAGE):
         with warehouse.connect() as conn:

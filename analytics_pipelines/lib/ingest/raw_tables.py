@@ -5,7 +5,8 @@ their own (`open_file_table`) and attached as its partition when complete. So a 
 no index row by row (the BRIN index on `_file_id` it replaces was a quarter of the raw COPY's
 server time, bench/README.md), and a per-file lookup (supersede, clean, preview) reads one
 partition. A superseded version's rows are deleted row by row like any other rows, so readers
-of raw never wait for a load; its emptied partition stays attached.
+of raw never wait for a load; its emptied partition is dropped by a later load of the source
+(`drop_emptied_partitions`), which waits at most 0.2 s for readers.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2
+import psycopg2.errors
 from psycopg2 import sql
 from sqlalchemy.engine import Connection
 
 from analytics_pipelines.lib.catalog.models import SourceSpec
+from analytics_pipelines.lib.ingest import statuses
 from analytics_pipelines.lib.ingest.errors import FileRejected
 from analytics_pipelines.lib.tables import FILE_ID, LINE, RAW_SCHEMA, raw_table
 from analytics_pipelines.lib.warehouse import Warehouse
@@ -192,7 +196,7 @@ def ensure_raw_table(warehouse: Warehouse, source: SourceSpec) -> None:
         else:
             if not _partitioned(conn, source.name):
                 _convert_to_partitions(conn, source.name, current)
-            missing = [c.name for c in source.columns if c not in current]
+            missing = [c.name for c in source.columns if c.name not in current]
             if missing:
                 _add_columns(conn, source.name, missing)
         if _lineage_ready(conn, source.name):
@@ -220,6 +224,51 @@ def ensure_raw_table(warehouse: Warehouse, source: SourceSpec) -> None:
                 seq=sql.Literal(line_sequence_regclass(source.name)),
             ),
         )
+
+
+def drop_emptied_partitions(conn: Connection, source: str) -> list[int]:
+    """Drop the partitions of superseded versions, emptied when they were superseded.
+
+    Dropping a partition takes an ACCESS EXCLUSIVE lock on `raw.<source>`, so it is tried
+    briefly (a reader of raw, such as a clean step, is never held up for long) and otherwise
+    left to the next load. The file ids of the partitions dropped.
+    """
+    partitions = run_sql(
+        conn,
+        sql.SQL(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = %s::regclass"
+        ),
+        [f'{RAW_SCHEMA}."{source}"'],
+    )
+    by_id = {int(name.rsplit("#", 1)[1]): name for (name,) in partitions if "#" in name}
+    if not by_id:
+        return []
+    superseded = run_sql(
+        conn,
+        sql.SQL(
+            "SELECT file_id FROM ingest.file_ledger WHERE file_id = ANY(%s) AND status = %s"
+            " ORDER BY file_id"
+        ),
+        [sorted(by_id), statuses.SUPERSEDED],
+    )
+    dropped: list[int] = []
+    for (file_id,) in superseded:
+        table = sql.Identifier(RAW_SCHEMA, by_id[file_id])
+        savepoint = conn.begin_nested()
+        try:
+            run_sql(conn, sql.SQL("SET LOCAL lock_timeout = '200ms'"))
+            if run_sql(conn, sql.SQL("SELECT EXISTS (SELECT FROM {})").format(table))[0][0]:
+                savepoint.rollback()
+                continue
+            run_sql(conn, sql.SQL("DROP TABLE {}").format(table))
+        except psycopg2.errors.LockNotAvailable:
+            savepoint.rollback()
+            break
+        savepoint.commit()
+        dropped.append(int(file_id))
+    run_sql(conn, sql.SQL("SET LOCAL lock_timeout = DEFAULT"))
+    return dropped
 
 
 def _partitioned(conn: Connection, source: str) -> bool:
