@@ -7,7 +7,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest import load_pending
+from analytics_pipelines.lib.ingest.loader import FileOutcome
 from analytics_pipelines.lib.storage import ObjectStore
 from analytics_pipelines.lib.warehouse import Warehouse
 from analytics_pipelines_tests.test_ingest_helpers import (
@@ -71,14 +73,22 @@ def test_each_version_is_a_partition_and_a_duplicate_adds_none(
     assert indexes(warehouse, source.name) == []
 
 
-def test_a_correction_deletes_the_rows_it_replaces_and_reads_the_same(
-    store: ObjectStore, warehouse: Warehouse
-) -> None:
-    source = make_source()
+def corrected(
+    source: SourceSpec, store: ObjectStore, warehouse: Warehouse
+) -> tuple[FileOutcome, FileOutcome]:
+    """a.csv loaded, then a corrected version of it: both outcomes."""
     store.write(key_of(source, "a.csv"), V1)
     [first] = load_pending(source, store, warehouse).outcomes
     store.write(key_of(source, "a.csv"), V2)
     [correction] = load_pending(source, store, warehouse).outcomes
+    return first, correction
+
+
+def test_a_correction_deletes_the_rows_it_replaces_and_reads_the_same(
+    store: ObjectStore, warehouse: Warehouse
+) -> None:
+    source = make_source()
+    first, correction = corrected(source, store, warehouse)
 
     assert values(raw_rows(warehouse, source), "order_id", "amount", "_file_id") == [
         ("A", "10", correction.file_id)
@@ -97,10 +107,7 @@ def test_an_emptied_partition_read_at_the_time_is_left_to_a_later_load(
     store: ObjectStore, warehouse: Warehouse
 ) -> None:
     source = make_source()
-    store.write(key_of(source, "a.csv"), V1)
-    [first] = load_pending(source, store, warehouse).outcomes
-    store.write(key_of(source, "a.csv"), V2)
-    [correction] = load_pending(source, store, warehouse).outcomes
+    first, correction = corrected(source, store, warehouse)
     store.write(key_of(source, "b.csv"), V1.replace(b"north", b"west"))
 
     with warehouse.connect() as reader:
