@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from analytics_pipelines.lib.catalog.models import SourceSpec
 from analytics_pipelines.lib.ingest import statuses
 from analytics_pipelines.lib.ingest.errors import FileRejected
-from analytics_pipelines.lib.tables import FILE_ID, LINE, RAW_SCHEMA, raw_table
+from analytics_pipelines.lib.tables import FILE_ID, LINE, RAW_SCHEMA, ledger, raw_table
 from analytics_pipelines.lib.warehouse import Warehouse
 
 # The load transaction sets this; the `_file_id` default reads it, so COPY never touches rows.
@@ -247,9 +247,8 @@ def drop_emptied_partitions(conn: Connection, source: str) -> list[int]:
     superseded = run_sql(
         conn,
         sql.SQL(
-            "SELECT file_id FROM ingest.file_ledger WHERE file_id = ANY(%s) AND status = %s"
-            " ORDER BY file_id"
-        ),
+            "SELECT file_id FROM {} WHERE file_id = ANY(%s) AND status = %s ORDER BY file_id"
+        ).format(sql.Identifier(str(ledger.schema), ledger.name)),
         [sorted(by_id), statuses.SUPERSEDED],
     )
     dropped: list[int] = []
@@ -294,7 +293,6 @@ def _convert_to_partitions(conn: Connection, source: str, columns: Sequence[str]
             table_ident(source), earlier_ident, sql.Identifier(FILE_ID)
         ),
     )
-    listed = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     file_ids = run_sql(
         conn,
         sql.SQL("SELECT DISTINCT {} FROM {} ORDER BY 1").format(
@@ -302,20 +300,7 @@ def _convert_to_partitions(conn: Connection, source: str, columns: Sequence[str]
         ),
     )
     for (file_id,) in file_ids:
-        create, attach = file_table_statements(source, file_id)
-        run_sql(conn, create)
-        run_sql(
-            conn,
-            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE {} = %s").format(
-                sql.Identifier(RAW_SCHEMA, file_table_name(source, file_id)),
-                listed,
-                listed,
-                earlier_ident,
-                sql.Identifier(FILE_ID),
-            ),
-            [file_id],
-        )
-        run_sql(conn, attach)
+        _fill_file_table(conn, source, file_id, columns, earlier_ident, file_id)
     # Not CASCADE: a view of the user's on the old table stops the conversion, with its name.
     run_sql(conn, sql.SQL("DROP TABLE {}").format(earlier_ident))
 
@@ -395,23 +380,35 @@ def drop_file_table(conn: Connection, source: str, file_id: int) -> None:
 
 def hand_over_rows(conn: Connection, source: str, file_id: int, heir: int) -> None:
     """The rows of `file_id` become the rows of `heir` (the same content under another key)."""
-    listed = [c for c in existing_columns(conn, source) if c != FILE_ID]
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in listed)
-    target = open_file_table(conn, source, heir, [])
+    columns = existing_columns(conn, source)
+    _fill_file_table(conn, source, heir, columns, table_ident(source), file_id)
+    delete_file_rows(conn, source, file_id)
+
+
+def _fill_file_table(
+    conn: Connection,
+    source: str,
+    file_id: int,
+    columns: Sequence[str],
+    origin: sql.Composable,
+    origin_file_id: int,
+) -> None:
+    """The file table of `file_id`, holding the rows `origin` has for `origin_file_id`, attached."""
+    listed = sql.SQL(", ").join(sql.Identifier(c) for c in columns if c != FILE_ID)
+    target = open_file_table(conn, source, file_id, [])
     run_sql(
         conn,
         sql.SQL("INSERT INTO {} ({}, {}) SELECT {}, %s FROM {} WHERE {} = %s").format(
             sql.Identifier(RAW_SCHEMA, target),
-            columns,
+            listed,
             sql.Identifier(FILE_ID),
-            columns,
-            table_ident(source),
+            listed,
+            origin,
             sql.Identifier(FILE_ID),
         ),
-        [heir, file_id],
+        [file_id, origin_file_id],
     )
-    attach_file_table(conn, source, heir)
-    delete_file_rows(conn, source, file_id)
+    attach_file_table(conn, source, file_id)
 
 
 def delete_file_rows(conn: Connection, source: str, file_id: int) -> None:
