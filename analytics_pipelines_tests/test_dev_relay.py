@@ -1,6 +1,7 @@
 """`dev` relays the UI's output; after Ctrl-C, Dagster's report of a sensor tick cut short by
-the daemon's shutdown becomes one line, and so does a traceback (chained or not) printed by a
-process that outlived the UI once it is being stopped; every other line passes unchanged."""
+the daemon's shutdown becomes one line (its unnamed first report left out), and so does a
+traceback (chained or not) printed by a process that outlived the UI once it is being stopped;
+every other line passes unchanged."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ REPORT = (
     "               ^^^^^^^^^^^^^^^^\n"
     "dagster._core.errors.DagsterCodeLocationNotFoundError: Location analytics_pipelines does "
     "not exist in workspace\n"
+)
+# The tick's own context reports the same exception first, without the sensor's name.
+TICK_REPORT = REPORT.replace(
+    "Sensor daemon caught an error for sensor kpi_invalidation_sensor",
+    "Sensor tick caught an error",
 )
 OTHER_FAILURE = REPORT.replace(
     "dagster._core.errors.DagsterCodeLocationNotFoundError: Location analytics_pipelines does "
@@ -79,9 +85,21 @@ def test_the_shutdown_race_after_ctrl_c_becomes_one_line() -> None:
     assert "Traceback" not in out
 
 
+def test_the_ticks_own_report_of_the_race_leaves_one_named_line() -> None:
+    # As Dagster 1.13 logs it: the tick's context, then the daemon's loop naming the sensor.
+    out = relayed(TICK_REPORT + REPORT + AFTER, stopping=True)
+    assert out == SENSOR_NOTE + AFTER
+
+
 def test_other_reports_and_reports_while_running_pass_unchanged() -> None:
     assert relayed(OTHER_FAILURE + AFTER, stopping=True) == OTHER_FAILURE + AFTER
     assert relayed(REPORT + AFTER, stopping=False) == REPORT + AFTER
+    other_tick_failure = OTHER_FAILURE.replace(
+        "Sensor daemon caught an error for sensor kpi_invalidation_sensor",
+        "Sensor tick caught an error",
+    )
+    assert relayed(other_tick_failure + AFTER, stopping=True) == other_tick_failure + AFTER
+    assert relayed(TICK_REPORT + AFTER, stopping=False) == TICK_REPORT + AFTER
 
 
 def test_a_report_cut_off_by_the_end_of_output_is_kept() -> None:

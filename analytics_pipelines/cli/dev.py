@@ -163,12 +163,16 @@ def _interrupt(*_: object) -> None:
 
 
 # Dagster's daemon, stopped while a threaded sensor tick is submitting a run, reports that tick
-# with a traceback (its workspace has closed: DagsterCodeLocationNotFoundError). After Ctrl-C
-# that report is expected, so it becomes one line. So does any traceback printed once the
-# leftovers are being stopped (_end_leftovers): that is a process reacting to our SIGTERM (seen
-# in CI: a code server's KeyboardInterrupt chained to "RuntimeError: release unlocked lock").
+# with a traceback (its workspace has closed: DagsterCodeLocationNotFoundError). It does so twice:
+# the tick's own context logs "Sensor tick caught an error" and re-raises, then the daemon's loop
+# logs the same exception with the sensor's name. After Ctrl-C that race is expected: the named
+# report becomes one line and the unnamed one before it is left out (seen in CI, where it alone
+# was relayed with its traceback). A traceback printed once the leftovers are being stopped
+# (_end_leftovers) also becomes one line: that is a process reacting to our SIGTERM (seen in CI:
+# a code server's KeyboardInterrupt chained to "RuntimeError: release unlocked lock").
 # Any other report is relayed as it came.
 _SENSOR_ERROR = b"Sensor daemon caught an error for sensor "
+_TICK_ERROR = b"Sensor tick caught an error"
 _SHUTDOWN_RACE = b"DagsterCodeLocationNotFoundError"
 _TRACEBACK = b"Traceback (most recent call last):"
 # Python's words between the parts of a chained traceback; the report goes on after them.
@@ -201,7 +205,7 @@ def _relay(
                 report, exception_at = [], None
         if report:
             report.append(line)
-        elif (stopping.is_set() and _SENSOR_ERROR in line) or (
+        elif (stopping.is_set() and (_SENSOR_ERROR in line or _TICK_ERROR in line)) or (
             ending.is_set() and line.startswith(_TRACEBACK)
         ):
             report = [line]
@@ -220,6 +224,8 @@ def _write_report(report: list[bytes], exception_at: int | None, sink: IO[bytes]
         exception = report[exception_at].strip()
         if report[0].startswith(_TRACEBACK):
             text = b"a Dagster process stopped by the shutdown reported: %s\n" % exception
+        elif _SHUTDOWN_RACE in exception and _TICK_ERROR in report[0]:
+            text = b""  # the daemon's named report of the same exception follows
         elif _SHUTDOWN_RACE in exception:
             sensor = report[0].split(_SENSOR_ERROR, 1)[1].split(b"\x1b", 1)[0].strip()
             text = (
