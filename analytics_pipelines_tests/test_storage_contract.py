@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 
 import pytest
 
+from analytics_pipelines.lib.ingest.streams import HashingReader
 from analytics_pipelines.lib.storage import (
+    LocalFolderStore,
     ObjectNotFound,
     ObjectStore,
+    ObjectUnreadable,
     S3Store,
     StorageError,
     open_store,
@@ -105,3 +109,54 @@ def test_unknown_scheme_is_refused() -> None:
 def test_local_keys_cannot_escape_the_folder(local_store) -> None:
     with pytest.raises(StorageError, match="outside"):
         local_store.write("../escape.csv", b"x")
+
+
+def test_a_known_md5_is_the_content_hash(store: ObjectStore) -> None:
+    """What a store vouches for instead of the loader hashing the bytes is their MD5."""
+    data = b"order_id,amount\nORD-1,10\n" * 1000
+    store.write("landing/orders/a.csv", data)
+    with store.open("landing/orders/a.csv") as handle:
+        assert handle.read() == data
+        known = store.known_md5(handle)
+    assert known in (None, hashlib.md5(data, usedforsecurity=False).hexdigest())
+    if isinstance(store, LocalFolderStore):
+        assert known is not None
+
+
+def test_a_local_file_written_while_open_is_not_vouched_for(local_store: LocalFolderStore) -> None:
+    local_store.write("landing/orders/a.csv", b"a,b\n1,2\n")
+    with local_store.open("landing/orders/a.csv") as handle:
+        handle.read(2)
+        with (local_store.root / "landing/orders/a.csv").open("ab") as writer:
+            writer.write(b"3,4\n")  # appended in place, as a slow exporter does
+        handle.read()
+        assert local_store.known_md5(handle) is None
+
+
+def test_reading_a_local_file_that_changes_fails_instead_of_keeping_a_torn_read(
+    local_store: LocalFolderStore,
+) -> None:
+    local_store.write("landing/orders/a.csv", b"a,b\n" + b"1,2\n" * 100_000)
+    with local_store.open("landing/orders/a.csv") as handle:
+        hashing = HashingReader(handle, lambda: local_store.known_md5(handle))
+        hashing.read(1000)
+        with (local_store.root / "landing/orders/a.csv").open("r+b") as writer:
+            writer.seek(500_000)
+            writer.write(b"9,9\n")  # rewritten in place, half-way through the read
+        hashing.drain()
+        with pytest.raises(ObjectUnreadable, match="changed while it was being read"):
+            _ = hashing.hexdigest
+
+
+def test_a_local_etag_follows_the_content_when_the_modification_time_is_set_back(
+    local_store: LocalFolderStore,
+) -> None:
+    """A restore that keeps size and modification time (`cp -p`, rsync) still changes the etag."""
+    path = local_store.root / "landing/orders/a.csv"
+    first = local_store.write("landing/orders/a.csv", b"a,b\n1,2\n")
+    before = os.stat(path)
+    path.write_bytes(b"a,b\n3,4\n")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = local_store.head("landing/orders/a.csv")
+    assert again.modified == first.modified and again.size == first.size
+    assert again.etag == hashlib.md5(b"a,b\n3,4\n", usedforsecurity=False).hexdigest()

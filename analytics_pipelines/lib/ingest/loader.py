@@ -147,7 +147,7 @@ def _copy_file(
     beside: BesideCopy,
 ) -> _Copied:
     with store.open(info.key) as raw:
-        hashing = HashingReader(raw)
+        hashing = HashingReader(raw, lambda: store.known_md5(raw))
         plan = plan_copy(cast(IO[bytes], hashing), source, info.key)
         try:
             if plan.kind == "jsonl":
@@ -184,10 +184,12 @@ def _copy_file(
                     ) from None
                 beside.end_of_input()
             hashing.drain()
+            # While the object is open: the store vouches for a hash only of an open file.
+            content_hash = hashing.hexdigest
         finally:
             plan.close()
     return _Copied(
-        rows, hashing.hexdigest, hashing.size, mapping.extra, mapping.extra_headers, mapping.targets
+        rows, content_hash, hashing.size, mapping.extra, mapping.extra_headers, mapping.targets
     )
 
 

@@ -71,6 +71,13 @@ class ObjectStore(abc.ABC):
         ObjectUnreadable (opening or while reading) when this object cannot be read.
         """
 
+    def known_md5(self, reader: IO[bytes]) -> str | None:
+        """The MD5 of the whole content of `reader` (from `open`), when the store knows it
+        without the bytes being hashed again and can tell, at the moment it is asked, that the
+        content has not changed since. None: whoever needs the hash computes it while reading.
+        """
+        return None
+
     @abc.abstractmethod
     def write(self, key: str, data: bytes | IO[bytes]) -> ObjectInfo:
         """Create or replace the object at `key`."""

@@ -39,9 +39,14 @@ from analytics_pipelines.lib.storage.base import (
 
 _PARTIAL_SUFFIX = ".partial"
 # Listings report each file's MD5. Stores are re-created per run and per sensor tick, so the
-# hashes are cached per process, keyed by (path, size, mtime): a tick re-reads only changed files.
+# hashes are cached per process, keyed by the file's identity: a tick re-reads only changed
+# files. The identity holds the inode's change time, which every write, rename or restore of
+# the file moves and no user can set back (unlike the modification time, which `cp -p`, `touch
+# -d` and rsync do): same identity, same content. The loader uses the cached hash as the
+# content hash of what it read when the identity is the same after the read (`known_md5`).
 _ETAG_CACHE_SIZE = 200_000
-_ETAGS: dict[tuple[str, int, int], str] = {}
+_Identity = tuple[int, int, int, int, int]
+_ETAGS: dict[_Identity, str] = {}
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 _KINDS = (
     (stat.S_ISFIFO, "FIFO"),
@@ -80,12 +85,20 @@ def _open_regular(path: Path, key: str) -> IO[bytes]:
     return os.fdopen(fd, "rb", buffering=0)
 
 
+def _identity(status: os.stat_result) -> _Identity:
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
 class _ObjectReader(io.RawIOBase):
     """A file's bytes; an OS error while reading becomes ObjectUnreadable for this object."""
 
     def __init__(self, handle: IO[bytes], key: str) -> None:
         self._handle = handle
         self._key = key
+        self.opened_as = self.identity()
+
+    def identity(self) -> _Identity:
+        return _identity(os.fstat(self._handle.fileno()))
 
     def readable(self) -> bool:
         return True
@@ -101,12 +114,16 @@ class _ObjectReader(io.RawIOBase):
         super().close()
 
 
-def _md5_of(path: Path, key: str) -> str:
+def _md5_of(path: Path, key: str) -> tuple[str, bool]:
+    """The file's MD5, and whether it is the content of one identity throughout the read
+    (a file written while it was hashed gets a hash that is not kept)."""
     digest = hashlib.md5(usedforsecurity=False)
     with _open_regular(path, key) as handle:
+        before = _identity(os.fstat(handle.fileno()))
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
-    return digest.hexdigest()
+        steady = _identity(os.fstat(handle.fileno())) == before
+    return digest.hexdigest(), steady
 
 
 def _problem_etag(problem: str, status: os.stat_result, detail: str) -> str:
@@ -152,16 +169,17 @@ class LocalFolderStore(ObjectStore):
 
     def _regular_info(self, key: str, path: Path, status: os.stat_result) -> ObjectInfo:
         modified = datetime.fromtimestamp(status.st_mtime, UTC)
-        cache_key = (str(path), status.st_size, status.st_mtime_ns)
+        cache_key = _identity(status)
         etag = _ETAGS.get(cache_key)
         if etag is None:
             try:
-                etag = _md5_of(path, key)
+                etag, steady = _md5_of(path, key)
             except ObjectUnreadable as unreadable:
                 return self._unreadable(key, status, str(unreadable))
             if len(_ETAGS) >= _ETAG_CACHE_SIZE:
                 _ETAGS.clear()
-            _ETAGS[cache_key] = etag
+            if steady:
+                _ETAGS[cache_key] = etag
         return ObjectInfo(key, status.st_size, etag, modified)
 
     @staticmethod
@@ -285,6 +303,16 @@ class LocalFolderStore(ObjectStore):
         path = self._read_path(key)
         real = Path(os.path.realpath(path)) if path.is_symlink() else path
         return cast(IO[bytes], io.BufferedReader(_ObjectReader(_open_regular(real, key), key)))
+
+    def known_md5(self, reader: IO[bytes]) -> str | None:
+        # The hash a listing cached for the identity the file was opened with, while the open
+        # file still has it: nothing was written to it since it was hashed.
+        raw = getattr(reader, "raw", None)
+        if not isinstance(raw, _ObjectReader) or raw.closed:
+            return None
+        if raw.identity() != raw.opened_as:
+            return None
+        return _ETAGS.get(raw.opened_as)
 
     def write(self, key: str, data: bytes | IO[bytes]) -> ObjectInfo:
         path = self._path(key)
