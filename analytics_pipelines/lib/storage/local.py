@@ -114,16 +114,16 @@ class _ObjectReader(io.RawIOBase):
         super().close()
 
 
-def _md5_of(path: Path, key: str) -> tuple[str, bool]:
-    """The file's MD5, and whether it is the content of one identity throughout the read
-    (a file written while it was hashed gets a hash that is not kept)."""
+def _md5_of(path: Path, key: str) -> tuple[str, _Identity | None]:
+    """The file's MD5 and the identity it is the content of: the open file's, unchanged
+    throughout the read. None for a file written while it was hashed: that hash is not kept."""
     digest = hashlib.md5(usedforsecurity=False)
     with _open_regular(path, key) as handle:
         before = _identity(os.fstat(handle.fileno()))
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
         steady = _identity(os.fstat(handle.fileno())) == before
-    return digest.hexdigest(), steady
+    return digest.hexdigest(), before if steady else None
 
 
 def _problem_etag(problem: str, status: os.stat_result, detail: str) -> str:
@@ -169,17 +169,17 @@ class LocalFolderStore(ObjectStore):
 
     def _regular_info(self, key: str, path: Path, status: os.stat_result) -> ObjectInfo:
         modified = datetime.fromtimestamp(status.st_mtime, UTC)
-        cache_key = _identity(status)
-        etag = _ETAGS.get(cache_key)
+        etag = _ETAGS.get(_identity(status))
         if etag is None:
             try:
-                etag, steady = _md5_of(path, key)
+                etag, hashed = _md5_of(path, key)
             except ObjectUnreadable as unreadable:
                 return self._unreadable(key, status, str(unreadable))
             if len(_ETAGS) >= _ETAG_CACHE_SIZE:
                 _ETAGS.clear()
-            if steady:
-                _ETAGS[cache_key] = etag
+            # Kept under the identity that was read, which a replacement since the stat changed.
+            if hashed is not None:
+                _ETAGS[hashed] = etag
         return ObjectInfo(key, status.st_size, etag, modified)
 
     @staticmethod
